@@ -1,0 +1,1 @@
+//! Attention cores: Flow-Attention (normal, causal, step-by-step) and causal softmax.

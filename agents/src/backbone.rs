@@ -1,0 +1,1 @@
+//! The Flowformer backbone: pre-LayerNorm blocks over a selectable causal attention.

@@ -1,0 +1,1 @@
+//! Building blocks on runtime-shaped tensors: linear maps, LayerNorm, dropout, activations.

@@ -1,0 +1,9 @@
+//! flowrl-agents: the models. Flow-Attention (normal, causal, step-by-step), causal
+//! softmax attention, the Flowformer backbone, its parameter store and optimiser.
+//! Generic over dfdx's `Device` and the float type; knows nothing of files or environments.
+
+pub mod attention;
+pub mod backbone;
+pub mod layers;
+pub mod optim;
+pub mod params;

@@ -1,0 +1,1 @@
+//! AdamW with decoupled weight decay, and gradient-norm clipping.

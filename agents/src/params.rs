@@ -1,0 +1,1 @@
+//! The parameter store: named runtime-shaped tensors, initialisation, safetensors I/O.

@@ -1,0 +1,5 @@
+//! Benchmarks behind `flowrl bench`.
+
+pub mod attention;
+pub mod data;
+pub mod envs;

@@ -1,0 +1,5 @@
+//! Subcommands of the `flowrl` binary, one module each.
+
+pub mod bench;
+pub mod collect;
+pub mod dataset;

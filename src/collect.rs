@@ -1,0 +1,1 @@
+//! Dataset collection with behaviour policies.

@@ -1,0 +1,1 @@
+//! Trajectory datasets: the native store, importers, statistics and training windows.

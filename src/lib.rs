@@ -1,0 +1,9 @@
+//! flowrl: the toolkit around the models (`flowrl-agents`) and the environments
+//! (`flowrl-envs`): trajectory datasets, collection, benchmarks and the command line.
+
+pub mod atomic;
+pub mod bench;
+pub mod cli;
+pub mod collect;
+pub mod data;
+pub mod progress;

@@ -1,0 +1,30 @@
+//! The `flowrl` command line.
+
+use clap::{Parser, Subcommand};
+use flowrl::cli;
+
+/// flowrl: offline reinforcement learning with a linear-time Decision-Flowformer policy.
+#[derive(Parser)]
+#[command(name = "flowrl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks that print tables (attention, environments, datasets).
+    Bench(cli::bench::BenchArgs),
+    /// Collect a dataset with a behaviour policy.
+    Collect(cli::collect::CollectArgs),
+    /// Import and inspect datasets.
+    Dataset(cli::dataset::DatasetArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Bench(args) => cli::bench::run(args),
+        Command::Collect(args) => cli::collect::run(args),
+        Command::Dataset(args) => cli::dataset::run(args),
+    }
+}

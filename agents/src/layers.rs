@@ -1,1 +1,218 @@
 //! Building blocks on runtime-shaped tensors: linear maps, LayerNorm, dropout, activations.
+//!
+//! Layers hold the [`ParamId`]s of their parameters; the values live in a
+//! [`ParamStore`] passed to `forward`. Rows are tokens: 3-D inputs `(B, L, W)` are
+//! flattened to `(B·L, W)` so that every linear map is one large gemm.
+
+use dfdx::prelude::*;
+
+use crate::params::{Init, ParamError, ParamId, ParamStore};
+
+/// Row-major token matrix `(tokens, features)` with runtime sizes.
+pub type Tensor2<E, D, T = NoneTape> = Tensor<(usize, usize), E, D, T>;
+/// Token sequences `(batch, positions, features)` with runtime sizes.
+pub type Tensor3<E, D, T = NoneTape> = Tensor<(usize, usize, usize), E, D, T>;
+
+/// How a linear map's weight matrix is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// PyTorch `nn.Linear`: weight `[out, in]`, `y = x Wᵀ + b`.
+    OutIn,
+    /// GPT-2 `Conv1D`: weight `[in, out]`, `y = x W + b`.
+    InOut,
+}
+
+/// An affine map `inputs -> outputs` whose weight and bias live in a [`ParamStore`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Linear {
+    weight: ParamId,
+    bias: Option<ParamId>,
+    inputs: usize,
+    outputs: usize,
+    layout: WeightLayout,
+}
+
+impl Linear {
+    /// Registers `{prefix}.weight` (shape by `layout`) and, if `bias` is given,
+    /// `{prefix}.bias` (`[outputs]`).
+    pub fn register<E, D>(
+        store: &mut ParamStore<E, D>,
+        prefix: &str,
+        inputs: usize,
+        outputs: usize,
+        layout: WeightLayout,
+        weight: Init,
+        bias: Option<Init>,
+    ) -> Result<Self, ParamError>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+    {
+        let shape = match layout {
+            WeightLayout::OutIn => [outputs, inputs],
+            WeightLayout::InOut => [inputs, outputs],
+        };
+        let weight = store.register(format!("{prefix}.weight"), &shape, weight)?;
+        let bias = bias
+            .map(|init| store.register(format!("{prefix}.bias"), &[outputs], init))
+            .transpose()?;
+        Ok(Self {
+            weight,
+            bias,
+            inputs,
+            outputs,
+            layout,
+        })
+    }
+
+    /// Input width.
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    /// Output width.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// `(N, inputs) -> (N, outputs)`: one gemm plus the broadcast bias.
+    ///
+    /// # Panics
+    /// If `x` does not have `inputs` columns.
+    pub fn forward<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor2<E, D, T>,
+    ) -> Tensor2<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+    {
+        let n = x.shape().0;
+        assert_eq!(x.shape().1, self.inputs, "linear map: input width");
+        let w = store.matrix(self.weight);
+        let y = match self.layout {
+            WeightLayout::OutIn => x.matmul(w.permute::<_, Axes2<1, 0>>()),
+            WeightLayout::InOut => x.matmul(w),
+        };
+        match self.bias {
+            Some(b) => {
+                y + store
+                    .vector(b)
+                    .broadcast_like::<_, Axis<0>>(&(n, self.outputs))
+            }
+            None => y,
+        }
+    }
+
+    /// `(B, L, inputs) -> (B, L, outputs)`, flattened to one gemm.
+    pub fn forward3<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor3<E, D, T>,
+    ) -> Tensor3<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+    {
+        let (b, l, w) = *x.shape();
+        self.forward(store, x.reshape_like(&(b * l, w)))
+            .reshape_like(&(b, l, self.outputs))
+    }
+}
+
+/// LayerNorm over the feature axis with a learned scale (`weight`) and shift (`bias`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerNorm {
+    weight: ParamId,
+    bias: ParamId,
+    width: usize,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Registers `{prefix}.weight` (ones) and `{prefix}.bias` (zeros), both `[width]`.
+    pub fn register<E, D>(
+        store: &mut ParamStore<E, D>,
+        prefix: &str,
+        width: usize,
+        eps: f64,
+    ) -> Result<Self, ParamError>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+    {
+        let weight = store.register(format!("{prefix}.weight"), &[width], Init::Ones)?;
+        let bias = store.register(format!("{prefix}.bias"), &[width], Init::Zeros)?;
+        Ok(Self {
+            weight,
+            bias,
+            width,
+            eps,
+        })
+    }
+
+    /// `(N, width) -> (N, width)`: `(x - mean) / sqrt(var + eps) * weight + bias` per row,
+    /// with the biased variance (as PyTorch).
+    ///
+    /// # Panics
+    /// If `x` does not have `width` columns.
+    pub fn forward<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor2<E, D, T>,
+    ) -> Tensor2<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+    {
+        let shape = *x.shape();
+        assert_eq!(shape.1, self.width, "LayerNorm: input width");
+        x.normalize::<Axis<1>>(self.eps)
+            * store
+                .vector(self.weight)
+                .broadcast_like::<_, Axis<0>>(&shape)
+            + store.vector(self.bias).broadcast_like::<_, Axis<0>>(&shape)
+    }
+
+    /// `(B, L, width) -> (B, L, width)`.
+    pub fn forward3<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor3<E, D, T>,
+    ) -> Tensor3<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+    {
+        let (b, l, w) = *x.shape();
+        self.forward(store, x.reshape_like(&(b * l, w)))
+            .reshape_like(&(b, l, w))
+    }
+}
+
+/// Element-wise `max(x, 0)`.
+pub fn relu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+    x: Tensor<S, E, D, T>,
+) -> Tensor<S, E, D, T> {
+    x.relu()
+}
+
+/// Inverted dropout with probability `p` when `train` is true (kept values scaled by
+/// `1 / (1 - p)`), the identity otherwise or when `p == 0`. The mask comes from the
+/// device's seeded random stream, so a device seeded alike drops alike.
+pub fn dropout<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+    x: Tensor<S, E, D, T>,
+    p: f64,
+    train: bool,
+) -> Tensor<S, E, D, T> {
+    if train && p > 0.0 {
+        x.dropout(p)
+    } else {
+        x
+    }
+}

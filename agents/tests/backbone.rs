@@ -1,0 +1,626 @@
+//! Tests of the parameter store, AdamW and clipping, the layers, and the Flowformer
+//! backbone (including exact parity with the reference PyTorch fixture).
+
+use std::collections::HashMap;
+
+use dfdx::prelude::*;
+use flowrl_agents::layers::{dropout, LayerNorm, Linear, WeightLayout};
+use flowrl_agents::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, OptimError};
+use flowrl_agents::params::{Init, ParamError, ParamGrads, ParamId, ParamStore};
+
+/// Gradients equal to the given constants: the loss is `sum_i sum(p_i * c_i)`.
+fn constant_grads<E, D>(store: &ParamStore<E, D>, consts: &[(ParamId, Vec<E>)]) -> ParamGrads<E, D>
+where
+    E: Dtype + num_traits::Float,
+    D: Device<E>,
+{
+    let dev = store.device().clone();
+    let mut loss: Option<Tensor<Rank0, E, D, OwnedTape<E, D>>> = None;
+    for (id, c) in consts {
+        let p = store.value(*id).clone().leaky_traced();
+        let c = dev.tensor_from_vec(c.clone(), (c.len(),));
+        let term = (p * c).sum::<Rank0, _>();
+        loss = Some(match loss {
+            None => term,
+            Some(l) => l + term,
+        });
+    }
+    let mut gradients = loss.expect("at least one constant").backward();
+    store.grads(&mut gradients)
+}
+
+fn small_store<E: Dtype + num_traits::Float>(dev: &Cpu, seed: u64) -> ParamStore<E, Cpu>
+where
+    Cpu: Device<E>,
+{
+    let mut store = ParamStore::new(dev, seed);
+    store
+        .register("a.weight", &[3, 4], Init::Normal { std: 0.5 })
+        .unwrap();
+    store
+        .register("a.bias", &[4], Init::Uniform { bound: 0.3 })
+        .unwrap();
+    store.register("ln.weight", &[4], Init::Ones).unwrap();
+    store.register("ln.bias", &[4], Init::Zeros).unwrap();
+    store
+}
+
+// ---------------------------------------------------------------- parameter store
+
+#[test]
+fn store_lookup_count_and_errors() {
+    let dev = Cpu::default();
+    let mut store = small_store::<f32>(&dev, 1);
+    assert_eq!(store.len(), 4);
+    assert_eq!(store.num_elements(), 12 + 4 + 4 + 4);
+    let id = store.id("a.bias").unwrap();
+    assert_eq!(store.name(id), "a.bias");
+    assert_eq!(store.shape(id), &[4]);
+    assert_eq!(store.values(store.id("ln.weight").unwrap()), vec![1.0; 4]);
+    assert_eq!(store.values(store.id("ln.bias").unwrap()), vec![0.0; 4]);
+    assert_eq!(
+        store.id("a.wieght"),
+        Err(ParamError::Unknown {
+            name: "a.wieght".into(),
+            count: 4
+        })
+    );
+    assert_eq!(
+        store.register("a.bias", &[4], Init::Zeros),
+        Err(ParamError::Duplicate {
+            name: "a.bias".into()
+        })
+    );
+    assert!(matches!(
+        store.register("bad", &[2], Init::Normal { std: f64::NAN }),
+        Err(ParamError::InvalidInit { .. })
+    ));
+    assert!(matches!(
+        store.register("bad", &[2], Init::Uniform { bound: 0.0 }),
+        Err(ParamError::InvalidInit { .. })
+    ));
+    let err = store.set_values("a.bias", &[1.0, 2.0]).unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::ValueCount {
+            name: "a.bias".into(),
+            shape: vec![4],
+            expected: 4,
+            found: 2
+        }
+    );
+    store.set_values("a.bias", &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    assert_eq!(store.values(id), vec![1.0, 2.0, 3.0, 4.0]);
+}
+
+#[test]
+fn seeded_init_is_reproducible_with_the_right_statistics() {
+    let dev = Cpu::default();
+    let n = 200_000;
+    let build = |seed| {
+        let mut s = ParamStore::<f64, Cpu>::new(&dev, seed);
+        let a = s
+            .register("normal", &[n], Init::Normal { std: 0.02 })
+            .unwrap();
+        let b = s
+            .register("uniform", &[n], Init::pytorch_linear(16))
+            .unwrap();
+        (s.values(a), s.values(b))
+    };
+    let (normal, uniform) = build(7);
+    assert_eq!(
+        build(7),
+        (normal.clone(), uniform.clone()),
+        "same seed, same values"
+    );
+    assert_ne!(build(8).0, normal, "another seed, other values");
+
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let var = |v: &[f64]| {
+        let m = mean(v);
+        v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64
+    };
+    let se = 0.02 / (n as f64).sqrt();
+    assert!(
+        mean(&normal).abs() < 4.0 * se,
+        "normal mean {}",
+        mean(&normal)
+    );
+    assert!(
+        (var(&normal).sqrt() / 0.02 - 1.0).abs() < 0.01,
+        "normal std {}",
+        var(&normal).sqrt()
+    );
+    let bound = 0.25;
+    assert!(uniform.iter().all(|&x| (-bound..bound).contains(&x)));
+    assert!(
+        uniform.iter().any(|&x| x > 0.99 * bound) && uniform.iter().any(|&x| x < -0.99 * bound)
+    );
+    assert!((var(&uniform) / (bound * bound / 3.0) - 1.0).abs() < 0.01);
+
+    // Device- and precision-independent: the f32 store holds the f64 values rounded.
+    let mut s32 = ParamStore::<f32, Cpu>::new(&dev, 7);
+    let a32 = s32
+        .register("normal", &[n], Init::Normal { std: 0.02 })
+        .unwrap();
+    assert!(s32
+        .values(a32)
+        .iter()
+        .zip(&normal)
+        .all(|(x, y)| *x == *y as f32));
+}
+
+fn safetensors_round_trip<E>()
+where
+    E: Dtype + num_traits::Float + Bits,
+    Cpu: Device<E>,
+{
+    let dev = Cpu::default();
+    let store = small_store::<E>(&dev, 3);
+    let meta = HashMap::from([("model".to_string(), "tiny".to_string())]);
+    let bytes = store.to_safetensors(&meta).unwrap();
+    let mut other = small_store::<E>(&dev, 4);
+    let ids: Vec<_> = store.ids().collect();
+    assert!(ids.iter().any(|&id| store.values(id) != other.values(id)));
+    let read = other.load_safetensors(&bytes).unwrap();
+    assert_eq!(read, meta);
+    for id in ids {
+        assert_eq!(store.name(id), other.name(id));
+        assert_eq!(store.shape(id), other.shape(id));
+        let (a, b) = (store.values(id), other.values(id));
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+    // The bytes are plain safetensors with the logical shapes.
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("a.weight").unwrap().shape(), &[3, 4]);
+}
+
+trait Bits {
+    fn to_bits(&self) -> u64;
+}
+impl Bits for f32 {
+    fn to_bits(&self) -> u64 {
+        f32::to_bits(*self) as u64
+    }
+}
+impl Bits for f64 {
+    fn to_bits(&self) -> u64 {
+        f64::to_bits(*self)
+    }
+}
+
+#[test]
+fn safetensors_round_trip_is_bit_exact_f32_and_f64() {
+    safetensors_round_trip::<f32>();
+    safetensors_round_trip::<f64>();
+}
+
+#[test]
+fn safetensors_load_errors_name_the_tensor() {
+    let dev = Cpu::default();
+    let store = small_store::<f32>(&dev, 3);
+    let empty = HashMap::new();
+
+    // Missing tensor.
+    let mut fewer = ParamStore::<f32, Cpu>::new(&dev, 0);
+    fewer.register("a.weight", &[3, 4], Init::Zeros).unwrap();
+    let bytes = fewer.to_safetensors(&empty).unwrap();
+    let mut target = small_store::<f32>(&dev, 5);
+    let before: Vec<_> = target.ids().map(|id| target.values(id)).collect();
+    let err = target.load_safetensors(&bytes).unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::Missing {
+            name: "a.bias".into(),
+            shape: vec![4]
+        }
+    );
+    assert!(err.to_string().contains("a.bias"));
+    let after: Vec<_> = target.ids().map(|id| target.values(id)).collect();
+    assert_eq!(before, after, "a failed load leaves the store unchanged");
+
+    // Extra tensors.
+    let mut more = small_store::<f32>(&dev, 3);
+    more.register("extra.one", &[1], Init::Zeros).unwrap();
+    more.register("extra.two", &[1], Init::Zeros).unwrap();
+    let err = target
+        .load_safetensors(&more.to_safetensors(&empty).unwrap())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::Unexpected {
+            names: vec!["extra.one".into(), "extra.two".into()]
+        }
+    );
+
+    // Shape mismatch.
+    let mut reshaped = ParamStore::<f32, Cpu>::new(&dev, 0);
+    reshaped.register("a.weight", &[4, 3], Init::Zeros).unwrap();
+    reshaped.register("a.bias", &[4], Init::Zeros).unwrap();
+    reshaped.register("ln.weight", &[4], Init::Zeros).unwrap();
+    reshaped.register("ln.bias", &[4], Init::Zeros).unwrap();
+    let err = target
+        .load_safetensors(&reshaped.to_safetensors(&empty).unwrap())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::Shape {
+            name: "a.weight".into(),
+            expected: vec![3, 4],
+            found: vec![4, 3]
+        }
+    );
+    assert!(err.to_string().contains("[3, 4]") && err.to_string().contains("[4, 3]"));
+
+    // Dtype mismatch.
+    let wide = small_store::<f64>(&dev, 3);
+    let err = target
+        .load_safetensors(&wide.to_safetensors(&empty).unwrap())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::Dtype {
+            name: "a.weight".into(),
+            expected: "F32".into(),
+            found: "F64".into()
+        }
+    );
+
+    // Not safetensors at all.
+    assert!(matches!(
+        target.load_safetensors(b"not a file"),
+        Err(ParamError::Format(_))
+    ));
+    // And the store still loads good bytes.
+    target
+        .load_safetensors(&store.to_safetensors(&empty).unwrap())
+        .unwrap();
+}
+
+#[test]
+fn unused_parameters_get_zero_gradients() {
+    let dev = Cpu::default();
+    let store = small_store::<f64>(&dev, 1);
+    let a = store.id("a.bias").unwrap();
+    let grads = constant_grads(&store, &[(a, vec![1.0, -2.0, 3.0, 0.5])]);
+    assert_eq!(grads.len(), store.len());
+    assert_eq!(grads.get(a).as_vec(), vec![1.0, -2.0, 3.0, 0.5]);
+    for id in store.ids().filter(|&id| id != a) {
+        assert!(
+            grads.get(id).as_vec().iter().all(|&g| g == 0.0),
+            "{}",
+            store.name(id)
+        );
+    }
+}
+
+// ---------------------------------------------------------------- AdamW and clipping
+
+/// Textbook AdamW (Loshchilov & Hutter, with PyTorch's decoupled decay `p *= 1 - lr wd`):
+/// `m̂ = m / (1 - b1^t)`, `v̂ = v / (1 - b2^t)`, `p -= lr m̂ / (sqrt(v̂) + eps)`.
+struct ReferenceAdamW {
+    p: Vec<f64>,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    t: i32,
+}
+
+impl ReferenceAdamW {
+    fn step(&mut self, g: &[f64], lr: f64, cfg: &AdamWConfig) {
+        self.t += 1;
+        let [b1, b2] = cfg.betas;
+        let (bc1, bc2) = (1.0 - b1.powi(self.t), 1.0 - b2.powi(self.t));
+        for (((p, m), v), &g) in self.p.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(g) {
+            *p *= 1.0 - lr * cfg.weight_decay;
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            let (m_hat, v_hat) = (*m / bc1, *v / bc2);
+            *p -= lr * m_hat / (v_hat.sqrt() + cfg.eps);
+        }
+    }
+}
+
+#[test]
+fn adamw_matches_a_hand_computed_reference() {
+    let dev = Cpu::default();
+    let mut store = ParamStore::<f64, Cpu>::new(&dev, 0);
+    let w = store.register("w", &[2, 2], Init::Zeros).unwrap();
+    let unused = store.register("unused", &[2], Init::Zeros).unwrap();
+    store.set_values("w", &[0.5, -1.5, 2.0, 0.0]).unwrap();
+    store.set_values("unused", &[1.0, -3.0]).unwrap();
+    let cfg = AdamWConfig {
+        lr: 0.1,
+        betas: [0.9, 0.99],
+        eps: 1e-8,
+        weight_decay: 0.05,
+    };
+    let mut opt = AdamW::new(&store, cfg).unwrap();
+    let mut ref_w = ReferenceAdamW {
+        p: store.values(w),
+        m: vec![0.0; 4],
+        v: vec![0.0; 4],
+        t: 0,
+    };
+    let mut ref_u = ReferenceAdamW {
+        p: store.values(unused),
+        m: vec![0.0; 2],
+        v: vec![0.0; 2],
+        t: 0,
+    };
+    let steps: [(f64, [f64; 4]); 4] = [
+        (0.1, [1.0, -2.0, 0.5, 0.0]),
+        (0.05, [-0.3, 0.7, 0.5, 1e-3]),
+        (0.2, [2.0, 2.0, -1.0, 0.25]),
+        (0.0, [1.0, 1.0, 1.0, 1.0]),
+    ];
+    for (lr, g) in steps {
+        opt.set_lr(lr);
+        let grads = constant_grads(&store, &[(w, g.to_vec())]);
+        opt.update(&mut store, &grads).unwrap();
+        ref_w.step(&g, lr, &cfg);
+        ref_u.step(&[0.0, 0.0], lr, &cfg);
+        for (got, want) in store
+            .values(w)
+            .iter()
+            .zip(&ref_w.p)
+            .chain(store.values(unused).iter().zip(&ref_u.p))
+        {
+            assert!(
+                (got - want).abs() <= 1e-14 * (1.0 + want.abs()),
+                "{got} vs {want}"
+            );
+        }
+    }
+    assert_eq!(opt.step_count(), 4);
+    // First step by hand: m̂ = g, v̂ = g², so p = p (1 - lr wd) - lr g / (|g| + eps).
+    let mut s = ParamStore::<f64, Cpu>::new(&dev, 0);
+    let x = s.register("x", &[1], Init::Ones).unwrap();
+    let mut o = AdamW::new(
+        &s,
+        AdamWConfig {
+            lr: 0.5,
+            betas: [0.9, 0.999],
+            eps: 0.0,
+            weight_decay: 0.1,
+        },
+    )
+    .unwrap();
+    let g = constant_grads(&s, &[(x, vec![-4.0])]);
+    o.update(&mut s, &g).unwrap();
+    assert!((s.values(x)[0] - (1.0 * 0.95 + 0.5)).abs() < 1e-15);
+    // Weight decay of zero and zero gradients leave the parameter alone.
+    let mut o = AdamW::new(
+        &s,
+        AdamWConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let before = s.values(x);
+    let g = constant_grads(&s, &[(x, vec![0.0])]);
+    o.update(&mut s, &g).unwrap();
+    assert_eq!(s.values(x), before);
+}
+
+#[test]
+fn adamw_rejects_bad_config_and_foreign_gradients() {
+    let dev = Cpu::default();
+    let mut store = small_store::<f32>(&dev, 0);
+    let bad = AdamWConfig {
+        betas: [0.9, 1.0],
+        ..Default::default()
+    };
+    assert!(matches!(
+        AdamW::new(&store, bad),
+        Err(OptimError::Config {
+            field: "betas[1]",
+            ..
+        })
+    ));
+    let mut opt = AdamW::new(&store, AdamWConfig::default()).unwrap();
+    opt.set_lr(f64::NAN);
+    let a = store.id("a.bias").unwrap();
+    let grads = constant_grads(&store, &[(a, vec![1.0; 4])]);
+    assert!(matches!(
+        opt.update(&mut store, &grads),
+        Err(OptimError::Config { field: "lr", .. })
+    ));
+    opt.set_lr(1e-3);
+    let other = ParamStore::<f32, Cpu>::new(&dev, 0);
+    let mut other = other;
+    let o = other.register("o", &[1], Init::Zeros).unwrap();
+    let foreign = constant_grads(&other, &[(o, vec![1.0])]);
+    assert_eq!(
+        opt.update(&mut store, &foreign),
+        Err(OptimError::Count {
+            what: "gradients",
+            expected: 4,
+            found: 1
+        })
+    );
+}
+
+#[test]
+fn adamw_state_round_trip_resumes_bit_for_bit() {
+    let dev = Cpu::default();
+    let cfg = AdamWConfig {
+        lr: 1e-2,
+        weight_decay: 1e-4,
+        ..Default::default()
+    };
+    let grads_at = |store: &ParamStore<f32, Cpu>, step: usize| {
+        let consts: Vec<_> = store
+            .ids()
+            .map(|id| {
+                let n = store.shape(id).iter().product::<usize>();
+                let g = (0..n)
+                    .map(|i| ((i * 7 + step * 3) % 11) as f32 * 0.1 - 0.5)
+                    .collect();
+                (id, g)
+            })
+            .collect();
+        constant_grads(store, &consts)
+    };
+    let mut store = small_store::<f32>(&dev, 9);
+    let mut opt = AdamW::new(&store, cfg).unwrap();
+    for step in 0..3 {
+        let g = grads_at(&store, step);
+        opt.update(&mut store, &g).unwrap();
+    }
+    let params = store.to_safetensors(&HashMap::new()).unwrap();
+    let state = opt.state_to_safetensors(&store).unwrap();
+
+    let mut resumed = small_store::<f32>(&dev, 1);
+    resumed.load_safetensors(&params).unwrap();
+    let mut resumed_opt = AdamW::new(&resumed, cfg).unwrap();
+    resumed_opt
+        .load_state_safetensors(&resumed, &state)
+        .unwrap();
+    assert_eq!(resumed_opt.step_count(), 3);
+    for step in 3..6 {
+        let g = grads_at(&store, step);
+        opt.update(&mut store, &g).unwrap();
+        let g = grads_at(&resumed, step);
+        resumed_opt.update(&mut resumed, &g).unwrap();
+    }
+    for id in store.ids() {
+        let (a, b) = (store.values(id), resumed.values(id));
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{}",
+            store.name(id)
+        );
+    }
+    // State for a different model is refused, naming the tensor.
+    let mut other = ParamStore::<f32, Cpu>::new(&dev, 0);
+    other.register("a.weight", &[3, 4], Init::Zeros).unwrap();
+    let mut other_opt = AdamW::new(&other, cfg).unwrap();
+    let err = other_opt
+        .load_state_safetensors(&other, &state)
+        .unwrap_err();
+    assert!(
+        matches!(err, OptimError::State(ParamError::Unexpected { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn clipping_by_global_norm_follows_pytorch() {
+    let dev = Cpu::default();
+    let store = small_store::<f64>(&dev, 0);
+    let a = store.id("a.bias").unwrap();
+    let b = store.id("ln.bias").unwrap();
+    let (ga, gb) = (vec![3.0, 0.0, 0.0, 0.0], vec![0.0, 4.0, 0.0, 12.0]);
+    let mut grads = constant_grads(&store, &[(a, ga.clone()), (b, gb.clone())]);
+    assert!((grad_norm(&grads) - 13.0).abs() < 1e-12);
+    let norm = clip_grad_norm(&mut grads, 1.0).unwrap();
+    assert!((norm - 13.0).abs() < 1e-12);
+    let coef = 1.0 / (13.0 + 1e-6);
+    for (id, g) in [(a, &ga), (b, &gb)] {
+        for (x, y) in grads.get(id).as_vec().iter().zip(g.iter()) {
+            assert!((x - y * coef).abs() < 1e-15);
+        }
+    }
+    assert!((grad_norm(&grads) - 13.0 * coef).abs() < 1e-12);
+    // Below the threshold nothing changes.
+    let mut grads = constant_grads(&store, &[(a, ga.clone())]);
+    assert_eq!(clip_grad_norm(&mut grads, 5.0).unwrap(), 3.0);
+    assert_eq!(grads.get(a).as_vec(), ga);
+    // Non-finite norms and bad thresholds are errors, not silent NaNs.
+    let mut grads = constant_grads(&store, &[(a, vec![f64::NAN, 0.0, 0.0, 0.0])]);
+    assert!(matches!(
+        clip_grad_norm(&mut grads, 1.0),
+        Err(OptimError::NonFiniteGradNorm { .. })
+    ));
+    assert_eq!(
+        clip_grad_norm(&mut grads, 0.0),
+        Err(OptimError::MaxNorm(0.0))
+    );
+}
+
+// ---------------------------------------------------------------- layers
+
+#[test]
+fn linear_layouts_and_layer_norm_compute_by_hand() {
+    let dev = Cpu::default();
+    let mut store = ParamStore::<f64, Cpu>::new(&dev, 0);
+    let torch = Linear::register(
+        &mut store,
+        "t",
+        3,
+        2,
+        WeightLayout::OutIn,
+        Init::Zeros,
+        Some(Init::Zeros),
+    )
+    .unwrap();
+    let conv = Linear::register(
+        &mut store,
+        "c",
+        3,
+        2,
+        WeightLayout::InOut,
+        Init::Zeros,
+        Some(Init::Zeros),
+    )
+    .unwrap();
+    let ln = LayerNorm::register(&mut store, "ln", 3, 1e-5).unwrap();
+    assert_eq!(store.shape(store.id("t.weight").unwrap()), &[2, 3]);
+    assert_eq!(store.shape(store.id("c.weight").unwrap()), &[3, 2]);
+    // W [out, in] = [[1,2,3],[4,5,6]]; the Conv1D weight is its transpose.
+    store
+        .set_values("t.weight", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        .unwrap();
+    store
+        .set_values("c.weight", &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0])
+        .unwrap();
+    store.set_values("t.bias", &[0.5, -1.0]).unwrap();
+    store.set_values("c.bias", &[0.5, -1.0]).unwrap();
+    store.set_values("ln.weight", &[1.0, 2.0, 0.5]).unwrap();
+    store.set_values("ln.bias", &[0.0, 1.0, -1.0]).unwrap();
+    let x = dev.tensor_from_vec(vec![1.0, 0.0, -1.0, 2.0, 1.0, 0.5], (1, 2, 3));
+    let want = vec![
+        1.0 - 3.0 + 0.5,
+        4.0 - 6.0 - 1.0,
+        2.0 + 2.0 + 1.5 + 0.5,
+        8.0 + 5.0 + 3.0 - 1.0,
+    ];
+    assert_eq!(torch.forward3(&store, x.clone()).as_vec(), want);
+    assert_eq!(conv.forward3(&store, x.clone()).as_vec(), want);
+    let y = ln.forward3(&store, x.clone()).as_vec();
+    let rows = x.as_vec();
+    for r in 0..2 {
+        let row = &rows[3 * r..3 * r + 3];
+        let mean = row.iter().sum::<f64>() / 3.0;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / 3.0;
+        for c in 0..3 {
+            let (w, b) = ([1.0, 2.0, 0.5][c], [0.0, 1.0, -1.0][c]);
+            let want = (row[c] - mean) / (var + 1e-5).sqrt() * w + b;
+            assert!((y[3 * r + c] - want).abs() < 1e-14);
+        }
+    }
+}
+
+#[test]
+fn dropout_drops_in_train_mode_only_and_reproducibly() {
+    let n = 20_000;
+    let run = |seed, train| {
+        let dev = Cpu::seed_from_u64(seed);
+        let x: Tensor<(usize,), f32, Cpu> = dev.ones_like(&(n,));
+        dropout(x, 0.25, train).as_vec()
+    };
+    let eval = run(0, false);
+    assert!(eval.iter().all(|&v| v == 1.0), "eval mode is the identity");
+    let train = run(0, true);
+    let dropped = train.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+    assert!((dropped - 0.25).abs() < 0.02, "dropped fraction {dropped}");
+    assert!(train
+        .iter()
+        .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+    assert_eq!(run(0, true), train, "same device seed, same mask");
+    assert_ne!(run(1, true), train);
+    let dev = Cpu::default();
+    let x: Tensor<(usize,), f32, Cpu> = dev.ones_like(&(10,));
+    assert_eq!(dropout(x, 0.0, true).as_vec(), vec![1.0; 10]);
+}

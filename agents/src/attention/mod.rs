@@ -1,1 +1,231 @@
 //! Attention cores: Flow-Attention (normal, causal, step-by-step) and causal softmax.
+//!
+//! Every core takes projected, head-split tensors `q (B,H,L,D)`, `k (B,H,S,D)`,
+//! `v (B,H,S,M)` and returns `(B,H,L,M)`, before the output projection. The public
+//! functions dispatch through [`AttentionDevice`]: `Cpu` runs fused kernels with
+//! hand-derived backward passes, `Cuda` runs the device-generic compositions of
+//! stock dfdx ops in [`composed`]. Both record on the usual dfdx tapes.
+
+pub mod composed;
+mod prefix;
+mod state;
+
+use dfdx::prelude::*;
+use num_traits::Float;
+
+pub use state::{FlowState, FlowSums};
+
+/// (batch, heads, positions, features) with runtime sizes.
+pub type Shape4 = (usize, usize, usize, usize);
+/// A four-dimensional runtime-shaped tensor in `(B, H, L, features)` layout.
+pub type Tensor4<E, D, T = NoneTape> = Tensor<Shape4, E, D, T>;
+/// (batch, heads, features): one position of a [`Tensor4`].
+pub type Shape3 = (usize, usize, usize);
+/// A three-dimensional runtime-shaped tensor in `(B, H, features)` layout.
+pub type Tensor3<E, D, T = NoneTape> = Tensor<Shape3, E, D, T>;
+
+/// Which causal attention a backbone uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AttentionKind {
+    /// Causal Flow-Attention: linear time and memory in the sequence length.
+    CausalFlow,
+    /// Causal scaled-dot-product softmax attention: quadratic in the sequence length.
+    CausalSoftmax,
+}
+
+/// Flow-Attention constants: clamp bound of the conserved source (10 RL, 1 generic),
+/// eps (1e-6), and the chunk length of the device-generic causal path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlowConfig {
+    /// The conserved source is clamped to `[-clamp, clamp]`.
+    pub clamp: f64,
+    /// Added elementwise to feature maps and sums (Flowformer uses 1e-6).
+    pub eps: f64,
+    /// Chunk length of the composed causal path (prefix sums and aggregation).
+    pub chunk: usize,
+}
+
+impl FlowConfig {
+    /// The reinforcement-learning variant (Flowformer RL): clamp 10.
+    pub fn rl() -> Self {
+        Self {
+            clamp: 10.0,
+            eps: 1e-6,
+            chunk: 64,
+        }
+    }
+
+    /// The generic Flowformer variant: clamp 1.
+    pub fn generic() -> Self {
+        Self {
+            clamp: 1.0,
+            ..Self::rl()
+        }
+    }
+}
+
+/// Devices that run the attention cores: `Cpu` uses fused kernels, `Cuda` the composed ops.
+///
+/// Every method has the composed implementation as its default, so a device only
+/// overrides what it has a faster kernel for. Call the free functions
+/// ([`causal_flow`], [`normal_flow`], [`causal_softmax`]), which check shapes first.
+pub trait AttentionDevice<E: Dtype>: Device<E> {
+    /// Causal Flow-Attention; shapes already checked.
+    fn causal_flow<T>(
+        q: Tensor4<E, Self, T>,
+        k: Tensor4<E, Self, T>,
+        v: Tensor4<E, Self, T>,
+        cfg: &FlowConfig,
+    ) -> Tensor4<E, Self, T>
+    where
+        E: Float,
+        T: Tape<E, Self> + Merge<T>,
+    {
+        composed::causal_flow(q, k, v, cfg)
+    }
+
+    /// Normal (non-causal) Flow-Attention; shapes already checked.
+    fn normal_flow<T>(
+        q: Tensor4<E, Self, T>,
+        k: Tensor4<E, Self, T>,
+        v: Tensor4<E, Self, T>,
+        cfg: &FlowConfig,
+    ) -> Tensor4<E, Self, T>
+    where
+        E: Float,
+        T: Tape<E, Self> + Merge<T>,
+    {
+        composed::normal_flow(q, k, v, cfg)
+    }
+
+    /// Causal softmax attention; shapes already checked.
+    fn causal_softmax<T>(
+        q: Tensor4<E, Self, T>,
+        k: Tensor4<E, Self, T>,
+        v: Tensor4<E, Self, T>,
+    ) -> Tensor4<E, Self, T>
+    where
+        E: Float,
+        T: Tape<E, Self> + Merge<T>,
+    {
+        composed::causal_softmax(q, k, v)
+    }
+
+    /// One step of the causal Flow-Attention recurrence: advances `sums` by the token
+    /// `(q, k, v)` at 1-based `position` and returns its output `(B,H,M)`.
+    fn flow_step(
+        sums: &mut FlowSums<E, Self>,
+        position: usize,
+        q: Tensor3<E, Self>,
+        k: Tensor3<E, Self>,
+        v: Tensor3<E, Self>,
+        cfg: &FlowConfig,
+    ) -> Tensor3<E, Self>
+    where
+        E: Float,
+    {
+        composed::flow_step(sums, position, q, k, v, cfg)
+    }
+}
+
+impl AttentionDevice<f32> for Cpu {}
+
+impl AttentionDevice<f64> for Cpu {}
+
+#[cfg(feature = "cuda")]
+impl<E: Dtype> AttentionDevice<E> for Cuda where Cuda: Device<E> {}
+
+/// Checks `q (B,H,L,D)`, `k (B,H,S,D)`, `v (B,H,S,M)`; returns `(B,H,L,S,D,M)`.
+///
+/// # Panics
+/// On inconsistent shapes, naming the tensor and both sizes (a bug in the caller's
+/// model code, like any dfdx shape mismatch).
+fn check_shapes(q: &Shape4, k: &Shape4, v: &Shape4) -> (usize, usize, usize, usize, usize, usize) {
+    let (b, h, l, d) = *q;
+    let (kb, kh, s, kd) = *k;
+    let (vb, vh, vs, m) = *v;
+    assert_eq!(
+        (kb, kh),
+        (b, h),
+        "attention: k batch/heads {:?} differ from q's {:?}",
+        (kb, kh),
+        (b, h)
+    );
+    assert_eq!(
+        (vb, vh),
+        (b, h),
+        "attention: v batch/heads {:?} differ from q's {:?}",
+        (vb, vh),
+        (b, h)
+    );
+    assert_eq!(kd, d, "attention: k feature size {kd} differs from q's {d}");
+    assert_eq!(vs, s, "attention: v has {vs} positions but k has {s}");
+    (b, h, l, s, d, m)
+}
+
+/// Causal Flow-Attention: `q, k (B,H,L,D)`, `v (B,H,L,M)` -> `(B,H,L,M)`; sigmoid feature
+/// map inside; the conserved source is clamped to `[-cfg.clamp, cfg.clamp]`.
+///
+/// # Panics
+/// If the shapes disagree or `k` has a different length than `q`.
+pub fn causal_flow<E, D, T>(
+    q: Tensor4<E, D, T>,
+    k: Tensor4<E, D, T>,
+    v: Tensor4<E, D, T>,
+    cfg: &FlowConfig,
+) -> Tensor4<E, D, T>
+where
+    E: Dtype + Float,
+    D: AttentionDevice<E>,
+    T: Tape<E, D> + Merge<T>,
+{
+    let (_, _, l, s, _, _) = check_shapes(q.shape(), k.shape(), v.shape());
+    assert_eq!(l, s, "causal_flow: q has {l} positions but k has {s}");
+    D::causal_flow(q, k, v, cfg)
+}
+
+/// Normal (non-causal) Flow-Attention: `q (B,H,L,D)`, `k (B,H,S,D)`, `v (B,H,S,M)` ->
+/// `(B,H,L,M)`; queries and keys may have different lengths.
+///
+/// # Panics
+/// If the shapes disagree.
+pub fn normal_flow<E, D, T>(
+    q: Tensor4<E, D, T>,
+    k: Tensor4<E, D, T>,
+    v: Tensor4<E, D, T>,
+    cfg: &FlowConfig,
+) -> Tensor4<E, D, T>
+where
+    E: Dtype + Float,
+    D: AttentionDevice<E>,
+    T: Tape<E, D> + Merge<T>,
+{
+    check_shapes(q.shape(), k.shape(), v.shape());
+    D::normal_flow(q, k, v, cfg)
+}
+
+/// Causal scaled-dot-product softmax attention (scale `1/sqrt(D)`), same shapes as
+/// [`causal_flow`].
+///
+/// # Panics
+/// If the shapes disagree or `k` has a different length than `q`.
+pub fn causal_softmax<E, D, T>(
+    q: Tensor4<E, D, T>,
+    k: Tensor4<E, D, T>,
+    v: Tensor4<E, D, T>,
+) -> Tensor4<E, D, T>
+where
+    E: Dtype + Float,
+    D: AttentionDevice<E>,
+    T: Tape<E, D> + Merge<T>,
+{
+    let (_, _, l, s, _, _) = check_shapes(q.shape(), k.shape(), v.shape());
+    assert_eq!(l, s, "causal_softmax: q has {l} positions but k has {s}");
+    D::causal_softmax(q, k, v)
+}
+
+/// Converts an `f64` constant to the float type (exact for f64, rounded for f32).
+fn cast<E: Float>(x: f64) -> E {
+    // NumCast from f64 into f32/f64 never fails; infinity stands for other types' overflow.
+    E::from(x).unwrap_or_else(E::infinity)
+}

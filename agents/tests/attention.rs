@@ -1,0 +1,684 @@
+//! Attention cores: parity with the PyTorch fixtures, finite differences, causality,
+//! step-by-step state, chunk invariance, fused versus composed, softmax core.
+
+use dfdx::prelude::*;
+use flowrl_agents::attention::{
+    causal_flow, causal_softmax, composed, normal_flow, FlowConfig, FlowState, Tensor4,
+};
+use num_traits::Float;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+type Owned<E> = OwnedTape<E, Cpu>;
+
+/// Sizes `(B, H, L, S, D, M)`.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    b: usize,
+    h: usize,
+    l: usize,
+    s: usize,
+    d: usize,
+    m: usize,
+}
+
+/// Which attention core a test runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Core {
+    Causal,
+    Normal,
+    Softmax,
+}
+
+/// Which implementation runs the core.
+#[derive(Clone, Copy, Debug)]
+enum Impl {
+    /// The public function (the device's path: fused kernels on Cpu).
+    Device,
+    /// The composed stock-op version, with this chunk length.
+    Composed(usize),
+}
+
+/// Inputs of one attention call, flat row-major, in f64.
+#[derive(Clone, Debug)]
+struct Inputs {
+    dims: Dims,
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    w: Vec<f64>,
+}
+
+/// Output and the gradients of `sum(out * W)`.
+#[derive(Debug)]
+struct Results {
+    out: Vec<f64>,
+    dq: Vec<f64>,
+    dk: Vec<f64>,
+    dv: Vec<f64>,
+}
+
+fn random_inputs(dims: Dims, seed: u64, q_scale: f64, k_scale: f64, k_shift: f64) -> Inputs {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut gen = |n: usize, scale: f64, shift: f64| -> Vec<f64> {
+        (0..n)
+            .map(|_| rng.gen_range(-1.7..1.7) * scale + shift)
+            .collect()
+    };
+    let Dims { b, h, l, s, d, m } = dims;
+    let q = gen(b * h * l * d, q_scale, 0.0);
+    let k = gen(b * h * s * d, k_scale, k_shift);
+    let v = gen(b * h * s * m, 1.0, 0.0);
+    let w = gen(b * h * l * m, 1.0, 0.0);
+    Inputs { dims, q, k, v, w }
+}
+
+fn to_e<E: Float>(x: &[f64]) -> Vec<E> {
+    x.iter()
+        .map(|&a| E::from(a).expect("f64 converts to f32/f64"))
+        .collect()
+}
+
+fn to_f64<E: Float>(x: &[E]) -> Vec<f64> {
+    x.iter()
+        .map(|a| a.to_f64().expect("f32/f64 convert to f64"))
+        .collect()
+}
+
+/// Runs a core with tapes on q, k, v and returns out and d sum(out*W)/d(q,k,v).
+fn run<E>(inp: &Inputs, core: Core, path: Impl, cfg: FlowConfig) -> Results
+where
+    E: Dtype + Float,
+    Cpu: flowrl_agents::attention::AttentionDevice<E>,
+{
+    let dev = Cpu::default();
+    let Dims { b, h, l, s, d, m } = inp.dims;
+    let q: Tensor4<E, Cpu> = dev.tensor_from_vec(to_e(&inp.q), (b, h, l, d));
+    let k: Tensor4<E, Cpu> = dev.tensor_from_vec(to_e(&inp.k), (b, h, s, d));
+    let v: Tensor4<E, Cpu> = dev.tensor_from_vec(to_e(&inp.v), (b, h, s, m));
+    let w: Tensor4<E, Cpu> = dev.tensor_from_vec(to_e(&inp.w), (b, h, l, m));
+    let (qt, kt, vt) = (q.leaky_trace(), k.leaky_trace(), v.leaky_trace());
+    let cfg = match path {
+        Impl::Composed(chunk) => FlowConfig { chunk, ..cfg },
+        Impl::Device => cfg,
+    };
+    let out: Tensor4<E, Cpu, Owned<E>> = match (core, path) {
+        (Core::Causal, Impl::Device) => causal_flow(qt, kt, vt, &cfg),
+        (Core::Causal, Impl::Composed(_)) => composed::causal_flow(qt, kt, vt, &cfg),
+        (Core::Normal, Impl::Device) => normal_flow(qt, kt, vt, &cfg),
+        (Core::Normal, Impl::Composed(_)) => composed::normal_flow(qt, kt, vt, &cfg),
+        (Core::Softmax, Impl::Device) => causal_softmax(qt, kt, vt),
+        (Core::Softmax, Impl::Composed(_)) => composed::causal_softmax(qt, kt, vt),
+    };
+    let out_values = out.as_vec();
+    let grads = (out * w).sum::<Rank0, _>().backward();
+    Results {
+        out: to_f64(&out_values),
+        dq: to_f64(&grads.get(&q).as_vec()),
+        dk: to_f64(&grads.get(&k).as_vec()),
+        dv: to_f64(&grads.get(&v).as_vec()),
+    }
+}
+
+/// Largest `|a - b| / (1 + |b|)`.
+fn max_rel(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "compared arrays differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0, f64::max)
+}
+
+/// Largest `|a - b|`.
+fn max_abs(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "compared arrays differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Compares every field; returns a description per field above `tol`.
+fn compare(got: &Results, want: &Results, tol: f64, rel: bool) -> Vec<String> {
+    let fields = [
+        ("out", &got.out, &want.out),
+        ("dq", &got.dq, &want.dq),
+        ("dk", &got.dk, &want.dk),
+        ("dv", &got.dv, &want.dv),
+    ];
+    fields
+        .iter()
+        .filter_map(|(name, g, w)| {
+            let err = if rel { max_rel(g, w) } else { max_abs(g, w) };
+            (err > tol || err.is_nan()).then(|| format!("{name} error {err:.3e} > {tol:.0e}"))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// PyTorch parity fixtures
+
+fn fixture_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/flow_attention"
+    ))];
+    if let Ok(extra) = std::env::var("FLOWRL_FIXTURES") {
+        dirs.push(PathBuf::from(extra));
+    }
+    dirs
+}
+
+fn read_json(path: &Path) -> Result<Map<String, Value>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(format!("{}: expected a JSON object", path.display())),
+        Err(e) => Err(format!("{}: invalid JSON: {e}", path.display())),
+    }
+}
+
+fn numbers(case: &Map<String, Value>, key: &str) -> Result<Vec<f64>, String> {
+    let arr = case
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("missing array `{key}`"))?;
+    arr.iter()
+        .map(|x| {
+            x.as_f64()
+                .ok_or_else(|| format!("`{key}` holds a non-number"))
+        })
+        .collect()
+}
+
+fn number(case: &Map<String, Value>, key: &str) -> Result<f64, String> {
+    case.get(key)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("missing number `{key}`"))
+}
+
+fn size(shape: &Map<String, Value>, key: &str) -> Result<usize, String> {
+    shape
+        .get(key)
+        .and_then(Value::as_u64)
+        .map(|x| x as usize)
+        .ok_or_else(|| format!("missing `shape.{key}`"))
+}
+
+fn results(case: &Map<String, Value>, suffix: &str) -> Result<Results, String> {
+    Ok(Results {
+        out: numbers(case, &format!("out{suffix}"))?,
+        dq: numbers(case, &format!("dq{suffix}"))?,
+        dk: numbers(case, &format!("dk{suffix}"))?,
+        dv: numbers(case, &format!("dv{suffix}"))?,
+    })
+}
+
+/// Runs one fixture case on both paths and in both precisions; returns its failures.
+fn check_case(path: &Path, case: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let variant = case
+        .get("variant")
+        .and_then(Value::as_str)
+        .ok_or("missing `variant`")?;
+    let core = match variant {
+        "normal" => Core::Normal,
+        "causal" | "causal_clamp1" => Core::Causal,
+        other => return Err(format!("unknown variant `{other}`")),
+    };
+    let shape = case
+        .get("shape")
+        .and_then(Value::as_object)
+        .ok_or("missing `shape`")?;
+    let dims = Dims {
+        b: size(shape, "B")?,
+        h: size(shape, "H")?,
+        l: size(shape, "L")?,
+        s: size(shape, "S")?,
+        d: size(shape, "D")?,
+        m: size(shape, "M")?,
+    };
+    let inp = Inputs {
+        dims,
+        q: numbers(case, "q")?,
+        k: numbers(case, "k")?,
+        v: numbers(case, "v")?,
+        w: numbers(case, "W")?,
+    };
+    let cfg = FlowConfig {
+        clamp: number(case, "clamp")?,
+        eps: number(case, "eps")?,
+        chunk: 16,
+    };
+    let want64 = results(case, "")?;
+    let want32 = results(case, "_f32")?;
+    let mut failures = Vec::new();
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (label, p) in [
+        ("device", Impl::Device),
+        ("composed", Impl::Composed(cfg.chunk)),
+    ] {
+        for err in compare(&run::<f64>(&inp, core, p, cfg), &want64, 1e-9, true) {
+            failures.push(format!("{name} [{label}, f64]: {err}"));
+        }
+        for err in compare(&run::<f32>(&inp, core, p, cfg), &want32, 1e-4, true) {
+            failures.push(format!("{name} [{label}, f32]: {err}"));
+        }
+    }
+    Ok(failures)
+}
+
+/// Loads a case and merges its companions (`grad_file`, `f32_results_file`).
+fn load_case(path: &Path) -> Result<Map<String, Value>, String> {
+    let mut case = read_json(path)?;
+    for key in ["grad_file", "f32_results_file"] {
+        if let Some(name) = case.get(key).and_then(Value::as_str).map(str::to_owned) {
+            let companion = path.with_file_name(name);
+            case.extend(read_json(&companion)?);
+        }
+    }
+    Ok(case)
+}
+
+#[test]
+fn fixtures_match_pytorch_reference() {
+    let mut failures = Vec::new();
+    let mut checked = Vec::new();
+    for dir in fixture_dirs() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                failures.push(format!("{}: cannot list: {e}", dir.display()));
+                continue;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        let mut companions = Vec::new();
+        let mut cases = Vec::new();
+        for file in &files {
+            match read_json(file) {
+                Ok(map) => {
+                    for key in ["grad_file", "f32_results_file"] {
+                        if let Some(name) = map.get(key).and_then(Value::as_str) {
+                            companions.push(file.with_file_name(name));
+                        }
+                    }
+                    cases.push(file.clone());
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        for file in cases.iter().filter(|f| !companions.contains(f)) {
+            match load_case(file).and_then(|case| check_case(file, &case)) {
+                Ok(f) => {
+                    failures.extend(f);
+                    checked.push(file.display().to_string());
+                }
+                Err(e) => failures.push(format!("{}: {e}", file.display())),
+            }
+        }
+    }
+    assert!(
+        !checked.is_empty(),
+        "no fixture case found in {:?}",
+        fixture_dirs()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of the fixture checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Naive references (per-position loops in f64)
+
+/// Per-head slices `x[n]` of a flat `(N, len, w)` array.
+fn head(x: &[f64], n: usize, len: usize, w: usize) -> &[f64] {
+    &x[n * len * w..(n + 1) * len * w]
+}
+
+/// Naive causal softmax attention, f64.
+fn naive_softmax(inp: &Inputs) -> Vec<f64> {
+    let Dims { b, h, l, d, m, .. } = inp.dims;
+    let mut out = vec![0.0; b * h * l * m];
+    for n in 0..b * h {
+        let (q, k, v) = (
+            head(&inp.q, n, l, d),
+            head(&inp.k, n, l, d),
+            head(&inp.v, n, l, m),
+        );
+        for i in 0..l {
+            let scores: Vec<f64> = (0..=i)
+                .map(|j| {
+                    (0..d).map(|x| q[i * d + x] * k[j * d + x]).sum::<f64>() / (d as f64).sqrt()
+                })
+                .collect();
+            let top = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for j in 0..=i {
+                for y in 0..m {
+                    out[(n * l + i) * m + y] += e[j] / z * v[j * m + y];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Conserved-source values (before the clamp) of naive causal Flow-Attention, f64.
+fn naive_causal_source(inp: &Inputs, eps: f64) -> Vec<f64> {
+    let Dims { b, h, l, d, .. } = inp.dims;
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let mut source = Vec::new();
+    for n in 0..b * h {
+        let q: Vec<f64> = head(&inp.q, n, l, d).iter().map(|&x| sig(x)).collect();
+        let k: Vec<f64> = head(&inp.k, n, l, d).iter().map(|&x| sig(x)).collect();
+        let (mut sk, mut sqi) = (vec![0.0; d], vec![0.0; d]);
+        for i in 0..l {
+            let pos = (i + 1) as f64;
+            for x in 0..d {
+                sk[x] += k[i * d + x];
+            }
+            let den: f64 = (0..d).map(|x| (q[i * d + x] + eps) * (sk[x] + eps)).sum();
+            let inc = pos / den;
+            for x in 0..d {
+                sqi[x] += q[i * d + x] * inc;
+            }
+            source.push(
+                (0..d)
+                    .map(|x| (k[i * d + x] + eps) * (sqi[x] + eps))
+                    .sum::<f64>()
+                    / pos,
+            );
+        }
+    }
+    source
+}
+
+/// Central finite differences of `sum(f(q,k,v) * W)` with respect to every input.
+fn finite_differences(inp: &Inputs, f: &dyn Fn(&Inputs) -> Vec<f64>) -> Results {
+    let loss = |x: &Inputs| f(x).iter().zip(&inp.w).map(|(a, b)| a * b).sum::<f64>();
+    let step = 1e-6;
+    let grad = |field: fn(&mut Inputs) -> &mut Vec<f64>| -> Vec<f64> {
+        let len = field(&mut inp.clone()).len();
+        (0..len)
+            .map(|i| {
+                let (mut up, mut down) = (inp.clone(), inp.clone());
+                field(&mut up)[i] += step;
+                field(&mut down)[i] -= step;
+                (loss(&up) - loss(&down)) / (2.0 * step)
+            })
+            .collect()
+    };
+    Results {
+        out: f(inp),
+        dq: grad(|x| &mut x.q),
+        dk: grad(|x| &mut x.k),
+        dv: grad(|x| &mut x.v),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Flow-Attention properties
+
+fn dims(b: usize, h: usize, l: usize, s: usize, d: usize, m: usize) -> Dims {
+    Dims { b, h, l, s, d, m }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let cases = [
+        (
+            "normal",
+            Core::Normal,
+            dims(1, 2, 5, 7, 3, 4),
+            FlowConfig::generic(),
+            1.0,
+            1.0,
+            0.0,
+        ),
+        (
+            "causal",
+            Core::Causal,
+            dims(1, 2, 7, 7, 3, 4),
+            FlowConfig::rl(),
+            1.0,
+            1.0,
+            0.0,
+        ),
+        (
+            "causal, clamp 1",
+            Core::Causal,
+            dims(1, 2, 7, 7, 3, 4),
+            FlowConfig::generic(),
+            1.0,
+            1.0,
+            0.0,
+        ),
+        (
+            "causal, clamp 10 hit",
+            Core::Causal,
+            dims(1, 2, 9, 9, 6, 4),
+            FlowConfig::rl(),
+            1.0,
+            1.0,
+            -6.0,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (seed, (name, core, dims, cfg, qs, ks, shift)) in cases.into_iter().enumerate() {
+        let mut inp = random_inputs(dims, 100 + seed as u64, qs, ks, shift);
+        if name.ends_with("hit") {
+            // Every fourth key stands far above the (tiny) earlier ones: its conserved
+            // source is far beyond the bound.
+            for (i, x) in inp.k.iter_mut().enumerate() {
+                if (i / dims.d) % dims.l % 4 == 3 {
+                    *x += 10.0;
+                }
+            }
+            let source = naive_causal_source(&inp, cfg.eps);
+            let hits = source.iter().filter(|s| s.abs() > cfg.clamp).count();
+            assert!(
+                hits > 0 && hits < source.len(),
+                "{name}: {hits} of {} clamped",
+                source.len()
+            );
+        }
+        for path in [Impl::Device, Impl::Composed(4)] {
+            let fd = finite_differences(&inp, &|x| run::<f64>(x, core, path, cfg).out);
+            let got = run::<f64>(&inp, core, path, cfg);
+            for err in compare(&got, &fd, 1e-6, true) {
+                failures.push(format!("{name} [{path:?}]: {err}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "finite differences disagree:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn generic_clamp_is_active_on_unit_inputs() {
+    let inp = random_inputs(dims(1, 2, 30, 30, 8, 4), 7, 1.0, 1.0, 0.0);
+    let source = naive_causal_source(&inp, 1e-6);
+    let hits = source.iter().filter(|s| s.abs() > 1.0).count();
+    assert!(hits > 0, "the ±1 clamp should be active on unit inputs");
+    let rl = run::<f64>(&inp, Core::Causal, Impl::Device, FlowConfig::rl());
+    let generic = run::<f64>(&inp, Core::Causal, Impl::Device, FlowConfig::generic());
+    assert!(
+        max_abs(&rl.out, &generic.out) > 1e-6,
+        "clamp bound has no effect"
+    );
+}
+
+#[test]
+fn causal_outputs_ignore_later_tokens() {
+    let dims = dims(2, 2, 40, 40, 5, 3);
+    let base = random_inputs(dims, 11, 1.0, 1.0, 0.0);
+    let cut = 17;
+    let mut changed = base.clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for n in 0..dims.b * dims.h {
+        for i in cut + 1..dims.l {
+            for x in 0..dims.d {
+                changed.q[(n * dims.l + i) * dims.d + x] = rng.gen_range(-3.0..3.0);
+                changed.k[(n * dims.l + i) * dims.d + x] = rng.gen_range(-3.0..3.0);
+            }
+            for x in 0..dims.m {
+                changed.v[(n * dims.l + i) * dims.m + x] = rng.gen_range(-3.0..3.0);
+            }
+        }
+    }
+    for core in [Core::Causal, Core::Softmax] {
+        for path in [Impl::Device, Impl::Composed(8)] {
+            let a = run::<f64>(&base, core, path, FlowConfig::rl()).out;
+            let b = run::<f64>(&changed, core, path, FlowConfig::rl()).out;
+            let mut later_differs = false;
+            for n in 0..dims.b * dims.h {
+                for i in 0..dims.l {
+                    let row = (n * dims.l + i) * dims.m..(n * dims.l + i + 1) * dims.m;
+                    let diff = max_abs(&a[row.clone()], &b[row]);
+                    if i <= cut {
+                        assert!(
+                            diff <= 1e-12,
+                            "{core:?} {path:?}: position {i} changed by {diff:e}"
+                        );
+                    } else {
+                        later_differs |= diff > 1e-6;
+                    }
+                }
+            }
+            assert!(
+                later_differs,
+                "{core:?} {path:?}: later positions never changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn composed_chunk_length_does_not_change_results() {
+    let inp = random_inputs(dims(2, 2, 50, 50, 6, 5), 21, 1.0, 1.0, 0.0);
+    let want = run::<f64>(
+        &inp,
+        Core::Causal,
+        Impl::Composed(64),
+        FlowConfig::generic(),
+    );
+    for chunk in [1, 8, 16, 50, 64] {
+        let got = run::<f64>(
+            &inp,
+            Core::Causal,
+            Impl::Composed(chunk),
+            FlowConfig::generic(),
+        );
+        let errs = compare(&got, &want, 1e-10, true);
+        assert!(errs.is_empty(), "chunk {chunk}: {errs:?}");
+    }
+}
+
+#[test]
+fn fused_equals_composed() {
+    let inp = random_inputs(dims(2, 3, 75, 75, 8, 6), 31, 1.5, 1.5, 0.0);
+    for cfg in [FlowConfig::rl(), FlowConfig::generic()] {
+        let fused = run::<f64>(&inp, Core::Causal, Impl::Device, cfg);
+        let comp = run::<f64>(&inp, Core::Causal, Impl::Composed(16), cfg);
+        let errs = compare(&fused, &comp, 1e-10, true);
+        assert!(errs.is_empty(), "f64 clamp {}: {errs:?}", cfg.clamp);
+        let fused = run::<f32>(&inp, Core::Causal, Impl::Device, cfg);
+        let comp = run::<f32>(&inp, Core::Causal, Impl::Composed(16), cfg);
+        let errs = compare(&fused, &comp, 2e-4, true);
+        assert!(errs.is_empty(), "f32 clamp {}: {errs:?}", cfg.clamp);
+    }
+}
+
+/// Runs `FlowState` token by token over `inp` and returns the outputs `(B,H,L,M)`.
+fn stepped<E>(inp: &Inputs, cfg: FlowConfig, composed_path: bool) -> Vec<f64>
+where
+    E: Dtype + Float,
+    Cpu: flowrl_agents::attention::AttentionDevice<E>,
+{
+    let dev = Cpu::default();
+    let Dims { b, h, l, d, m, .. } = inp.dims;
+    let mut state = FlowState::<E, Cpu>::new(&dev, b, h, d, m, cfg);
+    let token = |x: &[f64], i: usize, w: usize| -> Vec<E> {
+        let mut t = Vec::with_capacity(b * h * w);
+        for n in 0..b * h {
+            t.extend(to_e::<E>(&x[(n * l + i) * w..(n * l + i + 1) * w]));
+        }
+        t
+    };
+    let mut out = vec![0.0; b * h * l * m];
+    for i in 0..l {
+        let q = dev.tensor_from_vec(token(&inp.q, i, d), (b, h, d));
+        let k = dev.tensor_from_vec(token(&inp.k, i, d), (b, h, d));
+        let v = dev.tensor_from_vec(token(&inp.v, i, m), (b, h, m));
+        let o = if composed_path {
+            state.step_composed(q, k, v)
+        } else {
+            state.step(q, k, v)
+        };
+        assert_eq!(state.position(), i + 1);
+        for (n, row) in to_f64(&o.as_vec()).chunks(m).enumerate() {
+            out[(n * l + i) * m..(n * l + i + 1) * m].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+#[test]
+fn step_by_step_equals_full_sequence_over_3000_tokens() {
+    let inp = random_inputs(dims(1, 3, 3000, 3000, 8, 8), 41, 1.0, 1.0, 0.0);
+    let cfg = FlowConfig::rl();
+    let full = run::<f32>(&inp, Core::Causal, Impl::Device, cfg).out;
+    let steps = stepped::<f32>(&inp, cfg, false);
+    let err = max_abs(&steps, &full);
+    assert!(
+        err <= 1e-5,
+        "step-by-step differs from full sequence by {err:e}"
+    );
+}
+
+#[test]
+fn composed_step_equals_composed_full_sequence() {
+    let inp = random_inputs(dims(2, 2, 60, 60, 5, 4), 43, 1.0, 1.0, 0.0);
+    let cfg = FlowConfig::generic();
+    let full = run::<f64>(&inp, Core::Causal, Impl::Composed(16), cfg).out;
+    let steps = stepped::<f64>(&inp, cfg, true);
+    let err = max_abs(&steps, &full);
+    assert!(
+        err <= 1e-10,
+        "composed step differs from composed full sequence by {err:e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Causal softmax core
+
+#[test]
+fn softmax_matches_naive_reference() {
+    let inp = random_inputs(dims(2, 2, 9, 9, 4, 3), 51, 1.5, 1.5, 0.0);
+    let want = finite_differences(&inp, &naive_softmax);
+    for path in [Impl::Device, Impl::Composed(0)] {
+        let got = run::<f64>(&inp, Core::Softmax, path, FlowConfig::rl());
+        let errs = compare(&got, &want, 1e-7, true);
+        assert!(errs.is_empty(), "softmax {path:?} f64: {errs:?}");
+        let got = run::<f32>(&inp, Core::Softmax, path, FlowConfig::rl());
+        let errs = compare(&got, &want, 1e-4, true);
+        assert!(errs.is_empty(), "softmax {path:?} f32: {errs:?}");
+    }
+}

@@ -1,1 +1,127 @@
 //! The Flowformer backbone: pre-LayerNorm blocks over a selectable causal attention.
+//!
+//! `N` blocks `x + drop(out(attn(ln_1(x))))`, `x + drop(c_proj(relu(c_fc(ln_2(x)))))`,
+//! then a final LayerNorm `ln_f`, exactly as the reference Decision Transformer with
+//! Flowformer attention (see `tests/fixtures/decision_flowformer/STRUCTURE.md`). Heads
+//! are contiguous chunks of the width. Sizes are runtime values: the parameters live
+//! in a [`ParamStore`] under the reference names, with GPT-2 initialisation.
+//!
+//! With causal Flow-Attention the backbone also runs token by token
+//! ([`Backbone::recurrent_state`], [`Backbone::step`]) at a cost per token that does
+//! not depend on the position, with the same outputs as [`Backbone::forward`].
+
+mod block;
+mod config;
+mod recurrent;
+
+use dfdx::prelude::*;
+
+use crate::attention::AttentionDevice;
+use crate::layers::{LayerNorm, Tensor3};
+use crate::params::{ParamError, ParamStore};
+
+use block::Block;
+pub use config::BackboneConfig;
+pub use recurrent::BackboneState;
+
+/// Errors of the backbone: configuration, inputs and parameters.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BackboneError {
+    /// A configuration value out of range.
+    #[error("backbone config: `{field}` must be {expected}, found {found}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// What is valid.
+        expected: String,
+        /// The value given.
+        found: String,
+    },
+    /// An input tensor of the wrong shape.
+    #[error("backbone input: expected {expected}, found shape {found:?}")]
+    Input {
+        /// What the backbone needs.
+        expected: String,
+        /// The shape given.
+        found: Vec<usize>,
+    },
+    /// Step-by-step inference asked of an attention without a fixed-size state.
+    #[error("{0:?} attention has no fixed-size recurrent state: step-by-step inference needs causal flow attention")]
+    NoRecurrentState(crate::attention::AttentionKind),
+    /// Registering or finding the parameters.
+    #[error(transparent)]
+    Params(#[from] ParamError),
+}
+
+/// The backbone's layers; parameter values live in the [`ParamStore`] it was registered in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backbone {
+    cfg: BackboneConfig,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+}
+
+/// `prefix.rest`, or `rest` when the prefix is empty.
+fn join(prefix: &str, rest: &str) -> String {
+    if prefix.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{prefix}.{rest}")
+    }
+}
+
+impl Backbone {
+    /// Validates `cfg` and registers the parameters in `store` under `prefix`
+    /// (`transformer` gives the reference names `transformer.h.{i}.ln_1.weight`, ...,
+    /// `transformer.ln_f.bias`), initialised as GPT-2: weights N(0, 0.02²), biases 0,
+    /// LayerNorm weight 1 and bias 0.
+    pub fn register<E, D>(
+        store: &mut ParamStore<E, D>,
+        prefix: &str,
+        cfg: BackboneConfig,
+    ) -> Result<Self, BackboneError>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+    {
+        cfg.validate()?;
+        let blocks = (0..cfg.layers)
+            .map(|i| Block::register(store, &join(prefix, &format!("h.{i}")), &cfg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ln_f =
+            LayerNorm::register(store, &join(prefix, "ln_f"), cfg.width, cfg.layer_norm_eps)?;
+        Ok(Self { cfg, blocks, ln_f })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BackboneConfig {
+        &self.cfg
+    }
+
+    /// `(B, L, width) -> (B, L, width)`: every block, then `ln_f`. Dropout is active
+    /// only when `train` is true. Causal: output `t` depends on inputs `0..=t` only.
+    pub fn forward<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor3<E, D, T>,
+        train: bool,
+    ) -> Result<Tensor3<E, D, T>, BackboneError>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+        T: Tape<E, D> + Merge<T>,
+    {
+        let (b, l, w) = *x.shape();
+        if w != self.cfg.width || b == 0 || l == 0 {
+            return Err(BackboneError::Input {
+                expected: format!("(batch > 0, length > 0, width {})", self.cfg.width),
+                found: vec![b, l, w],
+            });
+        }
+        let mut h = x.reshape_like(&(b * l, w));
+        for block in &self.blocks {
+            h = block.forward(store, h, (b, l), &self.cfg, train);
+        }
+        Ok(self.ln_f.forward(store, h).reshape_like(&(b, l, w)))
+    }
+}

@@ -1,0 +1,122 @@
+//! One pre-LayerNorm block: attention and MLP sub-layers with residual connections.
+
+use dfdx::prelude::*;
+
+use super::{join, BackboneConfig};
+use crate::attention::{causal_flow, causal_softmax, AttentionDevice, AttentionKind, Tensor4};
+use crate::layers::{dropout, relu, LayerNorm, Linear, Tensor2, WeightLayout};
+use crate::params::{Init, ParamError, ParamStore};
+
+/// GPT-2's initialisation of linear weights: N(0, 0.02²).
+const GPT2_WEIGHT: Init = Init::Normal { std: 0.02 };
+
+/// The parameters of one block, by reference name.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Block {
+    pub(super) ln_1: LayerNorm,
+    pub(super) query: Linear,
+    pub(super) key: Linear,
+    pub(super) value: Linear,
+    pub(super) out: Linear,
+    pub(super) ln_2: LayerNorm,
+    pub(super) c_fc: Linear,
+    pub(super) c_proj: Linear,
+}
+
+impl Block {
+    /// Registers the block's parameters under `prefix` (`transformer.h.{i}`) in the
+    /// reference order.
+    pub(super) fn register<E, D>(
+        store: &mut ParamStore<E, D>,
+        prefix: &str,
+        cfg: &BackboneConfig,
+    ) -> Result<Self, ParamError>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+    {
+        let w = cfg.width;
+        let eps = cfg.layer_norm_eps;
+        let linear = |store: &mut ParamStore<E, D>, name: &str, i, o, layout| {
+            Linear::register(
+                store,
+                &join(prefix, name),
+                i,
+                o,
+                layout,
+                GPT2_WEIGHT,
+                Some(Init::Zeros),
+            )
+        };
+        let ln_1 = LayerNorm::register(store, &join(prefix, "ln_1"), w, eps)?;
+        let query = linear(
+            store,
+            "attn.att.query_projection",
+            w,
+            w,
+            WeightLayout::OutIn,
+        )?;
+        let key = linear(store, "attn.att.key_projection", w, w, WeightLayout::OutIn)?;
+        let value = linear(
+            store,
+            "attn.att.value_projection",
+            w,
+            w,
+            WeightLayout::OutIn,
+        )?;
+        let out = linear(store, "attn.att.out_projection", w, w, WeightLayout::OutIn)?;
+        let ln_2 = LayerNorm::register(store, &join(prefix, "ln_2"), w, eps)?;
+        let c_fc = linear(store, "mlp.c_fc", w, 4 * w, WeightLayout::InOut)?;
+        let c_proj = linear(store, "mlp.c_proj", 4 * w, w, WeightLayout::InOut)?;
+        Ok(Self {
+            ln_1,
+            query,
+            key,
+            value,
+            out,
+            ln_2,
+            c_fc,
+            c_proj,
+        })
+    }
+
+    /// The block on the flat residual stream `(B·L, W)` of `(batch, length)` sequences.
+    pub(super) fn forward<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor2<E, D, T>,
+        (b, l): (usize, usize),
+        cfg: &BackboneConfig,
+        train: bool,
+    ) -> Tensor2<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+        T: Tape<E, D> + Merge<T>,
+    {
+        let (h, hw) = (cfg.heads, cfg.head_width());
+        let n = b * l;
+        let a = self.ln_1.forward(store, x.with_empty_tape());
+        let heads = |t: Tensor2<E, D, T>| -> Tensor4<E, D, T> {
+            t.reshape_like(&(b, l, h, hw))
+                .permute::<_, Axes4<0, 2, 1, 3>>()
+        };
+        let q = heads(self.query.forward(store, a.with_empty_tape()));
+        let k = heads(self.key.forward(store, a.with_empty_tape()));
+        let v = heads(self.value.forward(store, a));
+        let o = match cfg.attention {
+            AttentionKind::CausalFlow => causal_flow(q, k, v, &cfg.flow),
+            AttentionKind::CausalSoftmax => causal_softmax(q, k, v),
+        };
+        let o = o
+            .permute::<_, Axes4<0, 2, 1, 3>>()
+            .reshape_like(&(n, cfg.width));
+        let o = dropout(self.out.forward(store, o), cfg.dropout, train);
+        let x = o + x;
+
+        let m = self.ln_2.forward(store, x.with_empty_tape());
+        let m = relu(self.c_fc.forward(store, m));
+        let m = dropout(self.c_proj.forward(store, m), cfg.dropout, train);
+        m + x
+    }
+}

@@ -1,0 +1,93 @@
+//! Reference returns of the random and expert policies, for D4RL-style normalised scores.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use crate::memory::tmaze_random_return;
+use crate::registry::{parse, EnvId};
+use crate::{collect, EnvError, Tier};
+
+/// Episodes each reference return averages.
+pub const REFERENCE_EPISODES: usize = 100;
+/// The collection seed of the reference episodes.
+pub const REFERENCE_SEED: u64 = 0;
+
+/// Mean returns of the uniform random policy and of the scripted expert.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReferenceReturns {
+    /// Mean return of the uniform random policy.
+    pub random: f64,
+    /// Mean return of the scripted expert.
+    pub expert: f64,
+}
+
+impl ReferenceReturns {
+    /// The normalised score `100 (R - R_random) / (R_expert - R_random)`.
+    pub fn normalized(&self, ret: f64) -> f64 {
+        100.0 * (ret - self.random) / (self.expert - self.random)
+    }
+}
+
+// Classic control: means over `REFERENCE_EPISODES` episodes collected with
+// `collect(id, tier, 100, REFERENCE_SEED)`, published here as constants
+// (`measure_reference_returns` recomputes them; a test checks they agree).
+const CARTPOLE: ReferenceReturns = ReferenceReturns {
+    random: 23.94,
+    expert: 500.0,
+};
+const PENDULUM: ReferenceReturns = ReferenceReturns {
+    random: -1255.4518116764114,
+    expert: -155.94655697234205,
+};
+const MOUNTAIN_CAR: ReferenceReturns = ReferenceReturns {
+    random: -33.28788447616652,
+    expert: 89.34199999999993,
+};
+const ACROBOT: ReferenceReturns = ReferenceReturns {
+    random: -496.97,
+    expert: -92.26,
+};
+
+/// The reference returns of `id`, `None` for an unknown id.
+///
+/// Classic control: published constants (see [`measure_reference_returns`]).
+/// T-Mazes: exact values from L, expert 1 (the optimal route is never penalised and
+/// always succeeds) and random the exact expectation of the uniform random policy
+/// (dynamic programming over the agent's position). Key-to-Door: the apple count of
+/// the expert depends on L, so both are measured like the constants, on first use
+/// of each L, and kept for the process.
+pub fn reference_returns(id: &str) -> Option<ReferenceReturns> {
+    match parse(id).ok()? {
+        EnvId::CartPole => Some(CARTPOLE),
+        EnvId::Pendulum => Some(PENDULUM),
+        EnvId::MountainCarContinuous => Some(MOUNTAIN_CAR),
+        EnvId::Acrobot => Some(ACROBOT),
+        EnvId::TMaze { active, length } => Some(ReferenceReturns {
+            random: tmaze_random_return(active, length),
+            expert: 1.0,
+        }),
+        EnvId::KeyToDoor { .. } => {
+            static MEASURED: OnceLock<Mutex<HashMap<String, ReferenceReturns>>> = OnceLock::new();
+            let cache = MEASURED.get_or_init(Default::default);
+            if let Some(found) = cache.lock().ok()?.get(id) {
+                return Some(*found);
+            }
+            let measured = measure_reference_returns(id).ok()?;
+            cache.lock().ok()?.insert(id.to_string(), measured);
+            Some(measured)
+        }
+    }
+}
+
+/// Measures the reference returns: the mean returns of [`REFERENCE_EPISODES`]
+/// episodes of the random and the expert tier collected with [`REFERENCE_SEED`].
+pub fn measure_reference_returns(id: &str) -> Result<ReferenceReturns, EnvError> {
+    let mean = |tier| -> Result<f64, EnvError> {
+        let episodes = collect(id, tier, REFERENCE_EPISODES, REFERENCE_SEED, &mut |_| {})?;
+        Ok(episodes.iter().map(|e| e.total_reward()).sum::<f64>() / episodes.len() as f64)
+    };
+    Ok(ReferenceReturns {
+        random: mean(Tier::Random)?,
+        expert: mean(Tier::Expert)?,
+    })
+}

@@ -7,7 +7,9 @@
 //! stock dfdx ops in [`composed`]. Both record on the usual dfdx tapes.
 
 pub mod composed;
+mod cpu_flow;
 mod prefix;
+mod recurrence;
 mod state;
 
 use dfdx::prelude::*;
@@ -128,9 +130,37 @@ pub trait AttentionDevice<E: Dtype>: Device<E> {
     }
 }
 
-impl AttentionDevice<f32> for Cpu {}
+/// `Cpu` runs causal Flow-Attention and its step with the fused kernels (f32 and f64).
+macro_rules! cpu_attention {
+    ($($float:ty),*) => {$(
+        impl AttentionDevice<$float> for Cpu {
+            fn causal_flow<T>(
+                q: Tensor4<$float, Self, T>,
+                k: Tensor4<$float, Self, T>,
+                v: Tensor4<$float, Self, T>,
+                cfg: &FlowConfig,
+            ) -> Tensor4<$float, Self, T>
+            where
+                T: Tape<$float, Self> + Merge<T>,
+            {
+                cpu_flow::causal_flow(q, k, v, cfg)
+            }
 
-impl AttentionDevice<f64> for Cpu {}
+            fn flow_step(
+                sums: &mut FlowSums<$float, Self>,
+                position: usize,
+                q: Tensor3<$float, Self>,
+                k: Tensor3<$float, Self>,
+                v: Tensor3<$float, Self>,
+                cfg: &FlowConfig,
+            ) -> Tensor3<$float, Self> {
+                cpu_flow::flow_step(sums, position, q, k, v, cfg)
+            }
+        }
+    )*};
+}
+
+cpu_attention!(f32, f64);
 
 #[cfg(feature = "cuda")]
 impl<E: Dtype> AttentionDevice<E> for Cuda where Cuda: Device<E> {}
@@ -160,6 +190,10 @@ fn check_shapes(q: &Shape4, k: &Shape4, v: &Shape4) -> (usize, usize, usize, usi
     );
     assert_eq!(kd, d, "attention: k feature size {kd} differs from q's {d}");
     assert_eq!(vs, s, "attention: v has {vs} positions but k has {s}");
+    assert!(
+        d > 0 && m > 0,
+        "attention: head sizes must be positive, got D={d} M={m}"
+    );
     (b, h, l, s, d, m)
 }
 

@@ -163,17 +163,13 @@ where
         grads: &ParamGrads<E, D>,
     ) -> Result<(), OptimError> {
         self.cfg.validate()?;
-        for (what, found) in [
-            ("gradients", grads.len()),
-            ("AdamW moments", self.exp_avg.len()),
-        ] {
-            if found != store.len() {
-                return Err(OptimError::Count {
-                    what,
-                    expected: store.len(),
-                    found,
-                });
-            }
+        self.check_count(store)?;
+        if grads.len() != store.len() {
+            return Err(OptimError::Count {
+                what: "gradients",
+                expected: store.len(),
+                found: grads.len(),
+            });
         }
         self.step += 1;
         let AdamWConfig {
@@ -205,18 +201,25 @@ where
         Ok(())
     }
 
+    fn check_count(&self, store: &ParamStore<E, D>) -> Result<(), OptimError> {
+        if self.exp_avg.len() != store.len() {
+            return Err(OptimError::Count {
+                what: "AdamW moments",
+                expected: store.len(),
+                found: self.exp_avg.len(),
+            });
+        }
+        Ok(())
+    }
+
     /// The state as safetensors bytes: `exp_avg.{name}` and `exp_avg_sq.{name}` per
     /// parameter, the step count in the metadata (`step`).
     pub fn state_to_safetensors(&self, store: &ParamStore<E, D>) -> Result<Vec<u8>, OptimError> {
+        self.check_count(store)?;
         let names = state_names(store);
-        let mut entries = Vec::with_capacity(names.len());
-        for ((id, (avg, avg_sq)), m, v) in store
-            .ids()
-            .zip(&names)
-            .zip(&self.exp_avg)
-            .zip(&self.exp_avg_sq)
-            .map(|((a, m), v)| (a, m, v))
-        {
+        let mut entries = Vec::with_capacity(2 * store.len());
+        let moments = self.exp_avg.iter().zip(&self.exp_avg_sq);
+        for ((id, (avg, avg_sq)), (m, v)) in store.ids().zip(&names).zip(moments) {
             entries.push((avg.as_str(), store.shape(id), m.as_vec()));
             entries.push((avg_sq.as_str(), store.shape(id), v.as_vec()));
         }

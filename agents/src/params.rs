@@ -14,7 +14,9 @@
 //! tensor carrying an `OwnedTape`); parameters enter the graph as tape-less operands
 //! and receive gradients through the ops that use them. After `loss.backward()`,
 //! [`ParamStore::grads`] collects every parameter's gradient (zeros for parameters the
-//! loss never reached).
+//! loss never reached). A parameter that is the only or the left operand of an op
+//! (an embedding table in `gather`, say) must carry the tape itself:
+//! `store.matrix(id).retaped::<T>()` (same id, empty tape of the input's type).
 
 mod codec;
 

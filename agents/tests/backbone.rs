@@ -325,55 +325,54 @@ impl ReferenceAdamW {
 #[test]
 fn adamw_matches_a_hand_computed_reference() {
     let dev = Cpu::default();
-    let mut store = ParamStore::<f64, Cpu>::new(&dev, 0);
-    let w = store.register("w", &[2, 2], Init::Zeros).unwrap();
-    let unused = store.register("unused", &[2], Init::Zeros).unwrap();
-    store.set_values("w", &[0.5, -1.5, 2.0, 0.0]).unwrap();
-    store.set_values("unused", &[1.0, -3.0]).unwrap();
-    let cfg = AdamWConfig {
-        lr: 0.1,
-        betas: [0.9, 0.99],
-        eps: 1e-8,
-        weight_decay: 0.05,
-    };
-    let mut opt = AdamW::new(&store, cfg).unwrap();
-    let mut ref_w = ReferenceAdamW {
-        p: store.values(w),
-        m: vec![0.0; 4],
-        v: vec![0.0; 4],
-        t: 0,
-    };
-    let mut ref_u = ReferenceAdamW {
-        p: store.values(unused),
-        m: vec![0.0; 2],
-        v: vec![0.0; 2],
-        t: 0,
-    };
-    let steps: [(f64, [f64; 4]); 4] = [
-        (0.1, [1.0, -2.0, 0.5, 0.0]),
-        (0.05, [-0.3, 0.7, 0.5, 1e-3]),
-        (0.2, [2.0, 2.0, -1.0, 0.25]),
-        (0.0, [1.0, 1.0, 1.0, 1.0]),
-    ];
-    for (lr, g) in steps {
-        opt.set_lr(lr);
-        let grads = constant_grads(&store, &[(w, g.to_vec())]);
-        opt.update(&mut store, &grads).unwrap();
-        ref_w.step(&g, lr, &cfg);
-        ref_u.step(&[0.0, 0.0], lr, &cfg);
-        for (got, want) in store
-            .values(w)
-            .iter()
-            .zip(&ref_w.p)
-            .chain(store.values(unused).iter().zip(&ref_u.p))
-        {
-            assert!(
-                (got - want).abs() <= 1e-14 * (1.0 + want.abs()),
-                "{got} vs {want}"
-            );
+    // beta1 = 0.3 takes PyTorch's other lerp branch (weight 1 - beta1 >= 0.5).
+    for betas in [[0.9, 0.99], [0.3, 0.9]] {
+        let mut store = ParamStore::<f64, Cpu>::new(&dev, 0);
+        let w = store.register("w", &[2, 2], Init::Zeros).unwrap();
+        let unused = store.register("unused", &[2], Init::Zeros).unwrap();
+        store.set_values("w", &[0.5, -1.5, 2.0, 0.0]).unwrap();
+        store.set_values("unused", &[1.0, -3.0]).unwrap();
+        let cfg = AdamWConfig {
+            lr: 0.1,
+            betas,
+            eps: 1e-8,
+            weight_decay: 0.05,
+        };
+        let mut opt = AdamW::new(&store, cfg).unwrap();
+        let mut ref_w = ReferenceAdamW {
+            p: store.values(w),
+            m: vec![0.0; 4],
+            v: vec![0.0; 4],
+            t: 0,
+        };
+        let mut ref_u = ReferenceAdamW {
+            p: store.values(unused),
+            m: vec![0.0; 2],
+            v: vec![0.0; 2],
+            t: 0,
+        };
+        let steps: [(f64, [f64; 4]); 4] = [
+            (0.1, [1.0, -2.0, 0.5, 0.0]),
+            (0.05, [-0.3, 0.7, 0.5, 1e-3]),
+            (0.2, [2.0, 2.0, -1.0, 0.25]),
+            (0.0, [1.0, 1.0, 1.0, 1.0]),
+        ];
+        for (lr, g) in steps {
+            opt.set_lr(lr);
+            let grads = constant_grads(&store, &[(w, g.to_vec())]);
+            opt.update(&mut store, &grads).unwrap();
+            ref_w.step(&g, lr, &cfg);
+            ref_u.step(&[0.0, 0.0], lr, &cfg);
+            let got = store.values(w).into_iter().chain(store.values(unused));
+            for (got, want) in got.zip(ref_w.p.iter().chain(&ref_u.p)) {
+                assert!(
+                    (got - want).abs() <= 1e-14 * (1.0 + want.abs()),
+                    "{got} vs {want}"
+                );
+            }
         }
+        assert_eq!(opt.step_count(), 4);
     }
-    assert_eq!(opt.step_count(), 4);
     // First step by hand: m̂ = g, v̂ = g², so p = p (1 - lr wd) - lr g / (|g| + eps).
     let mut s = ParamStore::<f64, Cpu>::new(&dev, 0);
     let x = s.register("x", &[1], Init::Ones).unwrap();

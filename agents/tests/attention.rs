@@ -725,3 +725,16 @@ fn fused_accumulates_gradients_of_shared_and_strided_inputs() {
         "no gradient reached the shared input"
     );
 }
+
+#[test]
+fn fused_softmax_equals_composed() {
+    let inp = random_inputs(dims(2, 2, 70, 70, 8, 5), 71, 2.0, 2.0, 0.0);
+    let fused = run::<f64>(&inp, Core::Softmax, Impl::Device, FlowConfig::rl());
+    let comp = run::<f64>(&inp, Core::Softmax, Impl::Composed(0), FlowConfig::rl());
+    let errs = compare(&fused, &comp, 1e-10, true);
+    assert!(errs.is_empty(), "f64: {errs:?}");
+    let fused = run::<f32>(&inp, Core::Softmax, Impl::Device, FlowConfig::rl());
+    let comp = run::<f32>(&inp, Core::Softmax, Impl::Composed(0), FlowConfig::rl());
+    let errs = compare(&fused, &comp, 1e-5, true);
+    assert!(errs.is_empty(), "f32: {errs:?}");
+}

@@ -12,7 +12,7 @@ use super::recurrence::{
     accumulate, advance, axpy, dot, forward_token, readout, sigmoid_into, sums_len, Consts, Real,
     Token,
 };
-use super::{cast, FlowConfig, FlowSums, Tensor3, Tensor4};
+use super::{cast, cpu_data as read, FlowConfig, FlowSums, Tensor3, Tensor4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
@@ -24,14 +24,6 @@ fn consts<F: Real>(cfg: &FlowConfig) -> Consts<F> {
         eps: cast(cfg.eps),
         clamp: cast(cfg.clamp),
     }
-}
-
-/// The data of a tensor in row-major order.
-fn read<S: Shape, F: Real, T>(t: &Tensor<S, F, Cpu, T>) -> Vec<F> {
-    // Callers pass contiguous tensors, whose storage is exactly the row-major data.
-    let mut buf = vec![F::zero(); t.shape().num_elements()];
-    t.copy_into(&mut buf);
-    buf
 }
 
 /// Sizes of one call.

@@ -8,6 +8,7 @@
 
 pub mod composed;
 mod cpu_flow;
+mod cpu_softmax;
 mod prefix;
 mod recurrence;
 mod state;
@@ -130,7 +131,8 @@ pub trait AttentionDevice<E: Dtype>: Device<E> {
     }
 }
 
-/// `Cpu` runs causal Flow-Attention and its step with the fused kernels (f32 and f64).
+/// `Cpu` runs causal Flow-Attention, its step and causal softmax with fused kernels
+/// (f32 and f64); normal Flow-Attention uses the composed ops (plain matmuls, no prefix sums).
 macro_rules! cpu_attention {
     ($($float:ty),*) => {$(
         impl AttentionDevice<$float> for Cpu {
@@ -144,6 +146,17 @@ macro_rules! cpu_attention {
                 T: Tape<$float, Self> + Merge<T>,
             {
                 cpu_flow::causal_flow(q, k, v, cfg)
+            }
+
+            fn causal_softmax<T>(
+                q: Tensor4<$float, Self, T>,
+                k: Tensor4<$float, Self, T>,
+                v: Tensor4<$float, Self, T>,
+            ) -> Tensor4<$float, Self, T>
+            where
+                T: Tape<$float, Self> + Merge<T>,
+            {
+                cpu_softmax::causal_softmax(q, k, v)
             }
 
             fn flow_step(
@@ -262,4 +275,11 @@ where
 fn cast<E: Float>(x: f64) -> E {
     // NumCast from f64 into f32/f64 never fails; infinity stands for other types' overflow.
     E::from(x).unwrap_or_else(E::infinity)
+}
+
+/// The row-major data of a contiguous `Cpu` tensor (a copy: dfdx has no borrowed view).
+fn cpu_data<S: Shape, F: Dtype, T>(t: &Tensor<S, F, Cpu, T>) -> Vec<F> {
+    let mut buf = vec![F::default(); t.shape().num_elements()];
+    t.copy_into(&mut buf);
+    buf
 }

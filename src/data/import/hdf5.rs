@@ -1,0 +1,244 @@
+//! Reading h5py-written arrays with the pure-Rust `hdf5-pure` reader, with errors that
+//! name the file, the array and the problem.
+
+use std::path::{Path, PathBuf};
+
+use hdf5_pure::{DType, Dataset as H5Dataset, File};
+
+use crate::data::error::{DataError, Problem};
+
+/// An open HDF5 file and its path (for messages).
+pub(crate) struct H5File {
+    file: File,
+    path: PathBuf,
+}
+
+/// An array of numbers read as f32 or f64, before conversion.
+pub(crate) struct Array {
+    pub shape: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
+fn h5_problem(object: &str, e: impl std::fmt::Display) -> Problem {
+    Problem::Hdf5 {
+        object: object.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+impl H5File {
+    /// Opens `path`, telling a missing, empty, foreign or truncated file apart.
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        let meta = std::fs::metadata(path).map_err(|e| Problem::Io(e).at(path))?;
+        if meta.is_dir() {
+            return Err(Problem::NotFormat {
+                format: "HDF5",
+                detail: "it is a folder".into(),
+            }
+            .at(path));
+        }
+        if meta.len() == 0 {
+            return Err(Problem::EmptyFile.at(path));
+        }
+        let is_h5 = hdf5_pure::is_hdf5(path).map_err(|e| Problem::Io(e).at(path))?;
+        if !is_h5 {
+            return Err(Problem::NotFormat {
+                format: "HDF5",
+                detail: "no HDF5 signature".into(),
+            }
+            .at(path));
+        }
+        let file = File::open_streaming(path).map_err(|e| {
+            Problem::Truncated(format!(
+                "cannot read the HDF5 superblock or root group ({e})"
+            ))
+            .at(path)
+        })?;
+        let eof = file.superblock().eof_address;
+        if meta.len() < eof {
+            return Err(Problem::Truncated(format!(
+                "the HDF5 superblock declares {eof} bytes but the file has {}",
+                meta.len()
+            ))
+            .at(path));
+        }
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Wraps a problem with this file's path.
+    pub fn err(&self, problem: Problem) -> DataError {
+        problem.at(&self.path)
+    }
+
+    /// Names of the datasets and of the groups directly under `group` ("" = root).
+    pub fn members(&self, group: &str) -> Result<(Vec<String>, Vec<String>), DataError> {
+        let g = if group.is_empty() {
+            self.file.root()
+        } else {
+            self.file
+                .group(group)
+                .map_err(|e| self.err(h5_problem(group, e)))?
+        };
+        let datasets = g.datasets().map_err(|e| self.err(h5_problem(group, e)))?;
+        let groups = g.groups().map_err(|e| self.err(h5_problem(group, e)))?;
+        Ok((datasets, groups))
+    }
+
+    /// Whether the dataset `name` (a path such as `episode_0/rewards`) exists.
+    pub fn has_dataset(&self, name: &str) -> Result<bool, DataError> {
+        let (parent, leaf) = name.rsplit_once('/').unwrap_or(("", name));
+        let group = if parent.is_empty() {
+            self.file.root()
+        } else {
+            match self.file.group(parent) {
+                Ok(g) => g,
+                Err(_) => return Ok(false),
+            }
+        };
+        let datasets = group
+            .datasets()
+            .map_err(|e| self.err(h5_problem(parent, e)))?;
+        Ok(datasets.iter().any(|d| d == leaf))
+    }
+
+    /// Reads a scalar or one-element string dataset, if present and readable.
+    pub fn read_text(&self, name: &str) -> Option<String> {
+        if !self.has_dataset(name).ok()? {
+            return None;
+        }
+        let ds = self.file.dataset(name).ok()?;
+        ds.read_string().ok()?.into_iter().next()
+    }
+
+    /// Opens the required dataset `name`.
+    pub fn require(&self, name: &str) -> Result<H5Dataset, DataError> {
+        if !self.has_dataset(name)? {
+            return Err(self.err(Problem::MissingArray(name.to_string())));
+        }
+        self.file
+            .dataset(name)
+            .map_err(|e| self.err(h5_problem(name, e)))
+    }
+
+    /// Shape of a dataset.
+    pub fn shape(&self, ds: &H5Dataset, name: &str) -> Result<Vec<usize>, DataError> {
+        let shape = ds.shape().map_err(|e| self.err(h5_problem(name, e)))?;
+        Ok(shape.into_iter().map(|d| d as usize).collect())
+    }
+
+    fn dtype(&self, ds: &H5Dataset, name: &str) -> Result<DType, DataError> {
+        ds.dtype().map_err(|e| self.err(h5_problem(name, e)))
+    }
+
+    /// Reads a numeric array (any float or integer type) as f64, checking that every
+    /// value is finite.
+    pub fn read_numbers(&self, name: &str) -> Result<Array, DataError> {
+        let ds = self.require(name)?;
+        let shape = self.shape(&ds, name)?;
+        let dtype = self.dtype(&ds, name)?;
+        let values = match dtype {
+            DType::F32 => ds
+                .read_f32()
+                .map(|v| v.into_iter().map(f64::from).collect()),
+            DType::F64
+            | DType::I8
+            | DType::I16
+            | DType::I32
+            | DType::I64
+            | DType::U8
+            | DType::U16
+            | DType::U32
+            | DType::U64 => ds.read_f64(),
+            other => {
+                return Err(self.err(Problem::BadArray {
+                    name: name.into(),
+                    expected: "float or integer numbers".into(),
+                    found: format!("{other}"),
+                }))
+            }
+        }
+        .map_err(|e| self.err(h5_problem(name, e)))?;
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(self.err(Problem::NonFinite {
+                name: name.into(),
+                index,
+                value: values[index],
+            }));
+        }
+        Ok(Array { shape, values })
+    }
+
+    /// Whether a dataset holds integers (so its actions are discrete indices).
+    pub fn is_integer(&self, name: &str) -> Result<bool, DataError> {
+        let ds = self.require(name)?;
+        Ok(matches!(
+            self.dtype(&ds, name)?,
+            DType::I8
+                | DType::I16
+                | DType::I32
+                | DType::I64
+                | DType::U8
+                | DType::U16
+                | DType::U32
+                | DType::U64
+        ))
+    }
+
+    /// Reads a flag array: h5py booleans (an HDF5 enum over u8), or numbers (non-zero
+    /// is true). Returns the flags and the shape.
+    pub fn read_flags(&self, name: &str) -> Result<(Vec<bool>, Vec<usize>), DataError> {
+        let ds = self.require(name)?;
+        let shape = self.shape(&ds, name)?;
+        let flags = match self.dtype(&ds, name)? {
+            DType::Enum(_) | DType::U8 | DType::I8 => ds
+                .read_u8()
+                .map(|v| v.into_iter().map(|b| b != 0).collect())
+                .map_err(|e| self.err(h5_problem(name, e)))?,
+            DType::String | DType::VariableLengthString | DType::Compound(_) => {
+                return Err(self.err(Problem::BadArray {
+                    name: name.into(),
+                    expected: "booleans".into(),
+                    found: format!("{}", self.dtype(&ds, name)?),
+                }))
+            }
+            _ => self
+                .read_numbers(name)?
+                .values
+                .into_iter()
+                .map(|v| v != 0.0)
+                .collect(),
+        };
+        Ok((flags, shape))
+    }
+}
+
+/// Checks that an array has `rows` rows and returns its row width: 1 for `[rows]`,
+/// the product of the trailing dimensions otherwise.
+pub(crate) fn row_width(
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    rows: usize,
+    what: &str,
+) -> Result<usize, DataError> {
+    match shape.split_first() {
+        Some((&n, rest)) if n == rows => Ok(rest.iter().product()),
+        _ => Err(Problem::BadArray {
+            name: name.into(),
+            expected: format!("{rows} rows ({what})"),
+            found: match shape.first() {
+                Some(n) => format!("{n} rows (shape {shape:?})"),
+                None => "a scalar".into(),
+            },
+        }
+        .at(path)),
+    }
+}

@@ -1,0 +1,33 @@
+//! Importers of public dataset layouts (HDF5 read in pure Rust, no libhdf5).
+
+pub mod d4rl;
+mod hdf5;
+pub mod minari;
+
+use super::dataset::Dataset;
+
+/// An imported dataset and what the importer has to say about the source.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    /// The validated dataset.
+    pub dataset: Dataset,
+    /// Things the user should know (data dropped, fallbacks used), one line each.
+    pub warnings: Vec<String>,
+    /// Arrays of the source that the native format does not keep.
+    pub ignored: Vec<String>,
+}
+
+/// Converts validated integer-valued numbers into action indices.
+fn discrete_actions(values: &[f64]) -> Result<Vec<usize>, (usize, f64)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v >= 0.0 && v.fract() == 0.0 {
+                Ok(v as usize)
+            } else {
+                Err((i, v))
+            }
+        })
+        .collect()
+}

@@ -1,5 +1,6 @@
 //! The Flowformer backbone: pre-LayerNorm blocks over a selectable causal attention.
 //!
+//! Dropout on the input sequence (GPT-2's embedding dropout `transformer.drop`), then
 //! `N` blocks `x + drop(out(attn(ln_1(x))))`, `x + drop(c_proj(relu(c_fc(ln_2(x)))))`,
 //! then a final LayerNorm `ln_f`, exactly as the reference Decision Transformer with
 //! Flowformer attention (see `tests/fixtures/decision_flowformer/STRUCTURE.md`). Heads
@@ -17,7 +18,7 @@ mod recurrent;
 use dfdx::prelude::*;
 
 use crate::attention::AttentionDevice;
-use crate::layers::{LayerNorm, Tensor3};
+use crate::layers::{dropout, LayerNorm, Tensor3};
 use crate::params::{ParamError, ParamStore};
 
 use block::Block;
@@ -98,8 +99,10 @@ impl Backbone {
         &self.cfg
     }
 
-    /// `(B, L, width) -> (B, L, width)`: every block, then `ln_f`. Dropout is active
-    /// only when `train` is true. Causal: output `t` depends on inputs `0..=t` only.
+    /// `(B, L, width) -> (B, L, width)`: input dropout, every block, then `ln_f`.
+    /// Dropout (all three sites, one probability) is active only when `train` is true,
+    /// so callers must not drop the embedded tokens again. Causal: output `t` depends
+    /// on inputs `0..=t` only.
     pub fn forward<E, D, T>(
         &self,
         store: &ParamStore<E, D>,
@@ -118,7 +121,7 @@ impl Backbone {
                 found: vec![b, l, w],
             });
         }
-        let mut h = x.reshape_like(&(b * l, w));
+        let mut h = dropout(x.reshape_like(&(b * l, w)), self.cfg.dropout, train);
         for block in &self.blocks {
             h = block.forward(store, h, (b, l), &self.cfg, train);
         }

@@ -1231,6 +1231,19 @@ fn dropout_is_active_in_train_mode_only() {
             &train.iter().map(|&v| v as f64).collect::<Vec<_>>()
         ) > 1e-3
     );
+    // With every linear map zero the blocks are the identity, so only the input
+    // (embedding) dropout can change the output.
+    let ids: Vec<_> = store.ids().collect();
+    for id in ids {
+        let name = store.name(id).to_string();
+        if !name.contains("ln_") {
+            let zeros = vec![0.0; store.values(id).len()];
+            store.set_values(&name, &zeros).unwrap();
+        }
+    }
+    let eval = backbone.forward(&store, x.clone(), false).unwrap().as_vec();
+    let train = backbone.forward(&store, x.clone(), true).unwrap().as_vec();
+    assert!(max_abs_diff(&train, &eval.iter().map(|&v| v as f64).collect::<Vec<_>>()) > 1e-3);
     // Same device seed, same masks.
     let dev_a = Cpu::seed_from_u64(9);
     let dev_b = Cpu::seed_from_u64(9);

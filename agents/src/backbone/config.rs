@@ -16,7 +16,9 @@ pub struct BackboneConfig {
     pub layers: usize,
     /// Causal flow or causal softmax attention.
     pub attention: AttentionKind,
-    /// Dropout probability after the attention output projection and after the MLP.
+    /// Dropout probability on the input sequence (GPT-2's embedding dropout), after
+    /// the attention output projection and after the MLP (the reference uses 0.1 for
+    /// all three: `embd_pdrop` and `resid_pdrop` keep their GPT-2 defaults).
     pub dropout: f64,
     /// LayerNorm epsilon (1e-5 in the reference).
     pub layer_norm_eps: f64,

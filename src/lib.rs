@@ -5,5 +5,7 @@ pub mod atomic;
 pub mod bench;
 pub mod cli;
 pub mod collect;
+pub mod config;
 pub mod data;
+pub mod logging;
 pub mod progress;

@@ -1,0 +1,560 @@
+//! Experiment configuration: one TOML file holds every hyperparameter, the dataset,
+//! the environment, the agent kind, the context mode, the seeds and the evaluation
+//! schedule of a run.
+//!
+//! Defaults are those of the original Decision Transformer (Chen et al., 2021):
+//! K 20, width 128, 3 layers, 1 head, dropout 0.1, AdamW with lr 1e-4 and weight decay
+//! 1e-4, 10,000 warm-up steps, batch 64, gradient clip 0.25, reward scale 1000.
+//! Unknown keys, wrong types and out-of-range values are rejected with the file,
+//! the full dotted key and what was expected (see [`ConfigError`]). `configs/README.md`
+//! lists every key.
+
+mod error;
+mod load;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{ConfigError, KeySource, Problem};
+pub use load::Override;
+
+/// Names of the behaviour tiers a dataset can be collected at (the names
+/// `flowrl_envs::Tier` parses).
+pub const TIERS: [&str; 5] = [
+    "random",
+    "medium",
+    "expert",
+    "medium-expert",
+    "medium-replay",
+];
+
+/// Episodes collected when `dataset.episodes` is absent.
+pub const DEFAULT_COLLECT_EPISODES: usize = 1000;
+
+/// A whole experiment: seed, dataset, agent, training and evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Seed of the training run: parameter initialisation, batch sampling, dropout.
+    pub seed: u64,
+    /// Where the trajectories come from.
+    pub dataset: DatasetConfig,
+    /// The model.
+    pub agent: AgentConfig,
+    /// The optimisation.
+    pub train: TrainConfig,
+    /// The evaluation rollouts.
+    pub eval: EvalConfig,
+}
+
+/// The dataset: either a native dataset file (`path`) or a collection to run before
+/// training (`env`, `tier`, `episodes`, `seed`). Exactly one of `path` and `env` is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetConfig {
+    /// A native dataset file (relative paths are relative to the working folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Environment id to collect from (e.g. `Pendulum-v1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Behaviour tier of the collection, one of [`TIERS`]; required with `env`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Episodes to collect; [`DEFAULT_COLLECT_EPISODES`] when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub episodes: Option<usize>,
+    /// Seed of the collection; 0 when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// Where a run's trajectories come from, resolved from a [`DatasetConfig`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum DatasetSource {
+    /// Load a native dataset file.
+    File(PathBuf),
+    /// Collect episodes before training.
+    Collect {
+        /// Environment id.
+        env: String,
+        /// Behaviour tier name (one of [`TIERS`]).
+        tier: String,
+        /// Number of episodes.
+        episodes: usize,
+        /// Collection seed.
+        seed: u64,
+    },
+}
+
+/// The kind of policy to train; written as its [`AgentKind::NAMES`] entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AgentKind {
+    /// Decision Transformer layout with a causal Flow-Attention backbone.
+    #[default]
+    DecisionFlowformer,
+    /// The original Decision Transformer: causal softmax attention.
+    DecisionTransformer,
+    /// Behaviour cloning with a multilayer perceptron.
+    MlpBc,
+}
+
+/// How much history the policy sees; written as its [`ContextMode::NAMES`] entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ContextMode {
+    /// The last `agent.context` timesteps (re-encoded every step at rollout).
+    #[default]
+    Window,
+    /// The whole episode (at rollout: the recurrent Flow-Attention state).
+    Episode,
+}
+
+/// Names in configs and on the command line, with their values, for enums read as strings.
+macro_rules! named_enum {
+    ($ty:ident, $what:literal, [$($name:literal => $variant:ident),+ $(,)?]) => {
+        impl $ty {
+            /// Every name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+
+            /// The name used in configs.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    other => Err(format!(
+                        "expected {} `{}`, found `{other}`",
+                        $what,
+                        Self::NAMES.join("` | `")
+                    )),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = String;
+
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(v: $ty) -> String {
+                v.name().to_string()
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+named_enum!(AgentKind, "an agent kind", [
+    "decision-flowformer" => DecisionFlowformer,
+    "decision-transformer" => DecisionTransformer,
+    "mlp-bc" => MlpBc,
+]);
+
+named_enum!(ContextMode, "a context mode", [
+    "window" => Window,
+    "episode" => Episode,
+]);
+
+/// The model's sizes and regularisation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Policy kind.
+    pub kind: AgentKind,
+    /// Embedding width (model dimension).
+    pub width: usize,
+    /// Number of backbone blocks.
+    pub layers: usize,
+    /// Attention heads; must divide `width`.
+    pub heads: usize,
+    /// Dropout probability, in [0, 1).
+    pub dropout: f64,
+    /// K: timesteps per training window (3K tokens).
+    pub context: usize,
+    /// Training context: windows of `context` steps or whole episodes.
+    pub context_mode: ContextMode,
+    /// Size of the timestep embedding table; 0 takes the dataset's longest episode.
+    pub max_episode_length: usize,
+    /// Clamp bound of the conserved source in Flow-Attention (10 in the RL variant).
+    pub flow_clamp: f64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            kind: AgentKind::default(),
+            width: 128,
+            layers: 3,
+            heads: 1,
+            dropout: 0.1,
+            context: 20,
+            context_mode: ContextMode::default(),
+            max_episode_length: 0,
+            flow_clamp: 10.0,
+        }
+    }
+}
+
+/// The optimisation: AdamW with linear warm-up, gradient clipping and returns-to-go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Gradient steps.
+    pub steps: usize,
+    /// Windows per batch.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// AdamW beta1 and beta2, each in [0, 1).
+    pub adam_betas: [f64; 2],
+    /// AdamW epsilon.
+    pub adam_eps: f64,
+    /// Steps of linear learning-rate warm-up from 0 to `lr`.
+    pub warmup_steps: usize,
+    /// Global gradient-norm clip; 0 disables clipping.
+    pub grad_clip: f64,
+    /// Returns-to-go are divided by this.
+    pub reward_scale: f64,
+    /// Discount of the returns-to-go, in (0, 1].
+    pub gamma: f64,
+    /// Move every episode's return to its last step (the delayed-reward setting).
+    pub delayed_reward: bool,
+    /// Steps between logged training scalars.
+    pub log_every: usize,
+    /// Steps between checkpoints; 0 saves only the final one.
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 100_000,
+            batch: 64,
+            lr: 1e-4,
+            weight_decay: 1e-4,
+            adam_betas: [0.9, 0.999],
+            adam_eps: 1e-8,
+            warmup_steps: 10_000,
+            grad_clip: 0.25,
+            reward_scale: 1000.0,
+            gamma: 1.0,
+            delayed_reward: false,
+            log_every: 100,
+            checkpoint_every: 10_000,
+        }
+    }
+}
+
+/// The evaluation schedule and rollouts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Environment id; absent means the dataset's environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Steps between evaluations; 0 evaluates only after training.
+    pub every: usize,
+    /// Episodes per target return; 0 disables evaluation.
+    pub episodes: usize,
+    /// Target returns (unscaled) to condition on; empty means the dataset's best
+    /// episode return.
+    pub targets: Vec<f64>,
+    /// Rollout context; absent means `agent.context_mode`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_mode: Option<ContextMode>,
+    /// Seed of the evaluation episodes.
+    pub seed: u64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            env: None,
+            every: 10_000,
+            episodes: 10,
+            targets: Vec::new(),
+            context_mode: None,
+            seed: 1_000_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, overrides and validates the config file at `path`. Each override is a
+    /// `--set` argument `key.path=value` (see [`Override`]).
+    pub fn load<S: AsRef<str>>(path: &Path, overrides: &[S]) -> Result<Self, ConfigError> {
+        let overrides = overrides
+            .iter()
+            .map(|s| s.as_ref().parse())
+            .collect::<Result<Vec<Override>, _>>()?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        load::parse(&text, &path.display().to_string(), &overrides)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors (a file name).
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        overrides: &[Override],
+    ) -> Result<Self, ConfigError> {
+        load::parse(text, origin, overrides)
+    }
+
+    /// The config as TOML that [`Config::from_toml_str`] reads back to an equal config.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Serialize(e.to_string()))
+    }
+
+    /// Writes the config as TOML to `path` atomically (e.g. into a run folder).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        crate::atomic::write_bytes_atomic(path, self.to_toml_string()?.as_bytes())
+    }
+
+    /// Checks every value's range and the relations between values; the error lists
+    /// every problem found, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                origin: "config".into(),
+                problems,
+            })
+        }
+    }
+
+    /// The dataset to use, or the problems of the `[dataset]` section.
+    pub fn dataset_source(&self) -> Result<DatasetSource, ConfigError> {
+        let mut problems = Vec::new();
+        let source = self.dataset.resolve(&mut problems);
+        match source {
+            Some(source) if problems.is_empty() => Ok(source),
+            _ => Err(ConfigError::Invalid {
+                origin: "config".into(),
+                problems,
+            }),
+        }
+    }
+
+    /// The rollout context mode: `eval.context_mode`, else `agent.context_mode`.
+    pub fn eval_context_mode(&self) -> ContextMode {
+        self.eval.context_mode.unwrap_or(self.agent.context_mode)
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        self.dataset.resolve(&mut p);
+        self.agent.check(&mut p);
+        self.train.check(&mut p);
+        self.eval.check(&mut p);
+        p
+    }
+}
+
+impl DatasetConfig {
+    fn resolve(&self, p: &mut Vec<Problem>) -> Option<DatasetSource> {
+        match (&self.path, &self.env) {
+            (Some(_), Some(_)) => {
+                p.push(Problem::new(
+                    "dataset",
+                    "set either `dataset.path` (a dataset file) or `dataset.env` \
+                     (collect before training), found both",
+                ));
+                None
+            }
+            (None, None) => {
+                p.push(Problem::new(
+                    "dataset",
+                    "set either `dataset.path` (a dataset file) or `dataset.env` \
+                     (collect before training), found neither",
+                ));
+                None
+            }
+            (Some(path), None) => {
+                if path.as_os_str().is_empty() {
+                    p.push(Problem::new(
+                        "dataset.path",
+                        "expected a file path, found an empty string",
+                    ));
+                }
+                let stray = [
+                    ("dataset.tier", self.tier.is_some()),
+                    ("dataset.episodes", self.episodes.is_some()),
+                    ("dataset.seed", self.seed.is_some()),
+                ];
+                for (key, set) in stray {
+                    if set {
+                        p.push(Problem::new(
+                            key,
+                            "only applies to a collected dataset (`dataset.env`), \
+                             but `dataset.path` is set",
+                        ));
+                    }
+                }
+                Some(DatasetSource::File(path.clone()))
+            }
+            (None, Some(env)) => {
+                if env.trim().is_empty() {
+                    p.push(Problem::new(
+                        "dataset.env",
+                        "expected an environment id, found an empty string",
+                    ));
+                }
+                let tier = match &self.tier {
+                    Some(t) if TIERS.contains(&t.as_str()) => Some(t.clone()),
+                    Some(t) => {
+                        p.push(Problem::new(
+                            "dataset.tier",
+                            format!("expected one of {}, found `{t}`", TIERS.join(", ")),
+                        ));
+                        None
+                    }
+                    None => {
+                        p.push(Problem::new(
+                            "dataset.tier",
+                            format!("required with `dataset.env`: one of {}", TIERS.join(", ")),
+                        ));
+                        None
+                    }
+                };
+                let episodes = self.episodes.unwrap_or(DEFAULT_COLLECT_EPISODES);
+                positive(p, "dataset.episodes", episodes);
+                Some(DatasetSource::Collect {
+                    env: env.clone(),
+                    tier: tier?,
+                    episodes,
+                    seed: self.seed.unwrap_or(0),
+                })
+            }
+        }
+    }
+}
+
+impl AgentConfig {
+    fn check(&self, p: &mut Vec<Problem>) {
+        positive(p, "agent.width", self.width);
+        positive(p, "agent.layers", self.layers);
+        positive(p, "agent.heads", self.heads);
+        if self.heads > 0 && !self.width.is_multiple_of(self.heads) {
+            p.push(Problem::new(
+                "agent.width",
+                format!(
+                    "expected a multiple of agent.heads = {}, found {}",
+                    self.heads, self.width
+                ),
+            ));
+        }
+        probability(p, "agent.dropout", self.dropout);
+        positive(p, "agent.context", self.context);
+        if !(self.flow_clamp.is_finite() && self.flow_clamp > 0.0) {
+            p.push(Problem::new(
+                "agent.flow_clamp",
+                format!("expected a finite number > 0, found {}", self.flow_clamp),
+            ));
+        }
+    }
+}
+
+impl TrainConfig {
+    fn check(&self, p: &mut Vec<Problem>) {
+        positive(p, "train.steps", self.steps);
+        positive(p, "train.batch", self.batch);
+        greater_than_zero(p, "train.lr", self.lr);
+        at_least_zero(p, "train.weight_decay", self.weight_decay);
+        probability(p, "train.adam_betas[0]", self.adam_betas[0]);
+        probability(p, "train.adam_betas[1]", self.adam_betas[1]);
+        greater_than_zero(p, "train.adam_eps", self.adam_eps);
+        at_least_zero(p, "train.grad_clip", self.grad_clip);
+        greater_than_zero(p, "train.reward_scale", self.reward_scale);
+        if !(self.gamma > 0.0 && self.gamma <= 1.0) {
+            p.push(Problem::new(
+                "train.gamma",
+                format!("expected a number in (0, 1], found {}", self.gamma),
+            ));
+        }
+        positive(p, "train.log_every", self.log_every);
+    }
+}
+
+impl EvalConfig {
+    fn check(&self, p: &mut Vec<Problem>) {
+        if let Some(env) = &self.env {
+            if env.trim().is_empty() {
+                p.push(Problem::new(
+                    "eval.env",
+                    "expected an environment id, found an empty string",
+                ));
+            }
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if !t.is_finite() {
+                p.push(Problem::new(
+                    format!("eval.targets[{i}]"),
+                    format!("expected a finite return, found {t}"),
+                ));
+            }
+        }
+    }
+}
+
+fn positive(p: &mut Vec<Problem>, key: &str, value: usize) {
+    if value == 0 {
+        p.push(Problem::new(key, "expected an integer >= 1, found 0"));
+    }
+}
+
+fn greater_than_zero(p: &mut Vec<Problem>, key: &str, value: f64) {
+    if !(value.is_finite() && value > 0.0) {
+        p.push(Problem::new(
+            key,
+            format!("expected a finite number > 0, found {value}"),
+        ));
+    }
+}
+
+fn at_least_zero(p: &mut Vec<Problem>, key: &str, value: f64) {
+    if !(value.is_finite() && value >= 0.0) {
+        p.push(Problem::new(
+            key,
+            format!("expected a finite number >= 0, found {value}"),
+        ));
+    }
+}
+
+fn probability(p: &mut Vec<Problem>, key: &str, value: f64) {
+    if !(0.0..1.0).contains(&value) {
+        p.push(Problem::new(
+            key,
+            format!("expected a number in [0, 1), found {value}"),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests;

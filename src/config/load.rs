@@ -1,0 +1,251 @@
+//! Reading config text: TOML parsing, `--set` overrides and readable errors that name
+//! the full dotted key and where its value was written.
+
+use std::str::FromStr;
+
+use toml::{Table, Value};
+
+use super::{Config, ConfigError, KeySource};
+
+/// One `--set key.path=value` override, applied to the TOML table before it is read
+/// into a [`Config`]. The value is parsed as a TOML value (`3`, `1e-3`, `true`,
+/// `[500.0, 250.0]`, `"text"`); anything that is not valid TOML is taken as a string,
+/// so `--set agent.kind=mlp-bc` works unquoted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Override {
+    arg: String,
+    path: Vec<String>,
+    value: Value,
+}
+
+impl Override {
+    /// The dotted key, e.g. `train.lr`.
+    pub fn key(&self) -> String {
+        self.path.join(".")
+    }
+
+    /// The parsed value.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    fn error(&self, message: String) -> ConfigError {
+        ConfigError::Override {
+            arg: self.arg.clone(),
+            message,
+        }
+    }
+
+    fn apply(&self, table: &mut Table) -> Result<(), ConfigError> {
+        let Some((last, parents)) = self.path.split_last() else {
+            return Err(self.error("expected a key before `=`".into()));
+        };
+        let mut current = table;
+        for (i, segment) in parents.iter().enumerate() {
+            let entry = current
+                .entry(segment.clone())
+                .or_insert_with(|| Value::Table(Table::new()));
+            current = match entry {
+                Value::Table(t) => t,
+                other => {
+                    return Err(self.error(format!(
+                        "`{}` holds a value ({}), not a section of keys",
+                        self.path[..=i].join("."),
+                        other.type_str()
+                    )))
+                }
+            };
+        }
+        current.insert(last.clone(), self.value.clone());
+        Ok(())
+    }
+
+    /// Whether this override wrote `key` (or a table holding it).
+    fn covers(&self, key: &[String]) -> bool {
+        self.path.starts_with(key) || key.starts_with(&self.path)
+    }
+}
+
+impl FromStr for Override {
+    type Err = ConfigError;
+
+    fn from_str(arg: &str) -> Result<Self, ConfigError> {
+        let bad = |message: String| ConfigError::Override {
+            arg: arg.to_string(),
+            message,
+        };
+        let (key, raw) = arg
+            .split_once('=')
+            .ok_or_else(|| bad("expected key=value (e.g. train.lr=3e-4), found no `=`".into()))?;
+        let key = key.trim();
+        let path: Vec<String> = key.split('.').map(str::to_string).collect();
+        let well_formed = path.iter().all(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+        if !well_formed {
+            return Err(bad(format!(
+                "expected a dotted key such as agent.width, found `{key}`"
+            )));
+        }
+        Ok(Override {
+            arg: arg.to_string(),
+            path,
+            value: parse_value(raw.trim()),
+        })
+    }
+}
+
+/// `raw` as a TOML value, or as a string if it is not one.
+fn parse_value(raw: &str) -> Value {
+    format!("v = {raw}")
+        .parse::<Table>()
+        .ok()
+        .filter(|t| t.len() == 1)
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+/// Parses `text`, applies `overrides`, deserialises and validates.
+pub(super) fn parse(
+    text: &str,
+    origin: &str,
+    overrides: &[Override],
+) -> Result<Config, ConfigError> {
+    let mut table: Table = text.parse().map_err(|e: toml::de::Error| {
+        let (line, column) = e
+            .span()
+            .map(|s| line_column(text, s.start))
+            .unwrap_or((1, 1));
+        ConfigError::Syntax {
+            origin: origin.to_string(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    for o in overrides {
+        o.apply(&mut table)?;
+    }
+    let config: Config = Value::Table(table)
+        .try_into()
+        .map_err(|e| key_error(&e, text, origin, overrides))?;
+    let mut problems = config.problems();
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    for p in &mut problems {
+        let base = p.key.split('[').next().unwrap_or(&p.key);
+        let path: Vec<String> = base.split('.').map(str::to_string).collect();
+        p.location = locate(text, &path, overrides);
+    }
+    Err(ConfigError::Invalid {
+        origin: origin.to_string(),
+        problems,
+    })
+}
+
+/// Turns a deserialisation error into one naming the full dotted key.
+fn key_error(e: &toml::de::Error, text: &str, origin: &str, overrides: &[Override]) -> ConfigError {
+    // Errors from a `toml::Value` carry no span; their display ends with
+    // "in `dotted.key`" when the key is known.
+    let shown = e.to_string();
+    let mut path: Vec<String> = shown
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("in `"))
+        .and_then(|l| l.strip_suffix('`'))
+        .map(|k| k.split('.').map(str::to_string).collect())
+        .unwrap_or_default();
+    let raw = e.message().trim();
+    let message = match raw.strip_prefix("unknown field ") {
+        Some(rest) => {
+            let mut names = backticked(rest);
+            let section = if path.is_empty() {
+                "at the top level".to_string()
+            } else {
+                format!("in [{}]", path.join("."))
+            };
+            if names.is_empty() {
+                raw.to_string()
+            } else {
+                path.push(names.remove(0));
+                format!("unknown key; valid keys {section}: {}", names.join(", "))
+            }
+        }
+        None => friendly(raw),
+    };
+    let key = if path.is_empty() {
+        "(top level)".to_string()
+    } else {
+        path.join(".")
+    };
+    ConfigError::Key {
+        origin: origin.to_string(),
+        key,
+        location: locate(text, &path, overrides),
+        message,
+    }
+}
+
+/// The strings between backticks in `s`, in order.
+fn backticked(s: &str) -> Vec<String> {
+    s.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, part)| part.to_string())
+        .collect()
+}
+
+/// Serde's type names in words.
+fn friendly(message: &str) -> String {
+    const WORDS: [(&str, &str); 4] = [
+        ("expected usize", "expected an integer >= 0"),
+        ("expected u64", "expected an integer >= 0"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+    ];
+    let mut out = message.to_string();
+    for (from, to) in WORDS {
+        if out.ends_with(from) {
+            out = format!("{}{to}", &out[..out.len() - from.len()]);
+        }
+    }
+    out
+}
+
+/// Where the value of `path` was written: the last `--set` that covers it, else its
+/// line in `text`.
+fn locate(text: &str, path: &[String], overrides: &[Override]) -> KeySource {
+    if let Some(o) = overrides.iter().rev().find(|o| o.covers(path)) {
+        return KeySource::Override(o.arg.clone());
+    }
+    line_of(text, path).map_or(KeySource::Unknown, KeySource::Line)
+}
+
+/// The 1-based line of the key `path` in `text`.
+fn line_of(text: &str, path: &[String]) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut start = None;
+    for (i, segment) in path.iter().enumerate() {
+        let (key, value) = table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == segment.as_str())?;
+        start = Some(key.span().start);
+        if i + 1 < path.len() {
+            table = value.get_ref().as_table()?;
+        }
+    }
+    start.map(|s| line_column(text, s).0)
+}
+
+/// 1-based line and column (in characters) of byte offset `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}

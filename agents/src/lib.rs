@@ -2,8 +2,12 @@
 //! softmax attention, the Flowformer backbone, its parameter store and optimiser.
 //! Generic over dfdx's `Device` and the float type; knows nothing of files or environments.
 
+pub mod acting;
+pub mod agent;
 pub mod attention;
 pub mod backbone;
+pub mod decision;
 pub mod layers;
+pub mod mlp_bc;
 pub mod optim;
 pub mod params;

@@ -83,6 +83,30 @@ impl<E: Dtype + Float, D: AttentionDevice<E>> FlowState<E, D> {
         self.position
     }
 
+    /// Keeps only the batch rows `rows`, in that order (drops finished sequences).
+    ///
+    /// # Panics
+    /// If a row index is not below the batch size.
+    pub fn keep_rows(&mut self, rows: &[usize]) {
+        let batch = self.sums.kv.shape().0;
+        assert!(
+            rows.iter().all(|&r| r < batch),
+            "FlowState::keep_rows: row index not below the batch size {batch}"
+        );
+        let idx = self
+            .sums
+            .kv
+            .device()
+            .tensor_from_vec(rows.to_vec(), (rows.len(),));
+        let s = &mut self.sums;
+        s.key = s.key.clone().gather(idx.clone());
+        s.query = s.query.clone().gather(idx.clone());
+        s.key_out = s.key_out.clone().gather(idx.clone());
+        s.query_in = s.query_in.clone().gather(idx.clone());
+        s.exp = s.exp.clone().gather(idx.clone());
+        s.kv = s.kv.clone().gather(idx);
+    }
+
     /// The running sums after `position()` tokens.
     pub fn sums(&self) -> &FlowSums<E, D> {
         &self.sums

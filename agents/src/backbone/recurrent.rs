@@ -22,9 +22,20 @@ impl<E: Dtype + num_traits::Float, D: AttentionDevice<E>> BackboneState<E, D> {
         self.layers.first().map_or(0, FlowState::position)
     }
 
-    /// The batch size the state was made for.
+    /// The batch size (rows still held).
     pub fn batch(&self) -> usize {
         self.batch
+    }
+
+    /// Keeps only the batch rows `rows`, in that order (drops finished sequences).
+    ///
+    /// # Panics
+    /// If a row index is not below the batch size.
+    pub fn keep_rows(&mut self, rows: &[usize]) {
+        for flow in &mut self.layers {
+            flow.keep_rows(rows);
+        }
+        self.batch = rows.len();
     }
 }
 

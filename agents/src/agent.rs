@@ -1,0 +1,244 @@
+//! The agent interface: one type for the Decision-Flowformer, its softmax twin and
+//! the MLP behaviour-cloning baseline.
+//!
+//! An [`Agent`] owns its [`ParamStore`] and is rebuilt from its [`AgentConfig`] (a
+//! checkpoint stores the config in the safetensors metadata). It takes a [`Window`]
+//! batch and returns per-step action predictions ([`Agent::predict`]) or the training
+//! loss ([`Agent::loss`]): masked mean-squared error on `tanh` outputs for continuous
+//! actions, masked cross-entropy on logits for discrete ones. Padded steps never
+//! count in a loss. Acting over episodes is in [`crate::acting`].
+
+mod config;
+mod window;
+
+use std::collections::HashMap;
+
+use dfdx::prelude::*;
+
+use crate::attention::{AttentionDevice, AttentionKind};
+use crate::backbone::BackboneError;
+use crate::decision::{DecisionModel, DecisionState};
+use crate::layers::{Tensor2, Tensor3};
+use crate::mlp_bc::MlpBc;
+use crate::params::{ParamError, ParamStore};
+
+pub use config::{ActionSpace, AgentConfig, AgentKind};
+pub(crate) use window::{check_finite, check_len, to_device, ActionInputs, Targets};
+pub use window::{HostActions, HostWindow, Window};
+
+/// Safetensors metadata key under which [`Agent::to_safetensors`] stores the config (JSON).
+pub const CONFIG_KEY: &str = "flowrl.agent_config";
+
+/// Errors of agents: configuration, inputs, acting order and parameters.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AgentError {
+    /// A configuration value out of range.
+    #[error("agent config: `{field}` must be {expected}, found {found}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// What is valid.
+        expected: String,
+        /// The value given.
+        found: String,
+    },
+    /// An input batch with a wrong size or value.
+    #[error("agent input `{field}`: expected {expected}, found {found}")]
+    Window {
+        /// The input.
+        field: &'static str,
+        /// What is valid.
+        expected: String,
+        /// What was given.
+        found: String,
+    },
+    /// Recurrent (`episode`) acting asked of a model without a fixed-size state.
+    #[error("{0:?} attention has no recurrent state: the recurrent episode mode needs the Decision-Flowformer (causal Flow-Attention); with softmax attention a whole-episode context means re-encoding the whole history")]
+    NoRecurrentState(AttentionKind),
+    /// Acting calls out of order or with bad row indices.
+    #[error("acting: {0}")]
+    Acting(String),
+    /// A checkpoint's metadata without a readable agent config.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// The backbone rejected its config or input.
+    #[error(transparent)]
+    Backbone(#[from] BackboneError),
+    /// Registering, finding or loading parameters.
+    #[error(transparent)]
+    Params(#[from] ParamError),
+}
+
+/// The model behind an [`Agent`].
+#[derive(Clone, Debug, PartialEq)]
+enum Model {
+    Decision(Box<DecisionModel>),
+    Mlp(MlpBc),
+}
+
+/// A policy network with its parameters: Decision-Flowformer, Decision Transformer
+/// (softmax) or MLP behaviour cloning, by [`AgentConfig::kind`].
+pub struct Agent<E: Dtype, D: Storage<E>> {
+    cfg: AgentConfig,
+    store: ParamStore<E, D>,
+    model: Model,
+}
+
+impl<E, D> Agent<E, D>
+where
+    E: Dtype + num_traits::Float,
+    D: AttentionDevice<E>,
+{
+    /// Validates `cfg` and builds the agent on `dev` with parameters initialised from
+    /// `seed` (GPT-2 init in the transformer; PyTorch defaults for embeddings and heads).
+    pub fn new(dev: &D, cfg: AgentConfig, seed: u64) -> Result<Self, AgentError> {
+        cfg.validate()?;
+        let mut store = ParamStore::new(dev, seed);
+        let model = match cfg.kind {
+            AgentKind::MlpBc => Model::Mlp(MlpBc::register(&mut store, &cfg)?),
+            AgentKind::DecisionFlowformer | AgentKind::DecisionTransformer => {
+                Model::Decision(Box::new(DecisionModel::register(&mut store, &cfg)?))
+            }
+        };
+        Ok(Self { cfg, store, model })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &ParamStore<E, D> {
+        &self.store
+    }
+
+    /// The parameters, for the optimiser and for loading.
+    pub fn params_mut(&mut self) -> &mut ParamStore<E, D> {
+        &mut self.store
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        self.store.device()
+    }
+
+    /// The sequence model (`None` for the MLP).
+    pub fn decision(&self) -> Option<&DecisionModel> {
+        match &self.model {
+            Model::Decision(m) => Some(m),
+            Model::Mlp(_) => None,
+        }
+    }
+
+    /// Builds a [`Window`] for this agent from host slices (see [`Window::from_host`]).
+    pub fn window<H>(&self, w: &HostWindow<'_, H>) -> Result<Window<E, D>, AgentError>
+    where
+        H: num_traits::Float + std::fmt::Display,
+    {
+        Window::from_host(self.store.device(), &self.cfg, w)
+    }
+
+    /// Predictions for every step, flat `(B·L, outputs)`, with tape `T`.
+    fn forward<T>(&self, w: &Window<E, D>, train: bool) -> Result<Tensor2<E, D, T>, AgentError>
+    where
+        T: Tape<E, D> + Merge<T>,
+    {
+        w.check(&self.cfg)?;
+        match &self.model {
+            Model::Decision(m) => m.predict(&self.store, w, train),
+            Model::Mlp(m) => Ok(m.predict(&self.store, w, train)),
+        }
+    }
+
+    /// Action predictions for every step in eval mode, `(B, L, outputs)`: `tanh`
+    /// values in `[-1, 1]` (continuous; the caller scales them to the action bounds)
+    /// or logits (discrete). Values at padded steps are computed but meaningless.
+    pub fn predict(&self, w: &Window<E, D>) -> Result<Tensor3<E, D>, AgentError> {
+        let p: Tensor2<E, D> = self.forward(w, false)?;
+        Ok(p.reshape_like(&(w.batch, w.len, self.cfg.action.outputs())))
+    }
+
+    /// The prediction at each row's last real step, `(B, outputs)`: the next action
+    /// when the window ends at the current step (eval mode).
+    pub fn predict_last(&self, w: &Window<E, D>) -> Result<Tensor2<E, D>, AgentError> {
+        let p: Tensor2<E, D> = self.forward(w, false)?;
+        Ok(p.gather(w.last.clone()))
+    }
+
+    /// The sequence model's output for every token, `(B, 3L, width)` after the final
+    /// LayerNorm (eval mode); `None` for the MLP.
+    pub fn hidden_states(&self, w: &Window<E, D>) -> Result<Option<Tensor3<E, D>>, AgentError> {
+        w.check(&self.cfg)?;
+        match &self.model {
+            Model::Decision(m) => Ok(Some(m.hidden_states(&self.store, w, false)?)),
+            Model::Mlp(_) => Ok(None),
+        }
+    }
+
+    /// The training loss over the real steps of `w`, traced for `backward()`:
+    /// mean-squared error over every action value of every real step (continuous) or
+    /// mean cross-entropy over the real steps (discrete). Dropout is active when
+    /// `train` is true. After `loss.backward()`, [`ParamStore::grads`] collects the
+    /// parameters' gradients.
+    pub fn loss(
+        &self,
+        w: &Window<E, D>,
+        train: bool,
+    ) -> Result<Tensor<Rank0, E, D, OwnedTape<E, D>>, AgentError> {
+        let p: Tensor2<E, D, OwnedTape<E, D>> = self.forward(w, train)?;
+        let p = p.gather(w.valid.clone());
+        Ok(match &w.targets {
+            Targets::Continuous(t) => (p - t.clone()).square().mean::<Rank0, _>(),
+            Targets::Discrete(t) => -p
+                .log_softmax::<Axis<1>>()
+                .select(t.clone())
+                .mean::<Rank0, _>(),
+        })
+    }
+
+    /// An empty recurrent state for `batch` episodes (Decision-Flowformer only): see
+    /// [`DecisionModel::observe`]. The softmax model and the MLP have none
+    /// ([`AgentError::NoRecurrentState`], [`AgentError::Acting`]).
+    pub fn recurrent_state(&self, batch: usize) -> Result<DecisionState<E, D>, AgentError> {
+        match &self.model {
+            Model::Decision(m) => m.recurrent_state(self.store.device(), batch),
+            Model::Mlp(_) => Err(AgentError::Acting(
+                "the MLP has no recurrent state: it predicts from the current state alone".into(),
+            )),
+        }
+    }
+
+    /// Safetensors bytes of every parameter, with the config as JSON under
+    /// [`CONFIG_KEY`] and the `extra` metadata entries.
+    pub fn to_safetensors(&self, extra: &HashMap<String, String>) -> Result<Vec<u8>, AgentError> {
+        let mut metadata = extra.clone();
+        let json =
+            serde_json::to_string(&self.cfg).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
+        metadata.insert(CONFIG_KEY.to_string(), json);
+        Ok(self.store.to_safetensors(&metadata)?)
+    }
+
+    /// Rebuilds an agent on `dev` from [`Agent::to_safetensors`] bytes; returns it
+    /// with the metadata map (config entry included).
+    pub fn from_safetensors(
+        dev: &D,
+        bytes: &[u8],
+    ) -> Result<(Self, HashMap<String, String>), AgentError> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| AgentError::Checkpoint(format!("not safetensors data: {e}")))?;
+        let json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(CONFIG_KEY))
+            .ok_or_else(|| {
+                AgentError::Checkpoint(format!("metadata has no `{CONFIG_KEY}` entry"))
+            })?;
+        let cfg: AgentConfig = serde_json::from_str(json).map_err(|e| {
+            AgentError::Checkpoint(format!("`{CONFIG_KEY}` is not a valid agent config: {e}"))
+        })?;
+        let mut agent = Self::new(dev, cfg, 0)?;
+        let metadata = agent.store.load_safetensors(bytes)?;
+        Ok((agent, metadata))
+    }
+}

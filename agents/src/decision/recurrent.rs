@@ -1,0 +1,231 @@
+//! Whole-episode acting with causal Flow-Attention: the model fed token by token.
+//!
+//! Per step `t`: [`DecisionModel::observe`] feeds `R_t` and `s_t` and returns the
+//! action prediction read from the `s_t` output; after the caller has chosen (and
+//! clipped) the action, [`DecisionModel::feed_actions`] feeds `a_t`. The outputs equal
+//! those of [`crate::agent::Agent::hidden_states`] over the whole history at a cost per step
+//! that does not grow with `t` (eval mode: no dropout).
+
+use dfdx::prelude::*;
+
+use super::DecisionModel;
+use crate::agent::{
+    check_finite, check_len, to_device, ActionInputs, ActionSpace, AgentError, HostActions,
+};
+use crate::attention::AttentionDevice;
+use crate::backbone::{BackboneError, BackboneState};
+use crate::layers::Tensor2;
+use crate::params::ParamStore;
+
+/// What the state expects next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// `R_t` and `s_t` ([`DecisionModel::observe`]).
+    Observation,
+    /// `a_t` ([`DecisionModel::feed_actions`]).
+    Action,
+}
+
+/// The recurrent state of a batch of episodes for a Decision-Flowformer: one
+/// Flow-Attention state per block, and the timesteps of the step in progress.
+#[derive(Clone, Debug)]
+pub struct DecisionState<E: Dtype, D: Storage<E>> {
+    backbone: BackboneState<E, D>,
+    next: Next,
+    timesteps: Vec<usize>,
+    steps: usize,
+}
+
+impl<E: Dtype + num_traits::Float, D: AttentionDevice<E>> DecisionState<E, D> {
+    /// Number of episodes (rows).
+    pub fn batch(&self) -> usize {
+        self.backbone.batch()
+    }
+
+    /// Number of complete steps (`R`, `s`, `a`) fed so far.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Keeps the episodes `rows` (indices into the current batch, in the order given)
+    /// and drops the others, e.g. the finished ones.
+    pub fn keep_rows(&mut self, rows: &[usize]) -> Result<(), AgentError> {
+        let batch = self.batch();
+        if let Some(&r) = rows.iter().find(|&&r| r >= batch) {
+            return Err(AgentError::Acting(format!(
+                "keep_rows: row {r} is not below the batch size {batch}"
+            )));
+        }
+        self.backbone.keep_rows(rows);
+        if self.next == Next::Action {
+            self.timesteps = rows.iter().map(|&r| self.timesteps[r]).collect();
+        }
+        Ok(())
+    }
+}
+
+impl DecisionModel {
+    /// An empty recurrent state for `batch` episodes. Only causal Flow-Attention has
+    /// one: for the softmax model this is [`AgentError::NoRecurrentState`], and
+    /// whole-episode context means re-encoding the whole history every step.
+    pub fn recurrent_state<E, D>(
+        &self,
+        dev: &D,
+        batch: usize,
+    ) -> Result<DecisionState<E, D>, AgentError>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+    {
+        let backbone = self
+            .backbone
+            .recurrent_state(dev, batch)
+            .map_err(|e| match e {
+                BackboneError::NoRecurrentState(kind) => AgentError::NoRecurrentState(kind),
+                e => e.into(),
+            })?;
+        Ok(DecisionState {
+            backbone,
+            next: Next::Observation,
+            timesteps: Vec::new(),
+            steps: 0,
+        })
+    }
+
+    /// Feeds one normalised token row `(B, width)` through the backbone.
+    fn feed<E, D>(
+        &self,
+        store: &ParamStore<E, D>,
+        state: &mut DecisionState<E, D>,
+        token: Tensor2<E, D>,
+    ) -> Result<Tensor2<E, D>, AgentError>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+    {
+        let x = self.embed_ln.forward(store, token);
+        Ok(self.backbone.step(store, &mut state.backbone, x)?)
+    }
+
+    /// Feeds `R_t` (`returns [B]`, scaled) and `s_t` (`states [B, obs_dim]`,
+    /// normalised) at `timesteps [B]` (below `max_ep_len`; the caller clamps) and
+    /// returns the action prediction of every episode, `(B, outputs)`: tanh values in
+    /// `[-1, 1]` or logits.
+    pub fn observe<E, D>(
+        &self,
+        store: &ParamStore<E, D>,
+        state: &mut DecisionState<E, D>,
+        returns: &[f32],
+        states: &[f32],
+        timesteps: &[usize],
+    ) -> Result<Tensor2<E, D>, AgentError>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+    {
+        if state.next != Next::Observation {
+            return Err(AgentError::Acting(
+                "observe: the previous step's actions have not been fed".into(),
+            ));
+        }
+        let b = state.batch();
+        let obs = self.embed_state.inputs();
+        check_len("returns_to_go", returns.len(), b, format!("[{b}]"))?;
+        check_finite("returns_to_go", returns)?;
+        check_len("states", states.len(), b * obs, format!("[{b}, {obs}]"))?;
+        check_finite("states", states)?;
+        check_len("timesteps", timesteps.len(), b, format!("[{b}]"))?;
+        let table = store.shape(self.embed_timestep)[0];
+        if let Some(&t) = timesteps.iter().find(|&&t| t >= table) {
+            return Err(AgentError::Window {
+                field: "timesteps",
+                expected: format!("values below max_ep_len {table}"),
+                found: t.to_string(),
+            });
+        }
+        let dev = store.device();
+        let time: Tensor2<E, D> = self.time(store, dev.tensor_from_vec(timesteps.to_vec(), (b,)));
+        let r = self
+            .embed_return
+            .forward(store, dev.tensor_from_vec(to_device(returns), (b, 1)))
+            + time.clone();
+        let s = self
+            .embed_state
+            .forward(store, dev.tensor_from_vec(to_device(states), (b, obs)))
+            + time;
+        self.feed(store, state, r)?;
+        let h = self.feed(store, state, s)?;
+        state.timesteps = timesteps.to_vec();
+        state.next = Next::Action;
+        Ok(self.head(store, h))
+    }
+
+    /// Feeds `a_t` for every episode (continuous `[B, dim]` in `[-1, 1]`, or indices
+    /// `[B]`) at the timesteps given to the last [`DecisionModel::observe`].
+    pub fn feed_actions<E, D>(
+        &self,
+        store: &ParamStore<E, D>,
+        state: &mut DecisionState<E, D>,
+        actions: HostActions<'_>,
+    ) -> Result<(), AgentError>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+    {
+        if state.next != Next::Action {
+            return Err(AgentError::Acting(
+                "feed_actions: observe must come first in every step".into(),
+            ));
+        }
+        let b = state.batch();
+        let dev = store.device();
+        let inputs = host_actions(dev, self.action, actions, b)?;
+        let time: Tensor2<E, D> =
+            self.time(store, dev.tensor_from_vec(state.timesteps.clone(), (b,)));
+        let a = self.action_tokens::<E, D, NoneTape>(store, &inputs)? + time;
+        self.feed(store, state, a)?;
+        state.next = Next::Observation;
+        state.steps += 1;
+        Ok(())
+    }
+}
+
+/// Validates one action per row and copies it to the device.
+pub(crate) fn host_actions<E, D>(
+    dev: &D,
+    space: ActionSpace,
+    actions: HostActions<'_>,
+    b: usize,
+) -> Result<ActionInputs<E, D>, AgentError>
+where
+    E: Dtype + num_traits::Float,
+    D: Device<E>,
+{
+    match (space, actions) {
+        (ActionSpace::Continuous { dim }, HostActions::Continuous(a)) => {
+            check_len("actions", a.len(), b * dim, format!("[{b}, {dim}]"))?;
+            check_finite("actions", a)?;
+            Ok(ActionInputs::Continuous(
+                dev.tensor_from_vec(to_device(a), (b, dim)),
+            ))
+        }
+        (ActionSpace::Discrete { n }, HostActions::Discrete(a)) => {
+            check_len("actions", a.len(), b, format!("[{b}]"))?;
+            if let Some(&i) = a.iter().find(|&&i| i >= n) {
+                return Err(AgentError::Window {
+                    field: "actions",
+                    expected: format!("action indices below {n}"),
+                    found: i.to_string(),
+                });
+            }
+            Ok(ActionInputs::Discrete(
+                dev.tensor_from_vec(a.to_vec(), (b,)),
+            ))
+        }
+        (space, _) => Err(AgentError::Window {
+            field: "actions",
+            expected: format!("{space:?} actions"),
+            found: "actions of the other kind".into(),
+        }),
+    }
+}

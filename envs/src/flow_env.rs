@@ -83,25 +83,34 @@ impl ActionSpec {
         }
     }
 
-    /// Checks that `action` has the right kind and size and holds no NaN.
+    /// Whether `action` has the right kind and size and holds no NaN.
+    pub fn accepts(&self, action: &Action) -> bool {
+        match (*self, action) {
+            (ActionSpec::Discrete { n }, Action::Discrete(a)) => *a < n,
+            (ActionSpec::Continuous { dim, .. }, Action::Continuous(v)) => {
+                v.len() == dim && v.iter().all(|x| !x.is_nan())
+            }
+            _ => false,
+        }
+    }
+
+    /// Checks that `action` has the right kind and size and holds no NaN; the error
+    /// names the environment `env`, what the space accepts and what was found.
     pub fn check(&self, env: &str, action: &Action) -> Result<(), EnvError> {
-        let bad = |expected: String| EnvError::BadAction {
+        if self.accepts(action) {
+            return Ok(());
+        }
+        let expected = match *self {
+            ActionSpec::Discrete { n } => format!("a discrete action in 0..{n}"),
+            ActionSpec::Continuous { dim, low, high } => {
+                format!("a continuous action of {dim} values in [{low}, {high}] without NaN")
+            }
+        };
+        Err(EnvError::BadAction {
             env: env.to_string(),
             expected,
             found: action.to_string(),
-        };
-        match (*self, action) {
-            (ActionSpec::Discrete { n }, Action::Discrete(a)) if *a < n => Ok(()),
-            (ActionSpec::Discrete { n }, _) => Err(bad(format!("a discrete action in 0..{n}"))),
-            (ActionSpec::Continuous { dim, .. }, Action::Continuous(v))
-                if v.len() == dim && v.iter().all(|x| !x.is_nan()) =>
-            {
-                Ok(())
-            }
-            (ActionSpec::Continuous { dim, low, high }, _) => Err(bad(format!(
-                "a continuous action of {dim} values in [{low}, {high}] without NaN"
-            ))),
-        }
+        })
     }
 
     /// A uniformly random action.
@@ -159,7 +168,10 @@ pub trait FlowEnv: gymnasium_rs::core::Env<Obs, Action> + Send {
 
     /// Checks the action, then steps.
     fn try_step(&mut self, action: &Action) -> Result<Step, EnvError> {
-        self.action_spec().check(&self.id(), action)?;
+        let spec = self.action_spec();
+        if !spec.accepts(action) {
+            spec.check(&self.id(), action)?;
+        }
         Ok(self.step_native(action))
     }
 }
@@ -198,11 +210,14 @@ pub(crate) fn gym_step<E: FlowEnv + ?Sized>(
 }
 
 /// The discrete action index, panicking (as documented on [`FlowEnv::step_native`])
-/// when the action is not a discrete index below `n`.
-pub(crate) fn discrete(env: &str, action: &Action, n: usize) -> usize {
+/// when the action is not a discrete index below `n`; `env` names the environment.
+pub(crate) fn discrete(env: impl FnOnce() -> String, action: &Action, n: usize) -> usize {
     match action {
         Action::Discrete(a) if *a < n => *a,
-        _ => panic!("{env}: expected a discrete action in 0..{n}, found {action}; use try_step for an error"),
+        _ => panic!(
+            "{}: expected a discrete action in 0..{n}, found {action}; use try_step for an error",
+            env()
+        ),
     }
 }
 

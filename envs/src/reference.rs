@@ -54,29 +54,31 @@ const ACROBOT: ReferenceReturns = ReferenceReturns {
 /// T-Mazes: exact values from L, expert 1 (the optimal route is never penalised and
 /// always succeeds) and random the exact expectation of the uniform random policy
 /// (dynamic programming over the agent's position). Key-to-Door: the apple count of
-/// the expert depends on L, so both are measured like the constants, on first use
-/// of each L, and kept for the process.
+/// the expert depends on L, so both are measured like the constants. Values that
+/// depend on L are computed on the first call for each id and kept for the process.
 pub fn reference_returns(id: &str) -> Option<ReferenceReturns> {
-    match parse(id).ok()? {
-        EnvId::CartPole => Some(CARTPOLE),
-        EnvId::Pendulum => Some(PENDULUM),
-        EnvId::MountainCarContinuous => Some(MOUNTAIN_CAR),
-        EnvId::Acrobot => Some(ACROBOT),
-        EnvId::TMaze { active, length } => Some(ReferenceReturns {
+    let parsed = parse(id).ok()?;
+    match parsed {
+        EnvId::CartPole => return Some(CARTPOLE),
+        EnvId::Pendulum => return Some(PENDULUM),
+        EnvId::MountainCarContinuous => return Some(MOUNTAIN_CAR),
+        EnvId::Acrobot => return Some(ACROBOT),
+        EnvId::TMaze { .. } | EnvId::KeyToDoor { .. } => {}
+    }
+    static COMPUTED: OnceLock<Mutex<HashMap<String, ReferenceReturns>>> = OnceLock::new();
+    let cache = COMPUTED.get_or_init(Default::default);
+    if let Some(found) = cache.lock().ok()?.get(id) {
+        return Some(*found);
+    }
+    let reference = match parsed {
+        EnvId::TMaze { active, length } => ReferenceReturns {
             random: tmaze_random_return(active, length),
             expert: 1.0,
-        }),
-        EnvId::KeyToDoor { .. } => {
-            static MEASURED: OnceLock<Mutex<HashMap<String, ReferenceReturns>>> = OnceLock::new();
-            let cache = MEASURED.get_or_init(Default::default);
-            if let Some(found) = cache.lock().ok()?.get(id) {
-                return Some(*found);
-            }
-            let measured = measure_reference_returns(id).ok()?;
-            cache.lock().ok()?.insert(id.to_string(), measured);
-            Some(measured)
-        }
-    }
+        },
+        _ => measure_reference_returns(id).ok()?,
+    };
+    cache.lock().ok()?.insert(id.to_string(), reference);
+    Some(reference)
 }
 
 /// Measures the reference returns: the mean returns of [`REFERENCE_EPISODES`]

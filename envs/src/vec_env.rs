@@ -54,7 +54,8 @@ impl VecEnv {
         self.spec
     }
 
-    /// Environment `i`, e.g. for a scripted policy to read its state.
+    /// Environment `i`, e.g. for a scripted policy to read its state. Panics when
+    /// `i >= len()` (an index the caller computes, like slice indexing).
     pub fn env(&self, i: usize) -> &dyn FlowEnv {
         self.envs[i].as_ref()
     }

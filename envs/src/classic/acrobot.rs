@@ -170,7 +170,7 @@ impl FlowEnv for Acrobot {
     }
 
     fn step_native(&mut self, action: &Action) -> Step {
-        let torque = AVAIL_TORQUE[discrete(ID, action, 3)];
+        let torque = AVAIL_TORQUE[discrete(|| ID.to_string(), action, 3)];
         let [t1, t2, d1, d2] = self.state;
         let ns = rk4(&[t1, t2, d1, d2, torque]);
         self.state = [

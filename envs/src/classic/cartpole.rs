@@ -89,7 +89,7 @@ impl FlowEnv for CartPole {
     }
 
     fn step_native(&mut self, action: &Action) -> Step {
-        let push_right = discrete(ID, action, 2) == 1;
+        let push_right = discrete(|| ID.to_string(), action, 2) == 1;
         let [mut x, mut x_dot, mut theta, mut theta_dot] = self.state;
         let force = if push_right { FORCE_MAG } else { -FORCE_MAG };
         let costheta = theta.cos();

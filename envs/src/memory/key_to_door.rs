@@ -220,7 +220,7 @@ impl FlowEnv for KeyToDoor {
     }
 
     fn step_native(&mut self, action: &Action) -> Step {
-        let action = discrete(&self.id(), action, 4);
+        let action = discrete(|| self.id(), action, 4);
         if self.done {
             return Step {
                 obs: self.observe(),

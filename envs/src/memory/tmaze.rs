@@ -130,7 +130,7 @@ impl FlowEnv for TMaze {
     }
 
     fn step_native(&mut self, action: &Action) -> Step {
-        let action = discrete(&self.id(), action, 4);
+        let action = discrete(|| self.id(), action, 4);
         (self.x, self.y) = self.moved(action);
         self.t += 1;
         let last = self.t >= self.horizon();

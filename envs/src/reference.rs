@@ -72,7 +72,7 @@ pub fn reference_returns(id: &str) -> Option<ReferenceReturns> {
     }
     let reference = match parsed {
         EnvId::TMaze { active, length } => ReferenceReturns {
-            random: tmaze_random_return(active, length),
+            random: tmaze_random_return(active, length).ok()?,
             expert: 1.0,
         },
         _ => measure_reference_returns(id).ok()?,

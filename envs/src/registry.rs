@@ -81,7 +81,7 @@ pub fn make(id: &str) -> Result<Box<dyn FlowEnv>, EnvError> {
             MOUNTAIN_CAR_STEPS,
         )),
         EnvId::Acrobot => Box::new(TimeLimit::new(Acrobot::new(), ACROBOT_STEPS)),
-        EnvId::TMaze { active, length } => Box::new(TMaze::new(active, length)),
-        EnvId::KeyToDoor { length } => Box::new(KeyToDoor::new(length)),
+        EnvId::TMaze { active, length } => Box::new(TMaze::new(active, length)?),
+        EnvId::KeyToDoor { length } => Box::new(KeyToDoor::new(length)?),
     })
 }

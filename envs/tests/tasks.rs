@@ -205,7 +205,8 @@ fn run(env: &mut dyn FlowEnv, seed: u64, actions: &[Action]) -> (Vec<f32>, Vec<f
 #[test]
 fn passive_tmaze_follows_the_specification() {
     let l = 4;
-    let mut env = TMaze::new(false, l);
+    let mut env = TMaze::new(false, l).expect("length >= 1");
+    assert!(TMaze::new(false, 0).is_err() && TMaze::new(true, 0).is_err());
     for seed in 0..8 {
         let first = env.reset_native(Some(seed));
         let g = env.goal();
@@ -262,7 +263,7 @@ fn passive_tmaze_follows_the_specification() {
 #[test]
 fn active_tmaze_hides_the_cue_behind_the_start() {
     let l = 3;
-    let mut env = TMaze::new(true, l);
+    let mut env = TMaze::new(true, l).expect("length >= 1");
     let mut goals = [0; 2];
     for seed in 0..20 {
         let first = env.reset_native(Some(seed));
@@ -297,7 +298,8 @@ fn active_tmaze_hides_the_cue_behind_the_start() {
 #[test]
 fn key_to_door_has_three_phases_and_an_egocentric_view() {
     let l = 7;
-    let mut env = KeyToDoor::new(l);
+    let mut env = KeyToDoor::new(l).expect("length >= 1");
+    assert!(KeyToDoor::new(0).is_err());
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     for seed in 0..20 {
         let mut obs = env.reset_native(Some(seed));

@@ -4,9 +4,10 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::check_length;
 use crate::flow_env::{discrete, impl_gym_env};
 use crate::policy::degrade;
-use crate::{Action, ActionSpec, FlowEnv, Obs, Step};
+use crate::{Action, ActionSpec, EnvError, FlowEnv, Obs, Step};
 
 /// Side of a room including its walls; the floor is `1..=5` in both coordinates.
 const ROOM: usize = 7;
@@ -95,10 +96,10 @@ fn towards(from: (usize, usize), to: (usize, usize)) -> usize {
 
 impl KeyToDoor {
     /// Key-to-Door with a distractor phase of `length >= 1` steps, reset from a
-    /// generator seeded with 0.
-    pub fn new(length: usize) -> Self {
+    /// generator seeded with 0; errors when `length` is 0.
+    pub fn new(length: usize) -> Result<Self, EnvError> {
         let mut env = KeyToDoor {
-            length: length.max(1),
+            length: check_length("Key-to-Door", length)?,
             grid: [[Cell::Wall; ROOM]; ROOM],
             agent: (3, 3),
             phase: Phase::Key,
@@ -108,7 +109,7 @@ impl KeyToDoor {
             rng: rand::SeedableRng::seed_from_u64(0),
         };
         env.reset_native(None);
-        env
+        Ok(env)
     }
 
     /// The longest episode: key phase, distractor phase and door phase.

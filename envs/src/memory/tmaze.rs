@@ -4,8 +4,9 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::check_length;
 use crate::flow_env::{discrete, impl_gym_env};
-use crate::{Action, ActionSpec, FlowEnv, Obs, Step};
+use crate::{Action, ActionSpec, EnvError, FlowEnv, Obs, Step};
 
 /// Move one cell right along the corridor.
 const RIGHT: usize = 0;
@@ -41,11 +42,11 @@ pub struct TMaze {
 
 impl TMaze {
     /// A passive (`active = false`) or active T-Maze of memory length `length >= 1`,
-    /// reset from a generator seeded with 0.
-    pub fn new(active: bool, length: usize) -> Self {
+    /// reset from a generator seeded with 0; errors when `length` is 0.
+    pub fn new(active: bool, length: usize) -> Result<Self, EnvError> {
         let mut env = TMaze {
             active,
-            length: length.max(1),
+            length: check_length("T-Maze", length)?,
             x: 0,
             y: 0,
             goal: 1,
@@ -54,7 +55,7 @@ impl TMaze {
             rng: rand::SeedableRng::seed_from_u64(0),
         };
         env.reset_native(None);
-        env
+        Ok(env)
     }
 
     /// The junction's corridor position.
@@ -190,8 +191,8 @@ impl_gym_env!(TMaze);
 
 /// The exact expected return of the uniform random policy, by dynamic programming
 /// over the distribution of the agent's cell (the goal side is independent of it).
-pub(crate) fn random_return(active: bool, length: usize) -> f64 {
-    let maze = TMaze::new(active, length);
+pub(crate) fn random_return(active: bool, length: usize) -> Result<f64, EnvError> {
+    let maze = TMaze::new(active, length)?;
     let junction = maze.junction();
     // Index: x for the corridor row, then junction + 1 for y = +1, junction + 2 for y = -1.
     let cells = junction + 3;
@@ -238,5 +239,5 @@ pub(crate) fn random_return(active: bool, length: usize) -> f64 {
             expected += 0.5 * (probability[junction + 1] + probability[junction + 2]);
         }
     }
-    expected
+    Ok(expected)
 }

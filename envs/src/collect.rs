@@ -45,8 +45,8 @@ impl Episode {
     }
 }
 
-/// The seeds of episode `k`: its reset seed, and its policy generator (the same seed
-/// on stream 1), so that results do not depend on how episodes share the lanes.
+/// The policy generator of an episode: its reset seed on ChaCha8 stream 1, so that an
+/// episode does not depend on how episodes share the lanes.
 fn episode_rng(episode_seed: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(episode_seed);
     rng.set_stream(1);
@@ -72,7 +72,7 @@ pub fn collect(
     episodes: usize,
     seed: u64,
     progress: &mut dyn FnMut(usize),
-) -> Result<Vec<crate::Episode>, EnvError> {
+) -> Result<Vec<Episode>, EnvError> {
     let mut seeds = ChaCha8Rng::seed_from_u64(seed);
     let episode_seeds: Vec<u64> = (0..episodes).map(|_| seeds.next_u64()).collect();
     let mut vec = VecEnv::new(id, episodes.clamp(1, LANES))?;

@@ -8,4 +8,5 @@ pub mod collect;
 pub mod config;
 pub mod data;
 pub mod logging;
+pub mod plot;
 pub mod progress;

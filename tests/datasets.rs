@@ -413,3 +413,560 @@ fn bad_native_files_fail_with_named_problems() {
         assert!(matches!(p, Problem::Truncated(_)), "cut at {cut_at}: {p}");
     }
 }
+
+use flowrl::data::stats::{ActionStats, DatasetInfo, Normalisation, STD_EPS};
+use flowrl::data::windows::{
+    returns_to_go, RewardMode, Sampler, WindowConfig, WindowError, WindowMode,
+};
+
+fn close(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+}
+
+#[test]
+fn returns_to_go_dense_discounted_and_delayed() {
+    // Rewards are the step indices: episode 0 = 0,1,2,3; episode 1 = 4,5,6.
+    let ds = synthetic(&[4, 3]);
+    let dense = returns_to_go(&ds, 1.0, RewardMode::Dense);
+    assert!(
+        close(&dense, &[6.0, 6.0, 5.0, 3.0, 15.0, 11.0, 6.0]),
+        "{dense:?}"
+    );
+    let half = returns_to_go(&ds, 0.5, RewardMode::Dense);
+    assert!(close(&half[..4], &[1.375, 2.75, 3.5, 3.0]), "{half:?}");
+    let delayed = returns_to_go(&ds, 1.0, RewardMode::Delayed);
+    assert!(
+        close(&delayed, &[6.0, 6.0, 6.0, 6.0, 15.0, 15.0, 15.0]),
+        "{delayed:?}"
+    );
+    let delayed_half = returns_to_go(&ds, 0.5, RewardMode::Delayed);
+    assert!(
+        close(&delayed_half[..4], &[0.75, 1.5, 3.0, 6.0]),
+        "{delayed_half:?}"
+    );
+}
+
+#[test]
+fn normalisation_uses_mean_and_std_plus_epsilon() {
+    let ds = synthetic(&[4, 3]);
+    let norm = Normalisation::of(&ds, 1.0);
+    // Column 0 is 0..=6: mean 3, population std 2. Column 2 is constant 0.5.
+    assert!((norm.obs_mean[0] - 3.0).abs() < 1e-6);
+    assert!((norm.obs_std[0] - (2.0 + STD_EPS)).abs() < 1e-6);
+    assert_eq!(norm.obs_std[2], STD_EPS);
+    let mut out = [0.0; 3];
+    norm.normalise_into(ds.observation(5), &mut out);
+    assert!((out[0] - 1.0).abs() < 1e-5 && (out[1] + 1.0).abs() < 1e-5);
+    assert_eq!(out[2], 0.0);
+}
+
+fn window_config(context: usize, batch_size: usize, seed: u64) -> WindowConfig {
+    WindowConfig {
+        context,
+        batch_size,
+        seed,
+        ..WindowConfig::default()
+    }
+}
+
+#[test]
+fn sampled_windows_hold_the_dataset_steps_right_padded() {
+    let ds = synthetic(&[4, 3, 10]);
+    let cfg = WindowConfig {
+        reward_scale: Some(2.0),
+        max_episode_len: Some(6),
+        ..window_config(5, 32, 3)
+    };
+    let mut sampler = Sampler::new(&ds, cfg).unwrap();
+    let rtg = returns_to_go(&ds, 1.0, RewardMode::Dense);
+    let norm = sampler.normalisation().clone();
+    assert_eq!(norm.reward_scale, 2.0);
+    let mut batch = sampler.new_batch();
+    // Dirty the buffers: padding must be rewritten on every batch.
+    batch.states.fill(9.0);
+    batch.mask.fill(9.0);
+    sampler.sample(&mut batch);
+    let (k, d) = (5, 3);
+    for row in 0..32 {
+        let (e, start) = (batch.episodes[row], batch.starts[row]);
+        let steps = ds.episode(e);
+        assert!(steps.contains(&start));
+        let len = (steps.end - start).min(k);
+        for j in 0..k {
+            let at = row * k + j;
+            let state = &batch.states[at * d..(at + 1) * d];
+            let action = &batch.actions[at * 2..(at + 1) * 2];
+            if j < len {
+                let t = start + j;
+                let mut want = [0.0; 3];
+                norm.normalise_into(ds.observation(t), &mut want);
+                assert_eq!(state, want);
+                assert_eq!(action, [t as f32 / 10.0, 1.0]);
+                assert_eq!(batch.returns_to_go[at], (rtg[t] / 2.0) as f32);
+                assert_eq!(batch.timesteps[at], (t - steps.start).min(5));
+                assert_eq!(batch.mask[at], 1.0);
+            } else {
+                assert_eq!(state, [0.0; 3]);
+                assert_eq!(action, [0.0; 2]);
+                assert_eq!(
+                    (batch.returns_to_go[at], batch.timesteps[at], batch.mask[at]),
+                    (0.0, 0, 0.0)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sampling_is_seeded_and_proportional_to_episode_length() {
+    let ds = synthetic(&[1, 99]);
+    let draw = |seed| {
+        let mut s = Sampler::new(&ds, window_config(4, 64, seed)).unwrap();
+        let mut b = s.new_batch();
+        let mut starts = Vec::new();
+        for _ in 0..100 {
+            s.sample(&mut b);
+            starts.extend_from_slice(&b.starts);
+        }
+        (starts, b)
+    };
+    let (a, batch_a) = draw(5);
+    let (b, batch_b) = draw(5);
+    assert_eq!(a, b);
+    assert_eq!(batch_a, batch_b);
+    assert_ne!(a, draw(6).0);
+    // 6400 windows: episode 0 holds 1% of the steps, so about 64 windows start there.
+    let short = a.iter().filter(|&&s| s == 0).count();
+    assert!(
+        (20..=130).contains(&short),
+        "{short} windows from the 1-step episode"
+    );
+    // Starts inside the long episode are uniform: mean offset about 49.
+    let long: Vec<f64> = a
+        .iter()
+        .filter(|&&s| s > 0)
+        .map(|&s| (s - 1) as f64)
+        .collect();
+    let mean = long.iter().sum::<f64>() / long.len() as f64;
+    assert!((mean - 49.0).abs() < 3.0, "mean start offset {mean}");
+}
+
+#[test]
+fn whole_episode_windows_start_at_episode_starts() {
+    let ds = synthetic(&[4, 3, 10]);
+    let err = Sampler::new(
+        &ds,
+        WindowConfig {
+            mode: WindowMode::WholeEpisode,
+            ..window_config(8, 4, 0)
+        },
+    )
+    .err();
+    assert_eq!(
+        err,
+        Some(WindowError::ContextTooShort {
+            context: 8,
+            longest: 10
+        })
+    );
+    let mut sampler = Sampler::new(
+        &ds,
+        WindowConfig {
+            mode: WindowMode::WholeEpisode,
+            reward_mode: RewardMode::Delayed,
+            ..window_config(12, 16, 1)
+        },
+    )
+    .unwrap();
+    let mut batch = sampler.new_batch();
+    sampler.sample(&mut batch);
+    let mut seen = [false; 3];
+    for row in 0..16 {
+        let e = batch.episodes[row];
+        seen[e] = true;
+        let steps = ds.episode(e);
+        assert_eq!(batch.starts[row], steps.start);
+        let mask = &batch.mask[row * 12..(row + 1) * 12];
+        assert_eq!(mask.iter().sum::<f32>() as usize, steps.len());
+        assert_eq!(
+            &batch.timesteps[row * 12..row * 12 + steps.len()],
+            (0..steps.len()).collect::<Vec<_>>()
+        );
+        // Delayed rewards: the whole return is still ahead at every step.
+        let rtg = &batch.returns_to_go[row * 12..row * 12 + steps.len()];
+        assert!(rtg.iter().all(|&r| r == rtg[0]));
+    }
+    assert_eq!(seen, [true; 3]);
+}
+
+#[test]
+fn sampler_rejects_bad_settings() {
+    let ds = synthetic(&[3]);
+    let bad = |cfg: WindowConfig| Sampler::new(&ds, cfg).err().unwrap();
+    assert_eq!(bad(window_config(0, 4, 0)), WindowError::ZeroContext);
+    assert_eq!(bad(window_config(4, 0, 0)), WindowError::ZeroBatch);
+    assert_eq!(
+        bad(WindowConfig {
+            gamma: 1.5,
+            ..window_config(4, 4, 0)
+        }),
+        WindowError::Gamma(1.5)
+    );
+    assert_eq!(
+        bad(WindowConfig {
+            reward_scale: Some(0.0),
+            ..window_config(4, 4, 0)
+        }),
+        WindowError::RewardScale(0.0)
+    );
+    assert_eq!(
+        bad(WindowConfig {
+            max_episode_len: Some(0),
+            ..window_config(4, 4, 0)
+        }),
+        WindowError::ZeroMaxEpisodeLen
+    );
+}
+
+#[test]
+fn dataset_info_summarises_episodes_scores_and_actions() {
+    let info = DatasetInfo::of(&synthetic(&[4, 3]));
+    assert_eq!((info.episodes, info.transitions), (2, 7));
+    assert_eq!((info.terminated_episodes, info.truncated_episodes), (1, 1));
+    assert_eq!(
+        (info.episode_length.min, info.episode_length.max),
+        (3.0, 4.0)
+    );
+    assert_eq!(info.episode_return.mean, 10.5);
+    assert_eq!(info.episode_return.std, 4.5);
+    // Reference returns 0 and 100: the score equals the return.
+    assert_eq!(info.normalised_score.unwrap().mean, 10.5);
+    assert_eq!(info.observations[2].std, 0.0);
+    match &info.actions {
+        ActionStats::Continuous(cols) => assert_eq!((cols[1].mean, cols[1].std), (1.0, 0.0)),
+        other => panic!("{other:?}"),
+    }
+    let cartpole = import_minari(&fixture("minari_cartpole"), &MinariOptions::default()).unwrap();
+    let info = DatasetInfo::of(&cartpole.dataset);
+    match &info.actions {
+        ActionStats::Discrete(counts) => assert_eq!(counts.iter().sum::<usize>(), 35),
+        other => panic!("{other:?}"),
+    }
+    assert!(info.normalised_score.is_none());
+}
+
+#[test]
+fn invalid_datasets_are_rejected_with_the_array_named() {
+    let parts = synthetic(&[4, 3]).into_parts();
+    let check = |edit: &dyn Fn(&mut flowrl::data::DatasetParts), needle: &str| {
+        let mut p = parts.clone();
+        edit(&mut p);
+        let msg = Dataset::new(p).unwrap_err().to_string();
+        assert!(msg.contains(needle), "expected `{needle}` in: {msg}");
+    };
+    check(&|p| p.terminated.push(false), "`terminated`");
+    check(
+        &|p| p.observations.pop().map(|_| ()).unwrap_or(()),
+        "`observations`",
+    );
+    check(
+        &|p| p.rewards[2] = f32::INFINITY,
+        "`rewards` holds a non-finite value (inf) at flat index 2",
+    );
+    check(
+        &|p| p.episode_offsets = vec![0, 5, 4, 7],
+        "`episode_offsets`",
+    );
+    check(
+        &|p| p.episode_offsets = vec![0, 4, 6],
+        "last offset equal to the number of steps (7)",
+    );
+    check(
+        &|p| p.terminated[1] = true,
+        "episode 0: step 1 is flagged terminated",
+    );
+    check(&|p| p.truncated[3] = true, "both terminated and truncated");
+    check(
+        &|p| p.meta.action_space = Space::Discrete { n: 2 },
+        "`action_space`",
+    );
+    check(
+        &|p| p.meta.observation_space = Space::unbounded(4),
+        "`observations`",
+    );
+    check(
+        &|p| {
+            p.rewards.clear();
+            p.observations.clear();
+            p.terminated.clear();
+            p.truncated.clear();
+            p.actions = Actions::Continuous {
+                dim: 2,
+                values: vec![],
+            };
+            p.episode_offsets = vec![0];
+        },
+        "empty",
+    );
+}
+
+use flowrl::collect::{collect_dataset, CollectError};
+use flowrl_envs::Tier;
+
+#[test]
+fn collection_is_seeded_and_records_its_provenance() {
+    let mut calls = Vec::new();
+    let a = collect_dataset("Pendulum-v1", Tier::Medium, 3, 9, &mut |n| calls.push(n)).unwrap();
+    assert_eq!(calls.last(), Some(&3));
+    let b = collect_dataset("Pendulum-v1", Tier::Medium, 3, 9, &mut |_| {}).unwrap();
+    assert_same(&a, &b);
+    let c = collect_dataset("Pendulum-v1", Tier::Medium, 3, 10, &mut |_| {}).unwrap();
+    assert_ne!(a.observations(), c.observations());
+    assert_eq!(a.num_episodes(), 3);
+    assert_eq!(a.obs_dim(), 3);
+    let meta = a.meta();
+    assert_eq!(meta.env_id, "Pendulum-v1");
+    assert_eq!(meta.provenance.tier.as_deref(), Some("medium"));
+    assert_eq!(meta.provenance.seed, Some(9));
+    assert_eq!(meta.provenance.episodes, 3);
+    assert!(meta.reference_returns.is_some());
+    assert!(matches!(meta.action_space, Space::Box { .. }));
+
+    let cartpole = collect_dataset("CartPole-v1", Tier::Random, 4, 1, &mut |_| {}).unwrap();
+    assert_eq!(cartpole.meta().action_space, Space::Discrete { n: 2 });
+    assert!(matches!(cartpole.actions(), Actions::Discrete { .. }));
+    assert!((0..4).all(|e| cartpole.episode_terminated(e)));
+}
+
+#[test]
+fn collection_rejects_unknown_environments_and_zero_episodes() {
+    let err = collect_dataset("Nope-v0", Tier::Random, 2, 0, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, CollectError::Env(_)));
+    assert!(err.to_string().contains("Nope-v0") && err.to_string().contains("CartPole-v1"));
+    assert!(matches!(
+        collect_dataset("CartPole-v1", Tier::Random, 0, 0, &mut |_| {}),
+        Err(CollectError::NoEpisodes)
+    ));
+}
+
+fn flowrl(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowrl"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_imports_collects_and_describes_datasets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cartpole.safetensors");
+    let minari = fixture("minari_cartpole");
+    let (ok, stdout, stderr) = flowrl(&[
+        "dataset",
+        "import",
+        "--from",
+        "minari",
+        minari.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("3 episodes, 35 transitions"), "{stdout}");
+    let (ok, table, stderr) = flowrl(&["dataset", "info", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    for needle in [
+        "CartPole-v1",
+        "episodes     3",
+        "transitions  35",
+        "episode return",
+        "obs[3]",
+        "action 1",
+    ] {
+        assert!(table.contains(needle), "`{needle}` missing from:\n{table}");
+    }
+
+    let d4 = dir.path().join("d4.safetensors");
+    let (ok, _, stderr) = flowrl(&[
+        "dataset",
+        "import",
+        "--from",
+        "d4rl",
+        fixture("d4rl_basic.hdf5").to_str().unwrap(),
+        "--out",
+        d4.to_str().unwrap(),
+        "--trailing",
+        "drop",
+        "--ref-random",
+        "-10",
+        "--ref-expert",
+        "90",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("dropped"),
+        "{stderr}"
+    );
+    let (ok, json, _) = flowrl(&["dataset", "info", d4.to_str().unwrap(), "--json"]);
+    assert!(ok);
+    let info: DatasetInfo = serde_json::from_str(&json).unwrap();
+    assert_eq!((info.episodes, info.transitions), (3, 10));
+    assert_eq!(info.reference_returns, Some((-10.0, 90.0)));
+    // Returns 6, 15 and 24 (rewards are the step indices): scores 16, 25, 34.
+    assert!((info.normalised_score.unwrap().mean - 25.0).abs() < 1e-9);
+
+    let collected = dir.path().join("pendulum.safetensors");
+    let (ok, stdout, stderr) = flowrl(&[
+        "collect",
+        "--env",
+        "Pendulum-v1",
+        "--tier",
+        "expert",
+        "--episodes",
+        "2",
+        "--seed",
+        "4",
+        "--out",
+        collected.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 episodes, 400 transitions"), "{stdout}");
+    let ds = store::load(&collected).unwrap();
+    assert_eq!(ds.meta().provenance.tier.as_deref(), Some("expert"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+}
+
+#[test]
+fn cli_failures_name_the_file_and_the_problem_and_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    let write = |name: &str, content: &[u8]| {
+        let p = inputs.join(name);
+        std::fs::write(&p, content).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let empty = write("empty.hdf5", b"");
+    let text = write("notes.hdf5", b"not an hdf5 file\n");
+    let basic = std::fs::read(fixture("d4rl_basic.hdf5")).unwrap();
+    let cut = write("cut.hdf5", &basic[..basic.len() / 3]);
+    let good = inputs.join("good.safetensors");
+    store::save(&synthetic(&[2, 2]), &good).unwrap();
+    let native = std::fs::read(&good).unwrap();
+    let cut_native = write("cut.safetensors", &native[..native.len() - 5]);
+    let missing = inputs.join("missing.hdf5").to_str().unwrap().to_string();
+    let f = |name: &str| fixture(name).to_str().unwrap().to_string();
+
+    let outputs = dir.path().join("outputs");
+    let out = outputs.join("out.safetensors");
+    let out_s = out.to_str().unwrap();
+    let import = |from: &str, path: &str| {
+        vec!["dataset", "import", "--from", from, path, "--out", out_s]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let info = |path: &str| vec!["dataset".to_string(), "info".into(), path.into()];
+    let collect = |env: &str, tier: &str| {
+        [
+            "collect",
+            "--env",
+            env,
+            "--tier",
+            tier,
+            "--episodes",
+            "2",
+            "--out",
+            out_s,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let cases: Vec<(Vec<String>, &str, Option<String>)> = vec![
+        (
+            import("d4rl", &missing),
+            "cannot read",
+            Some(missing.clone()),
+        ),
+        (import("d4rl", &empty), "empty", Some(empty.clone())),
+        (import("d4rl", &text), "not a HDF5 file", Some(text.clone())),
+        (import("d4rl", &cut), "truncated", Some(cut.clone())),
+        (
+            import("d4rl", &f("d4rl_missing_actions.hdf5")),
+            "missing required array `actions`",
+            Some(f("d4rl_missing_actions.hdf5")),
+        ),
+        (
+            import("d4rl", &f("d4rl_length_mismatch.hdf5")),
+            "expected 6 rows",
+            Some(f("d4rl_length_mismatch.hdf5")),
+        ),
+        (
+            import("d4rl", &f("d4rl_nan.hdf5")),
+            "NaN",
+            Some(f("d4rl_nan.hdf5")),
+        ),
+        (
+            import("d4rl", &f("d4rl_inf_rewards.hdf5")),
+            "inf",
+            Some(f("d4rl_inf_rewards.hdf5")),
+        ),
+        (
+            import("d4rl", &f("d4rl_empty.hdf5")),
+            "empty",
+            Some(f("d4rl_empty.hdf5")),
+        ),
+        (
+            import("minari", &missing),
+            "cannot read",
+            Some(missing.clone()),
+        ),
+        (
+            import("minari", inputs.to_str().unwrap()),
+            "main_data.hdf5",
+            None,
+        ),
+        (info(&missing), "cannot read", Some(missing.clone())),
+        (info(&empty), "empty", Some(empty.clone())),
+        (
+            info(&f("d4rl_basic.hdf5")),
+            "not a safetensors file",
+            Some(f("d4rl_basic.hdf5")),
+        ),
+        (info(&cut_native), "truncated", Some(cut_native.clone())),
+        (
+            collect("Nope-v0", "expert"),
+            "unknown environment id `Nope-v0`",
+            None,
+        ),
+        (
+            collect("CartPole-v1", "great"),
+            "unknown tier `great`",
+            None,
+        ),
+    ];
+    for (args, needle, file) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, stderr) = flowrl(&args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: `{needle}` missing from: {stderr}"
+        );
+        if let Some(file) = file {
+            assert!(
+                stderr.contains(&file),
+                "{args:?}: file not named in: {stderr}"
+            );
+        }
+        let left = std::fs::read_dir(&outputs).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "{args:?} left files in the output folder");
+    }
+}

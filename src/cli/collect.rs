@@ -1,10 +1,58 @@
-//! `flowrl collect` (placeholder until its issue lands).
+//! `flowrl collect`: record a native dataset with a behaviour tier.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::Context;
+use flowrl_envs::Tier;
+
+use crate::collect::collect_dataset;
+use crate::data::stats::DatasetInfo;
+use crate::data::store;
 
 /// Arguments of `flowrl collect`.
 #[derive(clap::Args)]
-pub struct CollectArgs {}
+pub struct CollectArgs {
+    /// Environment id, e.g. Pendulum-v1, CartPole-v1, TMaze-Passive-L100.
+    #[arg(long)]
+    env: String,
+    /// Behaviour tier: random, medium, expert, medium-expert, medium-replay.
+    #[arg(long)]
+    tier: String,
+    /// Number of episodes.
+    #[arg(long)]
+    episodes: usize,
+    /// Seed of the collection (same seed, same dataset).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output native dataset (.safetensors), written atomically.
+    #[arg(long)]
+    out: PathBuf,
+}
 
 /// Runs the subcommand.
-pub fn run(_args: CollectArgs) -> anyhow::Result<()> {
-    anyhow::bail!("flowrl collect is not implemented yet")
+pub fn run(args: CollectArgs) -> anyhow::Result<()> {
+    let tier = Tier::from_str(&args.tier).context("invalid --tier")?;
+    let bar = crate::progress::bar(args.episodes as u64, "episodes");
+    bar.set_message(format!("{} {}", args.env, tier));
+    let dataset = collect_dataset(&args.env, tier, args.episodes, args.seed, &mut |done| {
+        bar.set_position(done as u64)
+    })
+    .with_context(|| format!("cannot collect {} into {}", args.env, args.out.display()))?;
+    bar.finish_and_clear();
+    store::save(&dataset, &args.out)?;
+    let info = DatasetInfo::of(&dataset);
+    let score = info
+        .normalised_score
+        .map(|s| format!(", normalised score {:.1} ± {:.1}", s.mean, s.std))
+        .unwrap_or_default();
+    println!(
+        "wrote {}: {} episodes, {} transitions, return {:.2} ± {:.2}{score}",
+        args.out.display(),
+        info.episodes,
+        info.transitions,
+        info.episode_return.mean,
+        info.episode_return.std
+    );
+    Ok(())
 }

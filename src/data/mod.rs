@@ -10,7 +10,9 @@ pub mod dataset;
 pub mod error;
 pub mod import;
 pub mod space;
+pub mod stats;
 pub mod store;
+pub mod windows;
 
 pub use dataset::{
     Actions, Dataset, DatasetBuilder, DatasetParts, Ending, Metadata, Provenance, ReferenceReturns,

@@ -3,6 +3,10 @@
 use clap::{Parser, Subcommand};
 use flowrl::cli;
 
+/// Counting allocator: lets `flowrl bench` report peak memory (a thin wrapper over the system allocator).
+#[global_allocator]
+static PEAK_ALLOC: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
+
 /// flowrl: offline reinforcement learning with a linear-time Decision-Flowformer policy.
 #[derive(Parser)]
 #[command(name = "flowrl", version, about)]

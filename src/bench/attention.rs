@@ -1,10 +1,414 @@
-//! `flowrl bench attention` (placeholder until its issue lands).
+//! `flowrl bench attention`: causal Flow-Attention versus causal softmax attention on the
+//! CPU: forward+backward time and peak memory against the sequence length, and the cost
+//! per token of the step-by-step Flow-Attention state against its position. The PyTorch
+//! figures printed beside ours were measured on the same 2-core machine.
+
+use anyhow::{bail, Context};
+use dfdx::prelude::*;
+use flowrl_agents::attention::{
+    causal_flow, causal_softmax, composed, FlowConfig, FlowState, Tensor3, Tensor4,
+};
+use peak_alloc::PeakAlloc;
+use std::time::Instant;
 
 /// Arguments of `flowrl bench attention`.
 #[derive(clap::Args)]
-pub struct AttentionArgs {}
+pub struct AttentionArgs {
+    /// Sequence lengths L of the forward+backward table.
+    #[arg(long, value_delimiter = ',', default_values_t = [256, 1024, 4096, 16384, 65536])]
+    pub lengths: Vec<usize>,
+    /// Timed repetitions per case after one warm-up run (the fastest is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Batch size B.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Number of heads H.
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// Head size (D = M).
+    #[arg(long, default_value_t = 32)]
+    pub head_dim: usize,
+    /// Largest L at which the composed (stock dfdx ops, the Cuda path) causal flow also runs.
+    #[arg(long, default_value_t = 4096)]
+    pub composed_max: usize,
+    /// Largest L at which the fused CPU causal softmax runs (its time grows as L^2).
+    #[arg(long, default_value_t = 16384)]
+    pub softmax_max: usize,
+    /// Memory (GB) the composed causal softmax (stock ops, materialises (B,H,L,L)) may use;
+    /// longer L are skipped with the amount needed.
+    #[arg(long, default_value_t = 6.0)]
+    pub softmax_budget_gb: f64,
+    /// Positions at which the step-by-step cost per token is measured.
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 10000, 50000])]
+    pub step_positions: Vec<usize>,
+    /// Tokens timed at each of those positions.
+    #[arg(long, default_value_t = 200)]
+    pub step_window: usize,
+}
+
+/// PyTorch causal Flow-Attention (forward+backward seconds, peak bytes) and PyTorch's fused
+/// causal softmax (seconds), B=1 H=4 D=M=32 f32, on this 2-core machine.
+const PYTORCH: [(usize, f64, f64, f64); 5] = [
+    (256, 0.020, 67e6, 0.0013),
+    (1024, 0.072, 224e6, 0.014),
+    (4096, 0.53, 372e6, 0.17),
+    (16384, 2.2, 1.4e9, 2.5),
+    (65536, 15.5, 4.7e9, 35.0),
+];
+
+/// Reads the counters of the process's counting allocator (`#[global_allocator]` in main).
+const ALLOC: PeakAlloc = PeakAlloc;
+
+/// Time and peak memory of one case.
+#[derive(Clone, Copy)]
+struct Measured {
+    seconds: f64,
+    /// Peak bytes above the baseline at the start of the case; `None` without the counting allocator.
+    peak: Option<usize>,
+    /// Timed runs behind `seconds`.
+    runs: usize,
+}
+
+/// Which core a case runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Core {
+    FlowFused,
+    FlowComposed,
+    SoftmaxFused,
+    SoftmaxComposed,
+}
+
+/// Results at one length (`None`: skipped).
+struct Row {
+    l: usize,
+    flow: Measured,
+    flow_composed: Option<Measured>,
+    softmax: Option<Measured>,
+    softmax_composed: Option<Measured>,
+}
 
 /// Runs the benchmark.
-pub fn run(_args: AttentionArgs) -> anyhow::Result<()> {
-    anyhow::bail!("flowrl bench attention is not implemented yet")
+pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
+    if args.reps == 0 || args.batch == 0 || args.heads == 0 || args.head_dim == 0 {
+        bail!("--reps, --batch, --heads and --head-dim must be positive");
+    }
+    if let Some(l) = args.lengths.iter().find(|&&l| l == 0) {
+        bail!("--lengths: expected positive lengths, found {l}");
+    }
+    let counting = allocator_counts();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "Causal attention core, forward+backward of sum(out * W), B={} H={} D=M={}, f32, {threads} cores, best of {} after a warm-up",
+        args.batch, args.heads, args.head_dim, args.reps
+    );
+    if !counting {
+        println!(
+            "(peak memory unavailable: the counting allocator is not installed in this binary)"
+        );
+    }
+    let mut rows = Vec::new();
+    let bar = crate::progress::bar(args.lengths.len() as u64, "lengths");
+    for &l in &args.lengths {
+        rows.push(Row {
+            l,
+            flow: measure(&args, l, Core::FlowFused),
+            flow_composed: (l <= args.composed_max).then(|| measure(&args, l, Core::FlowComposed)),
+            softmax: (l <= args.softmax_max).then(|| measure(&args, l, Core::SoftmaxFused)),
+            softmax_composed: (softmax_bytes(&args, l) <= args.softmax_budget_gb * 1e9)
+                .then(|| measure(&args, l, Core::SoftmaxComposed)),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    print_flow(&rows);
+    print_scaling(&rows);
+    print_softmax(&args, &rows);
+
+    let steps = step_costs(&args).context("step-by-step benchmark")?;
+    print_steps(&args, &steps);
+    Ok(())
+}
+
+/// Whether the global allocator counts (it does when `main` installs `PeakAlloc`).
+fn allocator_counts() -> bool {
+    let before = ALLOC.current_usage();
+    let probe = std::hint::black_box(vec![0u8; 1 << 20]);
+    let counted = ALLOC.current_usage() >= before + probe.len();
+    drop(probe);
+    counted
+}
+
+/// Bytes the composed causal softmax needs: dfdx keeps about eight `(B,H,L,L)` tensors (scores, scaled,
+/// masked, softmax and their gradients) until the backward pass ends.
+fn softmax_bytes(args: &AttentionArgs, l: usize) -> f64 {
+    8.0 * (args.batch * args.heads) as f64 * (l as f64).powi(2) * 4.0
+}
+
+/// Fastest of `reps` forward+backward runs after a warm-up (the warm-up alone when it takes
+/// more than two seconds) and the largest peak memory among them.
+fn measure(args: &AttentionArgs, l: usize, core: Core) -> Measured {
+    let (warm_up, mut peak) = run_case(args, l, core, 0);
+    if warm_up > 2.0 {
+        return Measured {
+            seconds: warm_up,
+            peak,
+            runs: 1,
+        };
+    }
+    let mut best = f64::INFINITY;
+    for rep in 1..=args.reps {
+        let (seconds, bytes) = run_case(args, l, core, rep as u64);
+        best = best.min(seconds);
+        peak = peak.max(bytes);
+    }
+    Measured {
+        seconds: best,
+        peak,
+        runs: args.reps,
+    }
+}
+
+/// One forward+backward run: seconds and peak bytes above the baseline (inputs included).
+fn run_case(args: &AttentionArgs, l: usize, core: Core, seed: u64) -> (f64, Option<usize>) {
+    let baseline = ALLOC.current_usage();
+    ALLOC.reset_peak_usage();
+    let dev = Cpu::seed_from_u64(seed);
+    let shape = (args.batch, args.heads, l, args.head_dim);
+    let q: Tensor4<f32, Cpu> = dev.sample_normal_like(&shape);
+    let k: Tensor4<f32, Cpu> = dev.sample_normal_like(&shape);
+    let v: Tensor4<f32, Cpu> = dev.sample_normal_like(&shape);
+    let w: Tensor4<f32, Cpu> = dev.sample_normal_like(&shape);
+    let start = Instant::now();
+    let (qt, kt, vt) = (q.leaky_trace(), k.leaky_trace(), v.leaky_trace());
+    let cfg = FlowConfig::rl();
+    let out = match core {
+        Core::FlowFused => causal_flow(qt, kt, vt, &cfg),
+        Core::FlowComposed => composed::causal_flow(qt, kt, vt, &cfg),
+        Core::SoftmaxFused => causal_softmax(qt, kt, vt),
+        Core::SoftmaxComposed => composed::causal_softmax(qt, kt, vt),
+    };
+    let grads = (out * w).sum::<Rank0, _>().backward();
+    let seconds = start.elapsed().as_secs_f64();
+    std::hint::black_box(grads.get(&q));
+    let peak = ALLOC.peak_usage().saturating_sub(baseline);
+    (seconds, (peak > 0).then_some(peak))
+}
+
+fn ms(seconds: f64) -> String {
+    let ms = seconds * 1e3;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else {
+        format!("{ms:.1}")
+    }
+}
+
+fn mb(bytes: f64) -> String {
+    format!("{:.0}", bytes / 1e6)
+}
+
+fn peak_mb(m: &Measured) -> String {
+    m.peak.map_or_else(|| "n/a".into(), |b| mb(b as f64))
+}
+
+fn pytorch(l: usize) -> Option<(f64, f64, f64)> {
+    PYTORCH.iter().find(|r| r.0 == l).map(|r| (r.1, r.2, r.3))
+}
+
+/// `ms` and `MB` cells of an optional measurement, or why it was skipped.
+fn cells(m: &Option<Measured>, skipped: impl FnOnce() -> String) -> (String, String) {
+    match m {
+        Some(m) if m.runs == 1 => (format!("{} (1 run)", ms(m.seconds)), peak_mb(m)),
+        Some(m) => (ms(m.seconds), peak_mb(m)),
+        None => (skipped(), String::new()),
+    }
+}
+
+fn print_flow(rows: &[Row]) {
+    println!();
+    println!("Causal Flow-Attention (clamp 10)");
+    println!(
+        "| {:>6} | {:>9} | {:>10} | {:>7} | {:>8} | {:>10} | {:>11} | {:>11} |",
+        "L",
+        "ours ms",
+        "PyTorch ms",
+        "speedup",
+        "ours MB",
+        "PyTorch MB",
+        "composed ms",
+        "composed MB"
+    );
+    println!("|--------|-----------|------------|---------|----------|------------|-------------|-------------|");
+    for row in rows {
+        let pt = pytorch(row.l);
+        let (comp_ms, comp_mb) = cells(&row.flow_composed, || "skipped".into());
+        println!(
+            "| {:>6} | {:>9} | {:>10} | {:>7} | {:>8} | {:>10} | {:>11} | {:>11} |",
+            row.l,
+            ms(row.flow.seconds),
+            pt.map_or(String::new(), |p| ms(p.0)),
+            pt.map_or(String::new(), |p| format!("{:.1}x", p.0 / row.flow.seconds)),
+            peak_mb(&row.flow),
+            pt.map_or(String::new(), |p| mb(p.1)),
+            comp_ms,
+            comp_mb,
+        );
+    }
+    println!("ours = fused CPU kernel (Cpu's path); composed = stock dfdx ops, chunk 64 (Cuda's path, run up to --composed-max).");
+    println!("MB = peak bytes allocated above the baseline during the case, inputs, output and gradients included.");
+}
+
+fn print_softmax(args: &AttentionArgs, rows: &[Row]) {
+    println!();
+    println!("Causal softmax attention");
+    println!(
+        "| {:>6} | {:>14} | {:>8} | {:>16} | {:>11} | {:>15} |",
+        "L", "fused ms", "fused MB", "composed ms", "composed MB", "PyTorch fused ms"
+    );
+    println!("|--------|----------------|----------|------------------|-------------|------------------|");
+    let mut last_fused: Option<(usize, f64)> = None;
+    for row in rows {
+        let (fused_ms, fused_mb) = cells(&row.softmax, || match last_fused {
+            Some((l0, s0)) => format!("~{:.0} s, skipped", s0 * (row.l as f64 / l0 as f64).powi(2)),
+            None => "skipped".into(),
+        });
+        if let Some(m) = &row.softmax {
+            last_fused = Some((row.l, m.seconds));
+        }
+        let needed = softmax_bytes(args, row.l);
+        let (comp_ms, comp_mb) = cells(&row.softmax_composed, || {
+            format!("needs {:.0} GB", needed / 1e9)
+        });
+        println!(
+            "| {:>6} | {:>14} | {:>8} | {:>16} | {:>11} | {:>16} |",
+            row.l,
+            fused_ms,
+            fused_mb,
+            comp_ms,
+            comp_mb,
+            pytorch(row.l).map_or(String::new(), |p| ms(p.2)),
+        );
+    }
+    println!("fused = CPU kernel, row-wise stable softmax, memory linear in L, time O(L^2) (run up to --softmax-max);");
+    println!("composed = stock dfdx ops materialising (B,H,L,L) tensors (run while they fit --softmax-budget-gb).");
+}
+
+/// Growth of the flow kernel's time and memory per step in L (from 1k on) and the targets.
+fn print_scaling(rows: &[Row]) {
+    println!();
+    for pair in rows.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if a.l < 1024 {
+            continue;
+        }
+        let grow = b.l as f64 / a.l as f64;
+        let mem = match (a.flow.peak, b.flow.peak) {
+            (Some(x), Some(y)) => format!("memory x{:.2}", y as f64 / x as f64),
+            _ => "memory n/a".into(),
+        };
+        println!(
+            "flow L {} -> {} (x{grow:.0}): time x{:.2}, {mem} (target: time <= x{:.0})",
+            a.l,
+            b.l,
+            b.flow.seconds / a.flow.seconds,
+            grow * 1.25
+        );
+    }
+    if let Some(row) = rows.iter().find(|r| r.l == 65536) {
+        if let Some(p) = row.flow.peak {
+            let gib = p as f64 / (1u64 << 30) as f64;
+            let verdict = if gib <= 1.0 { "met" } else { "MISSED" };
+            println!("flow peak memory at 64k: {gib:.2} GiB (target <= 1 GiB: {verdict})");
+        }
+    }
+}
+
+/// Microseconds per token of the step-by-step state at each requested position, for the
+/// device path (Cpu: fused) and the composed ops.
+fn step_costs(args: &AttentionArgs) -> anyhow::Result<Vec<(usize, f64, f64)>> {
+    let mut positions = args.step_positions.clone();
+    positions.sort_unstable();
+    let window = args.step_window.max(1);
+    let Some(&last) = positions.last() else {
+        return Ok(Vec::new());
+    };
+    let (b, h, d) = (args.batch, args.heads, args.head_dim);
+    let dev = Cpu::seed_from_u64(7);
+    let pool: Vec<[Tensor3<f32, Cpu>; 3]> = (0..64)
+        .map(|_| {
+            [
+                dev.sample_normal_like(&(b, h, d)),
+                dev.sample_normal_like(&(b, h, d)),
+                dev.sample_normal_like(&(b, h, d)),
+            ]
+        })
+        .collect();
+    let mut fused = FlowState::<f32, Cpu>::new(&dev, b, h, d, d, FlowConfig::rl());
+    let mut composed = fused.clone();
+    let bar = crate::progress::bar((last + window) as u64, "tokens");
+    let mut costs = Vec::new();
+    let mut next = positions.iter().peekable();
+    let mut pos = 0;
+    while let Some(&&target) = next.peek() {
+        // Advance both states to the target position, then time `window` tokens each.
+        while pos < target {
+            let [q, k, v] = pool[pos % pool.len()].clone();
+            fused.step(q.clone(), k.clone(), v.clone());
+            composed.step_composed(q, k, v);
+            pos += 1;
+            bar.inc(1);
+        }
+        let time = |state: &mut FlowState<f32, Cpu>, generic: bool| {
+            let start = Instant::now();
+            for i in 0..window {
+                let [q, k, v] = pool[(pos + i) % pool.len()].clone();
+                let out = if generic {
+                    state.step_composed(q, k, v)
+                } else {
+                    state.step(q, k, v)
+                };
+                std::hint::black_box(out);
+            }
+            start.elapsed().as_secs_f64() * 1e6 / window as f64
+        };
+        let fused_us = time(&mut fused, false);
+        let composed_us = time(&mut composed, true);
+        if fused.position() != composed.position() {
+            bail!("step states diverged in position");
+        }
+        pos += window;
+        bar.inc(window as u64);
+        costs.push((target, fused_us, composed_us));
+        while next.peek().is_some_and(|&&p| p < pos) {
+            next.next();
+        }
+    }
+    bar.finish_and_clear();
+    Ok(costs)
+}
+
+fn print_steps(args: &AttentionArgs, steps: &[(usize, f64, f64)]) {
+    println!();
+    println!(
+        "Step-by-step causal Flow-Attention state, B={} H={} D=M={}, f32: microseconds per token (mean of {} tokens)",
+        args.batch, args.heads, args.head_dim, args.step_window
+    );
+    println!(
+        "| {:>9} | {:>15} | {:>18} |",
+        "position", "Cpu (fused) us", "composed ops us"
+    );
+    println!("|-----------|-----------------|--------------------|");
+    for (p, f, c) in steps {
+        println!("| {p:>9} | {f:>15.2} | {c:>18.1} |");
+    }
+    if let (Some(first), Some(last)) = (steps.first(), steps.last()) {
+        println!(
+            "cost at {} / cost at {}: Cpu x{:.2}, composed x{:.2} (target: within 20%)",
+            last.0,
+            first.0,
+            last.1 / first.1,
+            last.2 / first.2
+        );
+    }
 }

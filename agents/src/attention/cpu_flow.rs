@@ -35,6 +35,7 @@ struct Dims {
 }
 
 /// Forward pass of one head: `q, k (L,D)`, `v (L,M)` -> `out (L,M)`.
+#[inline(always)]
 fn forward_head<F: Real>(q: &[F], k: &[F], v: &[F], out: &mut [F], dims: Dims, c: Consts<F>) {
     let Dims { d, m, .. } = dims;
     let mut sums = vec![F::zero(); sums_len(d)];
@@ -80,6 +81,7 @@ struct Reverse<F> {
 }
 
 /// Backward pass of one head; writes (overwrites) `grads`.
+#[inline(always)]
 fn backward_head<F: Real>(
     q: &[F],
     k: &[F],
@@ -194,6 +196,7 @@ struct Position<'a, F> {
 impl<F: Real> Position<'_, F> {
     /// Adjoints of this position: writes `dq`, `dk` (before the sigmoid derivative) and
     /// `dw` (the adjoint of `C v`), and adds its terms to the reverse accumulators.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
@@ -272,6 +275,75 @@ impl<F: Real> Position<'_, F> {
     }
 }
 
+/// The head kernels compiled for the widest vector unit the CPU has, chosen at run time.
+/// The arithmetic and its order are the same in every build (no fused multiply-add), so
+/// the results are too, and equal to the step-by-step state's.
+mod wide {
+    use super::{Consts, Dims, HeadGrads, Real};
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn forward_head_avx2<F: Real>(
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        out: &mut [F],
+        dims: Dims,
+        c: Consts<F>,
+    ) {
+        super::forward_head(q, k, v, out, dims, c)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn backward_head_avx2<F: Real>(
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        dout: &[F],
+        grads: HeadGrads<F>,
+        dims: Dims,
+        c: Consts<F>,
+    ) {
+        super::backward_head(q, k, v, dout, grads, dims, c)
+    }
+
+    /// See [`super::forward_head`].
+    pub(super) fn forward_head<F: Real>(
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        out: &mut [F],
+        dims: Dims,
+        c: Consts<F>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { forward_head_avx2(q, k, v, out, dims, c) };
+        }
+        super::forward_head(q, k, v, out, dims, c)
+    }
+
+    /// See [`super::backward_head`].
+    pub(super) fn backward_head<F: Real>(
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        dout: &[F],
+        grads: HeadGrads<F>,
+        dims: Dims,
+        c: Consts<F>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { backward_head_avx2(q, k, v, dout, grads, dims, c) };
+        }
+        super::backward_head(q, k, v, dout, grads, dims, c)
+    }
+}
+
 /// Fused causal Flow-Attention on `Cpu` (shapes already checked).
 pub(super) fn causal_flow<F, T>(
     q: Tensor4<F, Cpu, T>,
@@ -299,7 +371,7 @@ where
                     .zip(kd.par_chunks(l * d))
                     .zip(vd.par_chunks(l * m)),
             )
-            .for_each(|(o, ((qh, kh), vh))| forward_head(qh, kh, vh, o, dims, c));
+            .for_each(|(o, ((qh, kh), vh))| wide::forward_head(qh, kh, vh, o, dims, c));
     }
     let out = q.device().tensor_from_vec(out, (b, h, l, m));
     let mut tape = tape_q.merge(tape_k).merge(tape_v);
@@ -330,7 +402,7 @@ where
                         k: gkh,
                         v: gvh,
                     };
-                    backward_head(qh, kh, vh, doh, grads, dims, c);
+                    wide::backward_head(qh, kh, vh, doh, grads, dims, c);
                 },
             );
         }

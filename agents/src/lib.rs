@@ -1,5 +1,7 @@
 //! flowrl-agents: the models. Flow-Attention (normal, causal, step-by-step), causal
-//! softmax attention, the Flowformer backbone, its parameter store and optimiser.
+//! softmax attention, the Flowformer backbone, its parameter store and optimiser, and
+//! the agents built on them (Decision-Flowformer, the softmax Decision Transformer and
+//! MLP behaviour cloning, behind [`agent::Agent`]) with episode acting ([`acting`]).
 //! Generic over dfdx's `Device` and the float type; knows nothing of files or environments.
 
 pub mod acting;

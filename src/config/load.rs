@@ -10,12 +10,13 @@ use super::{Config, ConfigError, KeySource};
 /// One `--set key.path=value` override, applied to the TOML table before it is read
 /// into a [`Config`]. The value is parsed as a TOML value (`3`, `1e-3`, `true`,
 /// `[500.0, 250.0]`, `"text"`); anything that is not valid TOML is taken as a string,
-/// so `--set agent.kind=mlp-bc` works unquoted.
+/// so `--set agent.kind=mlp-bc` works unquoted. An empty value (`--set eval.env=`)
+/// removes the key, so its default applies.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Override {
     arg: String,
     path: Vec<String>,
-    value: Value,
+    value: Option<Value>,
 }
 
 impl Override {
@@ -24,9 +25,9 @@ impl Override {
         self.path.join(".")
     }
 
-    /// The parsed value.
-    pub fn value(&self) -> &Value {
-        &self.value
+    /// The parsed value; `None` removes the key.
+    pub fn value(&self) -> Option<&Value> {
+        self.value.as_ref()
     }
 
     fn error(&self, message: String) -> ConfigError {
@@ -56,7 +57,14 @@ impl Override {
                 }
             };
         }
-        current.insert(last.clone(), self.value.clone());
+        match &self.value {
+            Some(v) => {
+                current.insert(last.clone(), v.clone());
+            }
+            None => {
+                current.remove(last);
+            }
+        }
         Ok(())
     }
 
@@ -92,7 +100,7 @@ impl FromStr for Override {
         Ok(Override {
             arg: arg.to_string(),
             path,
-            value: parse_value(raw.trim()),
+            value: Some(raw.trim()).filter(|r| !r.is_empty()).map(parse_value),
         })
     }
 }

@@ -29,6 +29,15 @@ fn defaults_are_the_original_decision_transformer() {
     assert_eq!((c.train.warmup_steps, c.train.batch), (10_000, 64));
     assert_eq!((c.train.grad_clip, c.train.reward_scale), (0.25, 1000.0));
     assert_eq!(c.train.gamma, 1.0);
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("`dataset`: set either"), "{err}");
+    let mut ready = c.clone();
+    ready.dataset.env = Some("CartPole-v1".into());
+    ready.dataset.tier = Some("expert".into());
+    ready.validate().unwrap();
+    ready.agent.heads = 0;
+    let err = ready.validate().unwrap_err().to_string();
+    assert!(err.contains("`agent.heads`: expected an integer >= 1, found 0"), "{err}");
 }
 
 #[test]
@@ -237,7 +246,23 @@ fn overrides_set_values_of_every_type() {
     assert_eq!(c.seed, 7);
     let o: Override = "dataset.path=runs/a b.safetensors".parse().unwrap();
     assert_eq!(o.key(), "dataset.path");
-    assert_eq!(o.value().as_str(), Some("runs/a b.safetensors"));
+    assert_eq!(
+        o.value().and_then(|v| v.as_str()),
+        Some("runs/a b.safetensors")
+    );
+    let switched = parse(
+        COLLECT,
+        &[
+            "dataset.env=",
+            "dataset.tier= ",
+            "dataset.path=d.safetensors",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        switched.dataset_source().unwrap(),
+        DatasetSource::File("d.safetensors".into())
+    );
 }
 
 #[test]

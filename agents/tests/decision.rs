@@ -562,6 +562,72 @@ fn padding_never_counts_in_the_loss() {
     }
 }
 
+/// The losses are computed by hand from `predict`: mean squared error over every
+/// value of the real steps, mean cross-entropy of the real steps' logits.
+#[test]
+fn losses_match_a_hand_computation_from_the_predictions() {
+    let dev = Cpu::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for (kind, action) in ALL_KINDS {
+        let cfg = small(kind, action);
+        let agent = Agent::<f64, Cpu>::new(&dev, cfg, 2).unwrap();
+        let lengths = [5, 2, 6];
+        let x = random_inputs(&mut rng, &cfg, 6, &lengths);
+        let preds = agent.predict(&agent.window(&x.host()).unwrap()).unwrap();
+        assert_eq!(*preds.shape(), (3, 6, action.outputs()));
+        let p = preds.as_vec();
+        let width = action.outputs();
+        let (mut total, mut count) = (0.0, 0.0);
+        for (r, &n) in lengths.iter().enumerate() {
+            for t in 0..n {
+                let s = r * 6 + t;
+                let row = &p[s * width..(s + 1) * width];
+                match action {
+                    ActionSpace::Continuous { dim } => {
+                        for j in 0..dim {
+                            total += (row[j] - x.actions[s * dim + j] as f64).powi(2);
+                            count += 1.0;
+                        }
+                    }
+                    ActionSpace::Discrete { .. } => {
+                        let top = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+                        let lse = top + row.iter().map(|v| (v - top).exp()).sum::<f64>().ln();
+                        total += lse - row[x.indices[s]];
+                        count += 1.0;
+                    }
+                }
+            }
+        }
+        let (loss, _) = loss_and_grads(&agent, &x, false);
+        let want = total / count;
+        assert!(
+            (loss - want).abs() <= 1e-12,
+            "{kind:?} {action:?}: {loss} vs {want}"
+        );
+    }
+}
+
+/// Every parameter of every agent is reached by the loss (tables used as the left
+/// operand of a gather included).
+#[test]
+fn every_parameter_gets_a_gradient() {
+    let dev = Cpu::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (kind, action) in ALL_KINDS {
+        let cfg = small(kind, action);
+        let agent = Agent::<f64, Cpu>::new(&dev, cfg, 6).unwrap();
+        let x = random_inputs(&mut rng, &cfg, 6, &[6, 4]);
+        let (_, grads) = loss_and_grads(&agent, &x, false);
+        for (id, g) in agent.params().ids().zip(&grads) {
+            assert!(
+                g.iter().any(|&v| v != 0.0),
+                "{kind:?} {action:?}: `{}` has no gradient",
+                agent.params().name(id)
+            );
+        }
+    }
+}
+
 /// Dropout acts in train mode only: eval losses repeat, train losses differ from them.
 #[test]
 fn dropout_is_active_in_train_mode_only() {

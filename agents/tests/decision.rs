@@ -584,8 +584,9 @@ fn losses_match_a_hand_computation_from_the_predictions() {
                 let row = &p[s * width..(s + 1) * width];
                 match action {
                     ActionSpace::Continuous { dim } => {
-                        for j in 0..dim {
-                            total += (row[j] - x.actions[s * dim + j] as f64).powi(2);
+                        let target = &x.actions[s * dim..(s + 1) * dim];
+                        for (p, &a) in row.iter().zip(target) {
+                            total += (p - a as f64).powi(2);
                             count += 1.0;
                         }
                     }

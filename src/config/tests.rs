@@ -37,7 +37,10 @@ fn defaults_are_the_original_decision_transformer() {
     ready.validate().unwrap();
     ready.agent.heads = 0;
     let err = ready.validate().unwrap_err().to_string();
-    assert!(err.contains("`agent.heads`: expected an integer >= 1, found 0"), "{err}");
+    assert!(
+        err.contains("`agent.heads`: expected an integer >= 1, found 0"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -401,4 +404,46 @@ fn ready_configs_hold_the_published_values() {
     assert_eq!(paper.train.lr, 1e-3);
     assert_eq!(paper.agent.kind, AgentKind::DecisionFlowformer);
     assert_eq!(paper.dataset, dt.dataset);
+}
+
+#[test]
+fn readme_lists_every_key() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/README.md"))
+            .unwrap();
+    let mut full = Config {
+        dataset: DatasetConfig {
+            path: Some("d".into()),
+            env: Some("e".into()),
+            tier: Some("t".into()),
+            episodes: Some(1),
+            seed: Some(1),
+        },
+        ..Config::default()
+    };
+    full.eval.env = Some("e".into());
+    full.eval.context_mode = Some(ContextMode::Window);
+    let table: toml::Table = full.to_toml_string().unwrap().parse().unwrap();
+    let mut missing = Vec::new();
+    for (key, value) in &table {
+        match value.as_table() {
+            Some(section) => {
+                assert!(
+                    readme.contains(&format!("### `[{key}]`")),
+                    "section [{key}]"
+                );
+                let start = readme.find(&format!("### `[{key}]`")).unwrap();
+                let body = &readme[start..];
+                let end = body[4..].find("### ").map_or(body.len(), |e| e + 4);
+                for name in section.keys() {
+                    if !body[..end].contains(&format!("| `{name}` |")) {
+                        missing.push(format!("{key}.{name}"));
+                    }
+                }
+            }
+            None if !readme.contains(&format!("| `{key}` |")) => missing.push(key.clone()),
+            None => {}
+        }
+    }
+    assert!(missing.is_empty(), "configs/README.md lacks {missing:?}");
 }

@@ -158,6 +158,20 @@ fn d4rl_import_splits_episodes_by_flags() {
     assert!(dropped.warnings.join("\n").contains("dropped"));
     let refs = dropped.dataset.meta().reference_returns.unwrap();
     assert_eq!((refs.random, refs.expert), (-20.272305, 3234.3));
+    // flowrl's own environments have known reference returns too.
+    let opts = D4rlOptions {
+        env_id: Some("Pendulum-v1".into()),
+        ..D4rlOptions::default()
+    };
+    let pendulum = import_d4rl(&fixture("d4rl_basic.hdf5"), &opts).unwrap();
+    let known = flowrl_envs::reference_returns("Pendulum-v1").unwrap();
+    assert_eq!(
+        pendulum.dataset.meta().reference_returns,
+        Some(ReferenceReturns {
+            random: known.random,
+            expert: known.expert
+        })
+    );
 }
 
 #[test]
@@ -174,6 +188,21 @@ fn d4rl_import_reads_column_f64_rewards_and_gzip_chunks() {
     assert_eq!(ds.rewards(), expected.as_slice());
     assert_eq!(ds.observation(3), &[3.0, 6.0]);
     assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+}
+
+#[test]
+fn d4rl_import_reads_integer_actions_as_discrete() {
+    let imported = import_d4rl(&fixture("d4rl_discrete.hdf5"), &D4rlOptions::default()).unwrap();
+    let ds = &imported.dataset;
+    assert_eq!(ds.meta().action_space, Space::Discrete { n: 3 });
+    assert_eq!(
+        ds.actions(),
+        &Actions::Discrete {
+            values: vec![0, 1, 2, 0, 1, 2, 0, 1]
+        }
+    );
+    assert_eq!(ds.episode_offsets(), &[0, 5, 8]);
+    assert!(ds.episode_terminated(0) && !ds.episode_terminated(1));
 }
 
 #[test]
@@ -375,6 +404,24 @@ fn bad_hdf5_inputs_fail_with_named_problems() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let p = problem_of(import_d4rl(&cut, &D4rlOptions::default()), &cut);
     assert!(matches!(p, Problem::Truncated(_)), "{p}");
+
+    // A Minari folder whose metadata.json is missing or broken.
+    let minari = dir.path().join("minari").join("data");
+    std::fs::create_dir_all(&minari).unwrap();
+    std::fs::copy(
+        fixture("minari_cartpole")
+            .join("data")
+            .join("main_data.hdf5"),
+        minari.join("main_data.hdf5"),
+    )
+    .unwrap();
+    let meta = minari.join("metadata.json");
+    let err = import_minari(&minari, &MinariOptions::default()).unwrap_err();
+    assert_eq!(err.path, meta);
+    assert!(matches!(err.problem, Problem::Io(_)));
+    std::fs::write(&meta, r#"{"observation_space": "{\"type\": \"Dict\"}"}"#).unwrap();
+    let p = problem_of(import_minari(&minari, &MinariOptions::default()), &meta);
+    assert!(p.to_string().contains("Dict"), "{p}");
 }
 
 #[test]

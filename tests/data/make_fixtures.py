@@ -82,6 +82,23 @@ def d4rl_no_timeouts():
         f["terminals"] = terminals
 
 
+def d4rl_discrete():
+    # 8 steps, integer actions [N] (discrete indices 0..2), obs 2-dim f32;
+    # terminal at 4, timeout at 7.
+    n = 8
+    i = np.arange(n, dtype=np.float32)
+    terminals = np.zeros(n, dtype=bool)
+    timeouts = np.zeros(n, dtype=bool)
+    terminals[4] = True
+    timeouts[7] = True
+    with h5py.File(HERE / "d4rl_discrete.hdf5", "w") as f:
+        f["observations"] = np.stack([i, -i], axis=1)
+        f["actions"] = (np.arange(n) % 3).astype(np.int64)
+        f["rewards"] = np.ones(n, dtype=np.float32)
+        f["terminals"] = terminals
+        f["timeouts"] = timeouts
+
+
 def d4rl_bad():
     n = 6
     obs = np.zeros((n, 2), dtype=np.float32)
@@ -171,6 +188,7 @@ def main():
     d4rl_basic()
     d4rl_col_f64()
     d4rl_no_timeouts()
+    d4rl_discrete()
     d4rl_bad()
     minari_dataset("cartpole", "CartPole-v1", 12, 3, 7,
                    lambda rng: int(rng.integers(0, 2)), None)

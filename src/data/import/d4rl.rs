@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use super::hdf5::{row_width, H5File};
-use super::{discrete_actions, Imported};
+use super::hdf5::{column, row_width, H5File};
+use super::{discrete_actions, known_reference_returns, Imported};
 use crate::data::dataset::{DatasetBuilder, Ending, Metadata, Provenance, ReferenceReturns};
 use crate::data::error::{DataError, Problem};
 use crate::data::space::Space;
@@ -39,8 +39,8 @@ pub struct D4rlOptions {
     /// Maximum episode length for files without `timeouts`
     /// (default [`DEFAULT_MAX_EPISODE_STEPS`]); ignored when `timeouts` exists.
     pub max_episode_steps: Option<usize>,
-    /// Reference returns (default: D4RL's table for the locomotion tasks, when the
-    /// environment id names one).
+    /// Reference returns (default: D4RL's table for the locomotion tasks, or flowrl's
+    /// own for its environments, when the environment id names one).
     pub reference_returns: Option<ReferenceReturns>,
 }
 
@@ -75,18 +75,12 @@ pub fn import_d4rl(path: &Path, opts: &D4rlOptions) -> Result<Imported, DataErro
     let actions = h5.read_numbers("actions")?;
     let act_dim = row_width(path, "actions", &actions.shape, n, rows)?;
     let rewards = h5.read_numbers("rewards")?;
-    if row_width(path, "rewards", &rewards.shape, n, rows)? != 1 {
-        return Err(h5.err(Problem::BadArray {
-            name: "rewards".into(),
-            expected: format!("shape [{n}] or [{n}, 1]"),
-            found: format!("shape {:?}", rewards.shape),
-        }));
-    }
+    column(path, "rewards", &rewards.shape, n, rows)?;
     let (terminals, shape) = h5.read_flags("terminals")?;
-    row_width(path, "terminals", &shape, n, rows)?;
+    column(path, "terminals", &shape, n, rows)?;
     let timeouts = if h5.has_dataset("timeouts")? {
         let (flags, shape) = h5.read_flags("timeouts")?;
-        row_width(path, "timeouts", &shape, n, rows)?;
+        column(path, "timeouts", &shape, n, rows)?;
         Some(flags)
     } else {
         None
@@ -219,7 +213,7 @@ pub fn import_d4rl(path: &Path, opts: &D4rlOptions) -> Result<Imported, DataErro
     });
     let reference_returns = opts
         .reference_returns
-        .or_else(|| d4rl_reference_returns(&env_id));
+        .or_else(|| known_reference_returns(&env_id));
     let meta = Metadata {
         env_id,
         observation_space: Space::unbounded(obs_dim),

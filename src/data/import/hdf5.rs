@@ -242,3 +242,22 @@ pub(crate) fn row_width(
         .at(path)),
     }
 }
+
+/// Checks that an array is a column of `rows` values: shape `[rows]` or `[rows, 1]`.
+pub(crate) fn column(
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    rows: usize,
+    what: &str,
+) -> Result<(), DataError> {
+    if row_width(path, name, shape, rows, what)? == 1 && shape.len() <= 2 {
+        return Ok(());
+    }
+    Err(Problem::BadArray {
+        name: name.into(),
+        expected: format!("shape [{rows}] or [{rows}, 1] ({what})"),
+        found: format!("shape {shape:?}"),
+    }
+    .at(path))
+}

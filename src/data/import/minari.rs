@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::hdf5::{row_width, H5File};
+use super::hdf5::{column, row_width, H5File};
 use super::{discrete_actions, Imported};
 use crate::data::dataset::{DatasetBuilder, Ending, Metadata, Provenance, ReferenceReturns};
 use crate::data::error::{DataError, Problem};
@@ -18,7 +18,9 @@ use crate::data::space::{parse_relaxed_json, Space};
 pub struct MinariOptions {
     /// Environment id to record (default: `env_spec.id`, else `dataset_id`).
     pub env_id: Option<String>,
-    /// Reference returns (default: `ref_min_score` / `ref_max_score` of the metadata).
+    /// Reference returns (default: `ref_min_score` / `ref_max_score` of the metadata;
+    /// none when absent, since the dataset's time limit may differ from the one the
+    /// known references were measured with).
     pub reference_returns: Option<ReferenceReturns>,
 }
 
@@ -155,7 +157,7 @@ pub fn import_minari(path: &Path, opts: &MinariOptions) -> Result<Imported, Data
         infos |= datasets.iter().chain(&subgroups).any(|m| m == "infos");
         let rewards = h5.read_numbers(&name("rewards"))?;
         let t = rewards.shape.first().copied().unwrap_or(0);
-        row_width(
+        column(
             h5.path(),
             &name("rewards"),
             &rewards.shape,
@@ -217,9 +219,9 @@ pub fn import_minari(path: &Path, opts: &MinariOptions) -> Result<Imported, Data
             Vec::new()
         };
         let (terms, shape) = h5.read_flags(&name("terminations"))?;
-        row_width(h5.path(), &name("terminations"), &shape, t, "one per step")?;
+        column(h5.path(), &name("terminations"), &shape, t, "one per step")?;
         let (truncs, shape) = h5.read_flags(&name("truncations"))?;
-        row_width(h5.path(), &name("truncations"), &shape, t, "one per step")?;
+        column(h5.path(), &name("truncations"), &shape, t, "one per step")?;
         if let Some(i) = (0..t - 1).find(|&i| terms[i] || truncs[i]) {
             return Err(h5.err(Problem::BadEpisode {
                 episode: *index,

@@ -4,7 +4,7 @@ pub mod d4rl;
 mod hdf5;
 pub mod minari;
 
-use super::dataset::Dataset;
+use super::dataset::{Dataset, ReferenceReturns};
 
 /// An imported dataset and what the importer has to say about the source.
 #[derive(Clone, Debug)]
@@ -30,4 +30,15 @@ fn discrete_actions(values: &[f64]) -> Result<Vec<usize>, (usize, f64)> {
             }
         })
         .collect()
+}
+
+/// Reference returns known for an environment id: D4RL's locomotion table, else
+/// flowrl's own environments.
+pub fn known_reference_returns(env_id: &str) -> Option<ReferenceReturns> {
+    d4rl::d4rl_reference_returns(env_id).or_else(|| {
+        flowrl_envs::reference_returns(env_id).map(|r| ReferenceReturns {
+            random: r.random,
+            expert: r.expert,
+        })
+    })
 }

@@ -285,12 +285,12 @@ fn load_case(path: &Path) -> Result<Map<String, Value>, String> {
     Ok(case)
 }
 
-#[test]
-fn fixtures_match_pytorch_reference() {
+/// Checks every case in `dirs`; returns the cases checked and the failures.
+fn check_fixture_dirs(dirs: &[PathBuf]) -> (Vec<String>, Vec<String>) {
     let mut failures = Vec::new();
     let mut checked = Vec::new();
-    for dir in fixture_dirs() {
-        let entries = match std::fs::read_dir(&dir) {
+    for dir in dirs {
+        let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
                 failures.push(format!("{}: cannot list: {e}", dir.display()));
@@ -303,7 +303,6 @@ fn fixtures_match_pytorch_reference() {
             .collect();
         files.sort();
         let mut companions = Vec::new();
-        let mut cases = Vec::new();
         for file in &files {
             match read_json(file) {
                 Ok(map) => {
@@ -312,12 +311,11 @@ fn fixtures_match_pytorch_reference() {
                             companions.push(file.with_file_name(name));
                         }
                     }
-                    cases.push(file.clone());
                 }
                 Err(e) => failures.push(e),
             }
         }
-        for file in cases.iter().filter(|f| !companions.contains(f)) {
+        for file in files.iter().filter(|f| !companions.contains(f)) {
             match load_case(file).and_then(|case| check_case(file, &case)) {
                 Ok(f) => {
                     failures.extend(f);
@@ -327,16 +325,68 @@ fn fixtures_match_pytorch_reference() {
             }
         }
     }
-    assert!(
-        !checked.is_empty(),
-        "no fixture case found in {:?}",
-        fixture_dirs()
-    );
+    (checked, failures)
+}
+
+#[test]
+fn fixtures_match_pytorch_reference() {
+    let dirs = fixture_dirs();
+    let (checked, failures) = check_fixture_dirs(&dirs);
+    assert!(!checked.is_empty(), "no fixture case found in {dirs:?}");
     assert!(
         failures.is_empty(),
         "{} of the fixture checks failed:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+#[test]
+fn fixture_companion_files_are_merged_and_checked() {
+    let source = fixture_dirs()[0].join("attn_causal_small_B2H2L7D4M5_s0.json");
+    let mut case = read_json(&source).expect("the small causal fixture is in the repo");
+    let mut grads = Map::new();
+    let mut f32s = Map::new();
+    for key in ["dq", "dk", "dv"] {
+        grads.insert(key.into(), case.remove(key).expect("fixture has gradients"));
+    }
+    for key in ["out_f32", "dq_f32", "dk_f32", "dv_f32"] {
+        f32s.insert(
+            key.into(),
+            case.remove(key).expect("fixture has f32 results"),
+        );
+    }
+    case.insert("grad_file".into(), "split_grads.json".into());
+    case.insert("f32_results_file".into(), "split_f32.json".into());
+    let dir = std::env::temp_dir().join(format!("flowrl-attn-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let write = |name: &str, map: &Map<String, Value>| {
+        std::fs::write(dir.join(name), Value::Object(map.clone()).to_string())
+            .expect("write temp fixture");
+    };
+    write("split_case.json", &case);
+    write("split_grads.json", &grads);
+    write("split_f32.json", &f32s);
+    let (checked, failures) = check_fixture_dirs(std::slice::from_ref(&dir));
+    assert_eq!(
+        checked.len(),
+        1,
+        "exactly the one split case is a case: {checked:?}"
+    );
+    assert!(failures.is_empty(), "split case failed: {failures:?}");
+
+    // A wrong gradient in a companion is caught and the case is named.
+    if let Some(Value::Array(dq)) = grads.get_mut("dq") {
+        dq[0] = Value::from(dq[0].as_f64().unwrap_or(0.0) + 1e-3);
+    }
+    write("split_grads.json", &grads);
+    let (_, failures) = check_fixture_dirs(std::slice::from_ref(&dir));
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("split_case.json") && f.contains("dq")),
+        "a corrupted companion was not reported: {failures:?}"
     );
 }
 

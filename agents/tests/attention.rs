@@ -788,3 +788,46 @@ fn fused_softmax_equals_composed() {
     let errs = compare(&fused, &comp, 1e-5, true);
     assert!(errs.is_empty(), "f32: {errs:?}");
 }
+
+#[test]
+fn step_state_keeps_selected_rows() {
+    let inp = random_inputs(dims(3, 2, 12, 12, 4, 3), 81, 1.0, 1.0, 0.0);
+    let dev = Cpu::default();
+    let Dims { b, h, l, d, m, .. } = inp.dims;
+    let token = |x: &[f64], i: usize, w: usize, rows: &[usize]| -> Vec<f64> {
+        let mut t = Vec::new();
+        for &r in rows {
+            for head in 0..h {
+                let n = r * h + head;
+                t.extend_from_slice(&x[(n * l + i) * w..(n * l + i + 1) * w]);
+            }
+        }
+        t
+    };
+    let cfg = FlowConfig::rl();
+    let mut state = FlowState::<f64, Cpu>::new(&dev, b, h, d, m, cfg);
+    let all: Vec<usize> = (0..b).collect();
+    let kept = [2, 0];
+    let mut rows: &[usize] = &all;
+    let mut got = Vec::new();
+    for i in 0..l {
+        if i == 5 {
+            state.keep_rows(&kept);
+            rows = &kept;
+        }
+        let n = rows.len();
+        let q = dev.tensor_from_vec(token(&inp.q, i, d, rows), (n, h, d));
+        let k = dev.tensor_from_vec(token(&inp.k, i, d, rows), (n, h, d));
+        let v = dev.tensor_from_vec(token(&inp.v, i, m, rows), (n, h, m));
+        got.push((i, state.step(q, k, v).as_vec()));
+    }
+    let full = run::<f64>(&inp, Core::Causal, Impl::Device, cfg).out;
+    for (i, out) in got {
+        let rows: &[usize] = if i < 5 { &all } else { &kept };
+        let want = token(&full, i, m, rows);
+        assert!(
+            max_abs(&out, &want) < 1e-12,
+            "position {i}: kept rows differ from the full sequence"
+        );
+    }
+}

@@ -831,3 +831,43 @@ fn step_state_keeps_selected_rows() {
         );
     }
 }
+
+#[test]
+fn flow_config_validation_names_the_field() {
+    assert!(FlowConfig::rl().validate().is_ok());
+    assert!(FlowConfig::generic().validate().is_ok());
+    let bad = [
+        (
+            FlowConfig {
+                clamp: 0.0,
+                ..FlowConfig::rl()
+            },
+            "clamp",
+        ),
+        (
+            FlowConfig {
+                clamp: f64::NAN,
+                ..FlowConfig::rl()
+            },
+            "clamp",
+        ),
+        (
+            FlowConfig {
+                eps: -1e-6,
+                ..FlowConfig::rl()
+            },
+            "eps",
+        ),
+        (
+            FlowConfig {
+                chunk: 0,
+                ..FlowConfig::rl()
+            },
+            "chunk",
+        ),
+    ];
+    for (cfg, field) in bad {
+        let err = cfg.validate().expect_err("invalid config accepted");
+        assert!(err.contains(field), "error {err:?} does not name {field}");
+    }
+}

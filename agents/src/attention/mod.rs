@@ -65,6 +65,27 @@ impl FlowConfig {
             ..Self::rl()
         }
     }
+
+    /// Checks the constants: a finite positive clamp, a finite non-negative eps and a
+    /// positive chunk; the error names the field, what was expected and what was found.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.clamp.is_finite() && self.clamp > 0.0) {
+            return Err(format!(
+                "flow clamp: expected a finite number > 0, found {}",
+                self.clamp
+            ));
+        }
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return Err(format!(
+                "flow eps: expected a finite number >= 0, found {}",
+                self.eps
+            ));
+        }
+        if self.chunk == 0 {
+            return Err("flow chunk: expected a length >= 1, found 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// Devices that run the attention cores: `Cpu` uses fused kernels, `Cuda` the composed ops.

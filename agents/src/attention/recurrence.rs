@@ -16,8 +16,8 @@ pub(crate) struct Consts<F> {
     pub clamp: F,
 }
 
-/// Running prefix sums of one head, packed in a `4 D + 1` buffer: `sum K`, `sum Q`,
-/// `sum K O`, `sum Q I` (D each) and `sum exp(Sr)`.
+/// Length of the packed running sums of one head: `sum K`, `sum Q`, `sum K O`, `sum Q I`
+/// (D each) and `sum exp(Sr)`, in that order.
 pub(crate) fn sums_len(d: usize) -> usize {
     4 * d + 1
 }

@@ -33,7 +33,7 @@ pub struct AttentionArgs {
     #[arg(long, default_value_t = 4096)]
     pub composed_max: usize,
     /// Largest L at which the fused CPU causal softmax runs (its time grows as L^2).
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, default_value_t = 4096)]
     pub softmax_max: usize,
     /// Memory (GB) the composed causal softmax (stock ops, materialises (B,H,L,L)) may use;
     /// longer L are skipped with the amount needed.
@@ -146,10 +146,10 @@ fn softmax_bytes(args: &AttentionArgs, l: usize) -> f64 {
 }
 
 /// Fastest of `reps` forward+backward runs after a warm-up (the warm-up alone when it takes
-/// more than two seconds) and the largest peak memory among them.
+/// more than ten seconds) and the largest peak memory among them.
 fn measure(args: &AttentionArgs, l: usize, core: Core) -> Measured {
     let (warm_up, mut peak) = run_case(args, l, core, 0);
-    if warm_up > 2.0 {
+    if warm_up > 10.0 {
         return Measured {
             seconds: warm_up,
             peak,

@@ -16,6 +16,7 @@ struct Dims {
 }
 
 /// Scores `scale q_i . k_j` for `j <= i` into `row[..=i]`; returns their maximum.
+#[inline(always)]
 fn scores<F: Real>(q: &[F], k: &[F], i: usize, d: usize, scale: F, row: &mut [F]) -> F {
     let qi = &q[i * d..(i + 1) * d];
     let mut top = F::neg_infinity();
@@ -27,6 +28,7 @@ fn scores<F: Real>(q: &[F], k: &[F], i: usize, d: usize, scale: F, row: &mut [F]
 }
 
 /// Forward pass of one head: writes `out (L,M)` and the log-normaliser of every row.
+#[inline(always)]
 fn forward_head<F: Real>(q: &[F], k: &[F], v: &[F], out: &mut [F], lse: &mut [F], dims: Dims) {
     let Dims { l, d, m } = dims;
     let scale: F = cast(1.0 / (d as f64).sqrt());
@@ -51,7 +53,7 @@ fn forward_head<F: Real>(q: &[F], k: &[F], v: &[F], out: &mut [F], lse: &mut [F]
 }
 
 /// Backward pass of one head; writes (overwrites) the gradients.
-#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn backward_head<F: Real>(
     (q, k, v): (&[F], &[F], &[F]),
     out: &[F],
@@ -82,6 +84,77 @@ fn backward_head<F: Real>(
     }
 }
 
+/// The head kernels compiled for AVX2 when the CPU has it, chosen at run time (same
+/// arithmetic in the same order, so the same results).
+mod wide {
+    use super::{Dims, Real};
+
+    /// Inputs `(q, k, v)` of one head.
+    type Inputs<'a, F> = (&'a [F], &'a [F], &'a [F]);
+    /// Gradients `(dq, dk, dv)` of one head.
+    type Grads<'a, F> = (&'a mut [F], &'a mut [F], &'a mut [F]);
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn forward_head_avx2<F: Real>(
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        out: &mut [F],
+        lse: &mut [F],
+        dims: Dims,
+    ) {
+        super::forward_head(q, k, v, out, lse, dims)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn backward_head_avx2<F: Real>(
+        x: Inputs<F>,
+        out: &[F],
+        lse: &[F],
+        dout: &[F],
+        g: Grads<F>,
+        dims: Dims,
+    ) {
+        super::backward_head(x, out, lse, dout, g, dims)
+    }
+
+    /// See [`super::forward_head`].
+    pub(super) fn forward_head<F: Real>(
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        out: &mut [F],
+        lse: &mut [F],
+        dims: Dims,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { forward_head_avx2(q, k, v, out, lse, dims) };
+        }
+        super::forward_head(q, k, v, out, lse, dims)
+    }
+
+    /// See [`super::backward_head`].
+    pub(super) fn backward_head<F: Real>(
+        x: Inputs<F>,
+        out: &[F],
+        lse: &[F],
+        dout: &[F],
+        g: Grads<F>,
+        dims: Dims,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { backward_head_avx2(x, out, lse, dout, g, dims) };
+        }
+        super::backward_head(x, out, lse, dout, g, dims)
+    }
+}
+
 /// Fused causal softmax attention on `Cpu` (shapes already checked).
 pub(super) fn causal_softmax<F, T>(
     q: Tensor4<F, Cpu, T>,
@@ -109,7 +182,7 @@ where
         out.par_chunks_mut(l * m)
             .zip(lse.par_chunks_mut(l))
             .zip(inputs)
-            .for_each(|((o, s), ((qh, kh), vh))| forward_head(qh, kh, vh, o, s, dims));
+            .for_each(|((o, s), ((qh, kh), vh))| wide::forward_head(qh, kh, vh, o, s, dims));
     }
     let out = q.device().tensor_from_vec(out, (b, h, l, m));
     let mut tape = tape_q.merge(tape_k).merge(tape_v);
@@ -140,7 +213,7 @@ where
                 .zip(gv.par_chunks_mut(l * m));
             inputs.zip(saved).zip(outputs).for_each(
                 |((((qh, kh), vh), ((oh, sh), doh)), ((gqh, gkh), gvh))| {
-                    backward_head((qh, kh, vh), oh, sh, doh, (gqh, gkh, gvh), dims);
+                    wide::backward_head((qh, kh, vh), oh, sh, doh, (gqh, gkh, gvh), dims);
                 },
             );
         }

@@ -363,8 +363,9 @@ where
     let (k, tape_k) = k.contiguous().split_tape();
     let (v, tape_v) = v.contiguous().split_tape();
     let mut out = vec![F::zero(); b * h * l * m];
-    if !out.is_empty() {
-        let (qd, kd, vd) = (read(&q), read(&k), read(&v));
+    // The backward pass reuses these copies (dfdx has no borrowed view of tensor data).
+    let inputs = (!out.is_empty()).then(|| (read(&q), read(&k), read(&v)));
+    if let Some((qd, kd, vd)) = &inputs {
         out.par_chunks_mut(l * m)
             .zip(
                 qd.par_chunks(l * d)
@@ -384,8 +385,7 @@ where
             vec![F::zero(); n * d],
             vec![F::zero(); n * m],
         );
-        if n * m > 0 {
-            let (qd, kd, vd) = (read(&q), read(&k), read(&v));
+        if let Some((qd, kd, vd)) = &inputs {
             let dout: &[F] = grads.get_or_alloc_mut(&out_ghost)?;
             let inputs = qd
                 .par_chunks(l * d)

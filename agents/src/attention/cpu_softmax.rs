@@ -173,8 +173,9 @@ where
     let (v, tape_v) = v.contiguous().split_tape();
     let mut out = vec![F::zero(); b * h * l * m];
     let mut lse = vec![F::zero(); b * h * l];
-    if !out.is_empty() {
-        let (qd, kd, vd) = (read(&q), read(&k), read(&v));
+    // The backward pass reuses these copies (dfdx has no borrowed view of tensor data).
+    let copies = (!out.is_empty()).then(|| (read(&q), read(&k), read(&v)));
+    if let Some((qd, kd, vd)) = &copies {
         let inputs = qd
             .par_chunks(l * d)
             .zip(kd.par_chunks(l * d))
@@ -196,8 +197,8 @@ where
             vec![F::zero(); n * d],
             vec![F::zero(); n * m],
         );
-        if n * m > 0 {
-            let (qd, kd, vd, od) = (read(&q), read(&k), read(&v), read(&out_values));
+        if let Some((qd, kd, vd)) = &copies {
+            let od = read(&out_values);
             let dout: &[F] = grads.get_or_alloc_mut(&out_ghost)?;
             let inputs = qd
                 .par_chunks(l * d)

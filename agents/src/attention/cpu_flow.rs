@@ -385,7 +385,8 @@ where
             vec![F::zero(); n * d],
             vec![F::zero(); n * m],
         );
-        if let Some((qd, kd, vd)) = &inputs {
+        // Consumed: the copies are freed before the gradients are allocated.
+        if let Some((qd, kd, vd)) = inputs {
             let dout: &[F] = grads.get_or_alloc_mut(&out_ghost)?;
             let inputs = qd
                 .par_chunks(l * d)
@@ -406,8 +407,9 @@ where
                 },
             );
         }
-        for (ghost, local) in [(&q_ghost, &gq), (&k_ghost, &gk)] {
-            for (g, &x) in grads.get_or_alloc_mut(ghost)?.iter_mut().zip(local) {
+        // One local at a time: each is freed once added.
+        for (ghost, local) in [(&q_ghost, gq), (&k_ghost, gk)] {
+            for (g, &x) in grads.get_or_alloc_mut(ghost)?.iter_mut().zip(&local) {
                 *g += x;
             }
         }

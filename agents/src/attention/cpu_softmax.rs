@@ -197,7 +197,8 @@ where
             vec![F::zero(); n * d],
             vec![F::zero(); n * m],
         );
-        if let Some((qd, kd, vd)) = &copies {
+        // Consumed: the copies are freed before the gradients are allocated.
+        if let Some((qd, kd, vd)) = copies {
             let od = read(&out_values);
             let dout: &[F] = grads.get_or_alloc_mut(&out_ghost)?;
             let inputs = qd
@@ -218,8 +219,9 @@ where
                 },
             );
         }
-        for (ghost, local) in [(&q_ghost, &gq), (&k_ghost, &gk)] {
-            for (g, &x) in grads.get_or_alloc_mut(ghost)?.iter_mut().zip(local) {
+        // One local at a time: each is freed once added.
+        for (ghost, local) in [(&q_ghost, gq), (&k_ghost, gk)] {
+            for (g, &x) in grads.get_or_alloc_mut(ghost)?.iter_mut().zip(&local) {
                 *g += x;
             }
         }

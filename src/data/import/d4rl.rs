@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use super::hdf5::{column, row_width, H5File};
-use super::{discrete_actions, known_reference_returns, Imported};
+use super::{known_reference_returns, Imported};
 use crate::data::dataset::{DatasetBuilder, Ending, Metadata, Provenance, ReferenceReturns};
 use crate::data::error::{DataError, Problem};
 use crate::data::space::Space;
@@ -72,8 +72,24 @@ pub fn import_d4rl(path: &Path, opts: &D4rlOptions) -> Result<Imported, DataErro
     let obs_dim = row_width(path, "observations", &obs.shape, n, "N steps")?;
     let rows = "one per observation";
     let discrete = h5.is_integer("actions")?;
-    let actions = h5.read_numbers("actions")?;
-    let act_dim = row_width(path, "actions", &actions.shape, n, rows)?;
+    let (act_dim, continuous, indices) = if discrete {
+        let (indices, shape) = h5.read_indices("actions")?;
+        column(
+            path,
+            "actions",
+            &shape,
+            n,
+            "integer actions, one per observation",
+        )?;
+        (1, Vec::new(), indices)
+    } else {
+        let a = h5.read_numbers("actions")?;
+        (
+            row_width(path, "actions", &a.shape, n, rows)?,
+            a.values,
+            Vec::new(),
+        )
+    };
     let rewards = h5.read_numbers("rewards")?;
     column(path, "rewards", &rewards.shape, n, rows)?;
     let (terminals, shape) = h5.read_flags("terminals")?;
@@ -111,31 +127,9 @@ pub fn import_d4rl(path: &Path, opts: &D4rlOptions) -> Result<Imported, DataErro
         }
     }
 
-    let action_space = if discrete {
-        if act_dim != 1 {
-            return Err(h5.err(Problem::BadArray {
-                name: "actions".into(),
-                expected: "integer actions of shape [N] or [N, 1]".into(),
-                found: format!("shape {:?}", actions.shape),
-            }));
-        }
-        let max = actions.values.iter().fold(0.0f64, |m, &v| m.max(v));
-        Space::Discrete {
-            n: max as usize + 1,
-        }
-    } else {
-        Space::unbounded(act_dim)
-    };
-    let discrete_values = if discrete {
-        discrete_actions(&actions.values).map_err(|(i, v)| {
-            h5.err(Problem::BadArray {
-                name: "actions".into(),
-                expected: "non-negative integer indices".into(),
-                found: format!("{v} at step {i}"),
-            })
-        })?
-    } else {
-        Vec::new()
+    let action_space = match indices.iter().max() {
+        Some(max) if discrete => Space::Discrete { n: max + 1 },
+        _ => Space::unbounded(act_dim),
     };
 
     let mut warnings = Vec::new();
@@ -163,16 +157,13 @@ pub fn import_d4rl(path: &Path, opts: &D4rlOptions) -> Result<Imported, DataErro
     };
 
     let mut builder = DatasetBuilder::new(obs_dim, act_dim, discrete);
-    let obs32: Vec<f32> = obs.values.iter().map(|&v| v as f32).collect();
-    let act32: Vec<f32> = actions.values.iter().map(|&v| v as f32).collect();
     let mut both = 0;
-    for i in 0..n {
-        let o = &obs32[i * obs_dim..(i + 1) * obs_dim];
-        let r = rewards.values[i] as f32;
+    for (i, o) in obs.values.chunks_exact(obs_dim).enumerate() {
+        let r = rewards.values[i];
         if discrete {
-            builder.push_discrete(o, discrete_values[i], r);
+            builder.push_discrete(o, indices[i], r);
         } else {
-            builder.push_continuous(o, &act32[i * act_dim..(i + 1) * act_dim], r);
+            builder.push_continuous(o, &continuous[i * act_dim..(i + 1) * act_dim], r);
         }
         let timeout = timeouts.as_ref().is_some_and(|t| t[i]);
         if terminals[i] {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use hdf5_pure::{DType, Dataset as H5Dataset, File};
 
-use crate::data::error::{DataError, Problem};
+use crate::data::error::{check_finite, DataError, Problem};
 
 /// An open HDF5 file and its path (for messages).
 pub(crate) struct H5File {
@@ -13,10 +13,10 @@ pub(crate) struct H5File {
     path: PathBuf,
 }
 
-/// An array of numbers read as f32 or f64, before conversion.
+/// A numeric array read as f32 (finite, checked against the f32 range).
 pub(crate) struct Array {
     pub shape: Vec<usize>,
-    pub values: Vec<f64>,
+    pub values: Vec<f32>,
 }
 
 fn h5_problem(object: &str, e: impl std::fmt::Display) -> Problem {
@@ -138,25 +138,24 @@ impl H5File {
         ds.dtype().map_err(|e| self.err(h5_problem(name, e)))
     }
 
-    /// Reads a numeric array (any float or integer type) as f64, checking that every
-    /// value is finite.
+    /// Reads a numeric array (any float or integer type) as f32, checking that every
+    /// value is finite and fits in f32 (the native format's precision).
     pub fn read_numbers(&self, name: &str) -> Result<Array, DataError> {
         let ds = self.require(name)?;
         let shape = self.shape(&ds, name)?;
-        let dtype = self.dtype(&ds, name)?;
-        let values = match dtype {
-            DType::F32 => ds
-                .read_f32()
-                .map(|v| v.into_iter().map(f64::from).collect()),
-            DType::F64
-            | DType::I8
-            | DType::I16
-            | DType::I32
-            | DType::I64
-            | DType::U8
-            | DType::U16
-            | DType::U32
-            | DType::U64 => ds.read_f64(),
+        let values = match self.dtype(&ds, name)? {
+            DType::F32 => ds.read_f32().map_err(|e| self.err(h5_problem(name, e)))?,
+            dtype if is_integer(&dtype) || dtype == DType::F64 => {
+                let wide = ds.read_f64().map_err(|e| self.err(h5_problem(name, e)))?;
+                if let Some(index) = wide.iter().position(|v| v.abs() > f64::from(f32::MAX)) {
+                    return Err(self.err(Problem::NonFinite {
+                        name: name.into(),
+                        index,
+                        value: wide[index],
+                    }));
+                }
+                wide.into_iter().map(|v| v as f32).collect()
+            }
             other => {
                 return Err(self.err(Problem::BadArray {
                     name: name.into(),
@@ -164,32 +163,48 @@ impl H5File {
                     found: format!("{other}"),
                 }))
             }
-        }
-        .map_err(|e| self.err(h5_problem(name, e)))?;
-        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
-            return Err(self.err(Problem::NonFinite {
-                name: name.into(),
-                index,
-                value: values[index],
-            }));
-        }
+        };
+        check_finite(name, &values).map_err(|p| self.err(p))?;
         Ok(Array { shape, values })
+    }
+
+    /// Reads action indices: integers (or integral floats), all non-negative.
+    /// Returns the indices and the shape.
+    pub fn read_indices(&self, name: &str) -> Result<(Vec<usize>, Vec<usize>), DataError> {
+        let ds = self.require(name)?;
+        let shape = self.shape(&ds, name)?;
+        let bad = |i: usize, v: String| {
+            self.err(Problem::BadArray {
+                name: name.into(),
+                expected: "non-negative integer action indices".into(),
+                found: format!("{v} at flat index {i}"),
+            })
+        };
+        let values = if is_integer(&self.dtype(&ds, name)?) {
+            let ints = ds.read_i64().map_err(|e| self.err(h5_problem(name, e)))?;
+            let mut out = Vec::with_capacity(ints.len());
+            for (i, v) in ints.into_iter().enumerate() {
+                out.push(usize::try_from(v).map_err(|_| bad(i, v.to_string()))?);
+            }
+            out
+        } else {
+            let floats = self.read_numbers(name)?.values;
+            let mut out = Vec::with_capacity(floats.len());
+            for (i, v) in floats.into_iter().enumerate() {
+                if v < 0.0 || v.fract() != 0.0 {
+                    return Err(bad(i, v.to_string()));
+                }
+                out.push(v as usize);
+            }
+            out
+        };
+        Ok((values, shape))
     }
 
     /// Whether a dataset holds integers (so its actions are discrete indices).
     pub fn is_integer(&self, name: &str) -> Result<bool, DataError> {
         let ds = self.require(name)?;
-        Ok(matches!(
-            self.dtype(&ds, name)?,
-            DType::I8
-                | DType::I16
-                | DType::I32
-                | DType::I64
-                | DType::U8
-                | DType::U16
-                | DType::U32
-                | DType::U64
-        ))
+        Ok(is_integer(&self.dtype(&ds, name)?))
     }
 
     /// Reads a flag array: h5py booleans (an HDF5 enum over u8), or numbers (non-zero
@@ -218,6 +233,20 @@ impl H5File {
         };
         Ok((flags, shape))
     }
+}
+
+fn is_integer(dtype: &DType) -> bool {
+    matches!(
+        dtype,
+        DType::I8
+            | DType::I16
+            | DType::I32
+            | DType::I64
+            | DType::U8
+            | DType::U16
+            | DType::U32
+            | DType::U64
+    )
 }
 
 /// Checks that an array has `rows` rows and returns its row width: 1 for `[rows]`,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::hdf5::{column, row_width, H5File};
-use super::{discrete_actions, Imported};
+use super::Imported;
 use crate::data::dataset::{DatasetBuilder, Ending, Metadata, Provenance, ReferenceReturns};
 use crate::data::error::{DataError, Problem};
 use crate::data::space::{parse_relaxed_json, Space};
@@ -192,31 +192,27 @@ pub fn import_minari(path: &Path, opts: &MinariOptions) -> Result<Imported, Data
                 found: format!("{width} (shape {:?})", obs.shape),
             }));
         }
-        let actions = h5.read_numbers(&name("actions"))?;
-        let width = row_width(
-            h5.path(),
-            &name("actions"),
-            &actions.shape,
-            t,
-            "one per step",
-        )?;
-        if width != act_dim {
-            return Err(h5.err(Problem::BadArray {
-                name: name("actions"),
-                expected: format!("{act_dim} values per row (action_space)"),
-                found: format!("{width} (shape {:?})", actions.shape),
-            }));
-        }
-        let indices = if discrete {
-            discrete_actions(&actions.values).map_err(|(i, v)| {
-                h5.err(Problem::BadArray {
-                    name: name("actions"),
-                    expected: "non-negative integer indices".into(),
-                    found: format!("{v} at step {i}"),
-                })
-            })?
+        let (continuous, indices) = if discrete {
+            let (indices, shape) = h5.read_indices(&name("actions"))?;
+            column(h5.path(), &name("actions"), &shape, t, "one index per step")?;
+            (Vec::new(), indices)
         } else {
-            Vec::new()
+            let actions = h5.read_numbers(&name("actions"))?;
+            let width = row_width(
+                h5.path(),
+                &name("actions"),
+                &actions.shape,
+                t,
+                "one per step",
+            )?;
+            if width != act_dim {
+                return Err(h5.err(Problem::BadArray {
+                    name: name("actions"),
+                    expected: format!("{act_dim} values per row (action_space)"),
+                    found: format!("{width} (shape {:?})", actions.shape),
+                }));
+            }
+            (actions.values, Vec::new())
         };
         let (terms, shape) = h5.read_flags(&name("terminations"))?;
         column(h5.path(), &name("terminations"), &shape, t, "one per step")?;
@@ -228,19 +224,16 @@ pub fn import_minari(path: &Path, opts: &MinariOptions) -> Result<Imported, Data
                 detail: format!("step {i} of {t} is flagged as the end but is not the last"),
             }));
         }
-        let obs32: Vec<f32> = obs.values[..t * obs_dim]
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        let act32: Vec<f32> = actions.values.iter().map(|&v| v as f32).collect();
-        let steps = obs32.chunks_exact(obs_dim).zip(&rewards.values);
+        let steps = obs.values[..t * obs_dim]
+            .chunks_exact(obs_dim)
+            .zip(&rewards.values);
         if discrete {
             for ((o, &r), &a) in steps.zip(&indices) {
-                builder.push_discrete(o, a, r as f32);
+                builder.push_discrete(o, a, r);
             }
         } else {
-            for ((o, &r), a) in steps.zip(act32.chunks_exact(act_dim)) {
-                builder.push_continuous(o, a, r as f32);
+            for ((o, &r), a) in steps.zip(continuous.chunks_exact(act_dim)) {
+                builder.push_continuous(o, a, r);
             }
         }
         if terms[t - 1] {

@@ -17,21 +17,6 @@ pub struct Imported {
     pub ignored: Vec<String>,
 }
 
-/// Converts validated integer-valued numbers into action indices.
-fn discrete_actions(values: &[f64]) -> Result<Vec<usize>, (usize, f64)> {
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            if v >= 0.0 && v.fract() == 0.0 {
-                Ok(v as usize)
-            } else {
-                Err((i, v))
-            }
-        })
-        .collect()
-}
-
 /// Reference returns known for an environment id: D4RL's locomotion table, else
 /// flowrl's own environments.
 pub fn known_reference_returns(env_id: &str) -> Option<ReferenceReturns> {

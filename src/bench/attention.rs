@@ -102,6 +102,11 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
         "Causal attention core, forward+backward of sum(out * W), B={} H={} D=M={}, f32, {threads} cores, best of {} after a warm-up",
         args.batch, args.heads, args.head_dim, args.reps
     );
+    if let Some(load) = load_average() {
+        println!(
+            "load average at start: {load} (timings grow when other processes share the cores)"
+        );
+    }
     if !counting {
         println!(
             "(peak memory unavailable: the counting allocator is not installed in this binary)"
@@ -128,6 +133,12 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
     let steps = step_costs(&args).context("step-by-step benchmark")?;
     print_steps(&args, &steps);
     Ok(())
+}
+
+/// The one-minute load average, where the system reports it (Linux).
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_owned)
 }
 
 /// Whether the global allocator counts (it does when `main` installs `PeakAlloc`).

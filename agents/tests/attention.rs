@@ -853,6 +853,13 @@ fn flow_config_validation_names_the_field() {
         ),
         (
             FlowConfig {
+                clamp: 100.0,
+                ..FlowConfig::rl()
+            },
+            "clamp",
+        ),
+        (
+            FlowConfig {
                 eps: -1e-6,
                 ..FlowConfig::rl()
             },

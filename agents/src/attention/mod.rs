@@ -66,12 +66,14 @@ impl FlowConfig {
         }
     }
 
-    /// Checks the constants: a finite positive clamp, a finite non-negative eps and a
-    /// positive chunk; the error names the field, what was expected and what was found.
+    /// Checks the constants: a clamp in `(0, 60]` (the competition sums `exp(Sr)` over
+    /// the sequence without max-subtraction, as the original does, so the bound keeps it
+    /// finite in f32), a finite non-negative eps and a positive chunk; the error names the
+    /// field, what was expected and what was found.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.clamp.is_finite() && self.clamp > 0.0) {
+        if !(self.clamp > 0.0 && self.clamp <= 60.0) {
             return Err(format!(
-                "flow clamp: expected a finite number > 0, found {}",
+                "flow clamp: expected a number in (0, 60], found {}",
                 self.clamp
             ));
         }

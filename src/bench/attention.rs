@@ -90,8 +90,14 @@ struct Row {
 
 /// Runs the benchmark.
 pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
-    if args.reps == 0 || args.batch == 0 || args.heads == 0 || args.head_dim == 0 {
-        bail!("--reps, --batch, --heads and --head-dim must be positive");
+    let sizes = [
+        ("--reps", args.reps),
+        ("--batch", args.batch),
+        ("--heads", args.heads),
+        ("--head-dim", args.head_dim),
+    ];
+    if let Some((flag, _)) = sizes.iter().find(|(_, value)| *value == 0) {
+        bail!("{flag}: expected a positive number, found 0");
     }
     if let Some(l) = args.lengths.iter().find(|&&l| l == 0) {
         bail!("--lengths: expected positive lengths, found {l}");

@@ -10,3 +10,4 @@ pub mod data;
 pub mod logging;
 pub mod plot;
 pub mod progress;
+pub mod train;

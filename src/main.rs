@@ -23,6 +23,8 @@ enum Command {
     Collect(cli::collect::CollectArgs),
     /// Import and inspect datasets.
     Dataset(cli::dataset::DatasetArgs),
+    /// Train an agent from an experiment config, or resume a run.
+    Train(cli::train::TrainArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +32,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => cli::bench::run(args),
         Command::Collect(args) => cli::collect::run(args),
         Command::Dataset(args) => cli::dataset::run(args),
+        Command::Train(args) => cli::train::run(args),
     }
 }

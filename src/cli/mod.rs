@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod collect;
 pub mod dataset;
+pub mod train;

@@ -1,0 +1,316 @@
+//! Checkpoints: writing one atomically, and loading a run's checkpoint for evaluation
+//! ([`load`]) or for resuming training.
+//!
+//! A checkpoint is written into a temporary folder beside its final place (every file
+//! through [`crate::atomic`]), renamed to `checkpoints/step-<N>` once complete, and
+//! only then named in `checkpoints/latest` (itself written atomically). A crash at any
+//! point leaves the previous checkpoint and pointer intact.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use dfdx::prelude::Cpu;
+use flowrl_agents::agent::Agent;
+use flowrl_agents::optim::AdamW;
+use serde::{Deserialize, Serialize};
+
+use super::prepare::Preprocessing;
+use super::run_dir::{
+    self, CHECKPOINT_FILES, NORMALISATION_FILE, OPTIMIZER_FILE, PARAMS_FILE, STATE_FILE,
+};
+use crate::atomic::{write_atomic, write_bytes_atomic};
+use crate::config::{Config, ContextMode};
+
+/// Version of the `state.json` layout.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Metadata key of the step in `params.safetensors`.
+pub const STEP_KEY: &str = "flowrl.step";
+
+/// Position of the window sampler's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplerPosition {
+    /// Seed of the sampler's `ChaCha8Rng`.
+    pub seed: u64,
+    /// Batches drawn since seeding.
+    pub batches_drawn: u64,
+}
+
+/// Position of the device generator behind dropout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropoutPosition {
+    /// Seed of dfdx's `Cpu` generator.
+    pub seed: u64,
+    /// `u64`s one training step draws.
+    pub draws_per_step: u64,
+    /// `u64`s drawn since seeding.
+    pub draws: u64,
+}
+
+/// Enough of the dataset to notice that a resumed run would see different data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetFingerprint {
+    /// Steps (transitions).
+    pub steps: usize,
+    /// Episodes.
+    pub episodes: usize,
+    /// Observation size.
+    pub obs_dim: usize,
+    /// Bits of the sum of all rewards (f64).
+    pub reward_sum_bits: u64,
+}
+
+impl DatasetFingerprint {
+    /// The fingerprint of `ds`.
+    pub fn of(ds: &crate::data::Dataset) -> Self {
+        Self {
+            steps: ds.len(),
+            episodes: ds.num_episodes(),
+            obs_dim: ds.obs_dim(),
+            reward_sum_bits: ds
+                .rewards()
+                .iter()
+                .map(|&r| f64::from(r))
+                .sum::<f64>()
+                .to_bits(),
+        }
+    }
+}
+
+/// The training state of a checkpoint (`state.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    /// [`STATE_FORMAT`].
+    pub format: u32,
+    /// Gradient steps taken.
+    pub step: u64,
+    /// Gradient steps the run is configured for.
+    pub total_steps: u64,
+    /// The config seed.
+    pub seed: u64,
+    /// The sampler's stream.
+    pub sampler: SamplerPosition,
+    /// The dropout stream.
+    pub dropout: DropoutPosition,
+    /// The dataset trained on.
+    pub dataset: DatasetFingerprint,
+    /// Loss of the last step.
+    pub last_loss: f32,
+}
+
+/// What [`save`] writes.
+pub struct CheckpointParts<'a> {
+    /// The agent.
+    pub agent: &'a Agent<f32, Cpu>,
+    /// Its optimiser.
+    pub optimizer: &'a AdamW<f32, Cpu>,
+    /// Step and stream positions.
+    pub state: &'a TrainState,
+    /// Normalisation and action scaling.
+    pub preprocessing: &'a Preprocessing,
+}
+
+/// Writes the checkpoint of `parts.state.step` into `run` and points `latest` at it.
+/// An existing checkpoint folder of the same step is replaced.
+pub fn save(run: &Path, parts: &CheckpointParts<'_>) -> anyhow::Result<PathBuf> {
+    let step = parts.state.step;
+    let root = run_dir::checkpoints(run);
+    let final_dir = run_dir::checkpoint_dir(run, step);
+    let tmp = root.join(format!(".{}.tmp", run_dir::checkpoint_name(step)));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let extra = HashMap::from([(STEP_KEY.to_string(), step.to_string())]);
+    let params = parts
+        .agent
+        .to_safetensors(&extra)
+        .context("cannot serialise the parameters")?;
+    write_bytes_atomic(&tmp.join(PARAMS_FILE), &params)?;
+    let optim = parts
+        .optimizer
+        .state_to_safetensors(parts.agent.params())
+        .context("cannot serialise the optimiser state")?;
+    write_bytes_atomic(&tmp.join(OPTIMIZER_FILE), &optim)?;
+    write_json(&tmp.join(STATE_FILE), parts.state)?;
+    write_json(&tmp.join(NORMALISATION_FILE), parts.preprocessing)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir)
+            .with_context(|| format!("cannot replace {}", final_dir.display()))?;
+    }
+    std::fs::rename(&tmp, &final_dir)
+        .with_context(|| format!("cannot move the checkpoint to {}", final_dir.display()))?;
+    write_bytes_atomic(
+        &root.join(run_dir::LATEST_FILE),
+        format!("{}\n", run_dir::checkpoint_name(step)).as_bytes(),
+    )?;
+    Ok(final_dir)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    write_atomic(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, value)?;
+        w.write_all(b"\n")?;
+        Ok(())
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the checkpoint file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "checkpoint file {} is corrupt or incomplete",
+            path.display()
+        )
+    })
+}
+
+/// A run's checkpoint loaded for evaluation: the agent on the CPU (f32) and what it
+/// needs to act as in training.
+pub struct LoadedRun {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// The checkpoint folder.
+    pub checkpoint_dir: PathBuf,
+    /// Gradient steps the parameters have seen.
+    pub step: u64,
+    /// The run's resolved config (`config.toml`).
+    pub config: Config,
+    /// The trained agent.
+    pub agent: Agent<f32, Cpu>,
+    /// Observation normalisation, reward scale, action scaling, timestep table size.
+    pub preprocessing: Preprocessing,
+    /// The training state (step, stream positions, dataset fingerprint).
+    pub state: TrainState,
+}
+
+impl LoadedRun {
+    /// Returns-to-go are divided by this.
+    pub fn reward_scale(&self) -> f32 {
+        self.preprocessing.normalisation.reward_scale
+    }
+
+    /// K: the agent's context length (the longest episode in `episode` mode).
+    pub fn context(&self) -> usize {
+        self.agent.config().context
+    }
+
+    /// The context mode the agent was trained with.
+    pub fn context_mode(&self) -> ContextMode {
+        self.config.agent.context_mode
+    }
+}
+
+/// Loads the checkpoint at `step` (or the newest one, per `checkpoints/latest`) of the
+/// run folder `run` on the CPU. Errors name the run folder or the file at fault.
+pub fn load(run: &Path, step: Option<u64>) -> anyhow::Result<LoadedRun> {
+    load_on(run, step, &Cpu::default())
+}
+
+/// As [`load`], building the agent on `dev` (training resumes on a seeded device).
+pub(crate) fn load_on(run: &Path, step: Option<u64>, dev: &Cpu) -> anyhow::Result<LoadedRun> {
+    let config_path = run.join(run_dir::CONFIG_FILE);
+    if !run.is_dir() {
+        bail!("{} is not a run folder (no such folder)", run.display());
+    }
+    let config = Config::load(&config_path, &[] as &[&str])
+        .with_context(|| format!("run folder {}: cannot load its config", run.display()))?;
+    let step = match step {
+        Some(s) => s,
+        None => run_dir::latest_step(run)?,
+    };
+    let dir = run_dir::checkpoint_dir(run, step);
+    if !dir.is_dir() {
+        let have = run_dir::checkpoint_steps(run)?;
+        bail!(
+            "run folder {} has no checkpoint at step {step} ({} missing); checkpoints: {:?}",
+            run.display(),
+            dir.display(),
+            have
+        );
+    }
+    let missing: Vec<&str> = CHECKPOINT_FILES
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "checkpoint {} is incomplete: missing {}",
+            dir.display(),
+            missing.join(", ")
+        );
+    }
+    let state: TrainState = read_json(&dir.join(STATE_FILE))?;
+    if state.format != STATE_FORMAT {
+        bail!(
+            "{}: expected state format {STATE_FORMAT}, found {}",
+            dir.join(STATE_FILE).display(),
+            state.format
+        );
+    }
+    if state.step != step {
+        bail!(
+            "{}: the folder is for step {step} but the state records step {}",
+            dir.join(STATE_FILE).display(),
+            state.step
+        );
+    }
+    let preprocessing: Preprocessing = read_json(&dir.join(NORMALISATION_FILE))?;
+    let params_path = dir.join(PARAMS_FILE);
+    let bytes = std::fs::read(&params_path)
+        .with_context(|| format!("cannot read the checkpoint file {}", params_path.display()))?;
+    let (agent, metadata) = Agent::from_safetensors(dev, &bytes).with_context(|| {
+        format!(
+            "checkpoint file {} is corrupt or incomplete",
+            params_path.display()
+        )
+    })?;
+    match metadata.get(STEP_KEY).map(|s| s.parse::<u64>()) {
+        Some(Ok(s)) if s == step => {}
+        other => bail!(
+            "{}: metadata `{STEP_KEY}` should be {step}, found {other:?}",
+            params_path.display()
+        ),
+    }
+    Ok(LoadedRun {
+        run_dir: run.to_path_buf(),
+        checkpoint_dir: dir,
+        step,
+        config,
+        agent,
+        preprocessing,
+        state,
+    })
+}
+
+/// Restores the optimiser state of a loaded checkpoint into `optimizer`.
+pub(crate) fn load_optimizer(
+    loaded: &LoadedRun,
+    optimizer: &mut AdamW<f32, Cpu>,
+) -> anyhow::Result<()> {
+    let path = loaded.checkpoint_dir.join(OPTIMIZER_FILE);
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("cannot read the checkpoint file {}", path.display()))?;
+    optimizer
+        .load_state_safetensors(loaded.agent.params(), &bytes)
+        .with_context(|| {
+            format!(
+                "checkpoint file {} is corrupt or incomplete",
+                path.display()
+            )
+        })?;
+    if optimizer.step_count() != loaded.step {
+        bail!(
+            "{}: the optimiser has taken {} steps, the checkpoint is at step {}",
+            path.display(),
+            optimizer.step_count(),
+            loaded.step
+        );
+    }
+    Ok(())
+}

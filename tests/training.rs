@@ -1,0 +1,397 @@
+//! End-to-end tests of training: bit-for-bit reproducibility, exact resumption through
+//! the command line, TensorBoard scalars read back from the event files, learning on a
+//! collected dataset, checkpoint completeness and corruption errors, the evaluation
+//! hook, and config errors reported by `flowrl train`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flowrl::collect::collect_dataset;
+use flowrl::config::{Config, Override};
+use flowrl::data::store;
+use flowrl::logging::{read_scalars, tb_dir};
+use flowrl::train::{self, run_dir, TrainOptions};
+use flowrl_envs::Tier;
+
+/// A tiny Decision-Flowformer run on `dataset`, with `--set`-style overrides.
+fn config(dataset: &str, overrides: &[&str]) -> Config {
+    let text = format!(
+        r#"
+seed = 7
+[dataset]
+{dataset}
+[agent]
+width = 16
+layers = 2
+heads = 2
+context = 6
+dropout = 0.1
+[train]
+steps = 24
+batch = 8
+lr = 1e-3
+warmup_steps = 10
+log_every = 5
+checkpoint_every = 10
+[eval]
+episodes = 0
+"#
+    );
+    let overrides: Vec<Override> = overrides.iter().map(|o| o.parse().unwrap()).collect();
+    Config::from_toml_str(&text, "test config", &overrides).unwrap()
+}
+
+/// A small Pendulum-v1 dataset file (4 expert episodes of 200 steps) in `dir`.
+fn pendulum_file(dir: &Path) -> PathBuf {
+    let path = dir.join("pendulum.safetensors");
+    let ds = collect_dataset("Pendulum-v1", Tier::MediumExpert, 4, 3, &mut |_| {}).unwrap();
+    store::save(&ds, &path).unwrap();
+    path
+}
+
+fn path_line(path: &Path) -> String {
+    format!("path = {:?}", path.display().to_string())
+}
+
+fn run(cfg: Config, dir: &Path, stop_at: Option<u64>) -> train::TrainOutcome {
+    train::start(cfg, dir, &TrainOptions { stop_at }, None).unwrap()
+}
+
+fn losses(dir: &Path) -> Vec<u32> {
+    train::read_train_log(dir)
+        .unwrap()
+        .iter()
+        .map(|r| r.loss.to_bits())
+        .collect()
+}
+
+fn checkpoint_bytes(dir: &Path, step: u64, file: &str) -> Vec<u8> {
+    std::fs::read(run_dir::checkpoint_dir(dir, step).join(file)).unwrap()
+}
+
+fn flowrl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flowrl"))
+}
+
+#[test]
+fn same_seed_gives_the_same_loss_curve_bit_for_bit_and_another_seed_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = path_line(&pendulum_file(tmp.path()));
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    run(config(&data, &[]), &a, None);
+    run(config(&data, &[]), &b, None);
+    run(config(&data, &["seed=8"]), &c, None);
+    let (la, lb, lc) = (losses(&a), losses(&b), losses(&c));
+    assert_eq!(la.len(), 24);
+    assert_eq!(
+        la, lb,
+        "same config and seed must give the same losses bit for bit"
+    );
+    assert_ne!(la, lc, "another seed must give another loss curve");
+    assert_eq!(
+        checkpoint_bytes(&a, 24, run_dir::PARAMS_FILE),
+        checkpoint_bytes(&b, 24, run_dir::PARAMS_FILE)
+    );
+}
+
+#[test]
+fn interrupted_then_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pendulum_file(tmp.path());
+    let whole = tmp.path().join("whole");
+    let done = run(config(&path_line(&data), &[]), &whole, None);
+    assert!(done.finished());
+
+    // The same run through the command line, stopped at step 13 and resumed.
+    let cfg_file = tmp.path().join("run.toml");
+    std::fs::write(
+        &cfg_file,
+        config(&path_line(&data), &[]).to_toml_string().unwrap(),
+    )
+    .unwrap();
+    let parts = tmp.path().join("parts");
+    let out = flowrl()
+        .args(["train", "--config"])
+        .arg(&cfg_file)
+        .arg("--run-dir")
+        .arg(&parts)
+        .args(["--stop-at", "13"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped at step 13/24"));
+    assert_eq!(run_dir::checkpoint_steps(&parts).unwrap(), vec![10, 13]);
+    assert_eq!(run_dir::latest_step(&parts).unwrap(), 13);
+    let out = flowrl()
+        .args(["train", "--resume"])
+        .arg(&parts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("finished at step 24/24"));
+
+    for file in [run_dir::PARAMS_FILE, run_dir::OPTIMIZER_FILE] {
+        assert!(
+            checkpoint_bytes(&whole, 24, file) == checkpoint_bytes(&parts, 24, file),
+            "{file} differs between the resumed and the uninterrupted run"
+        );
+    }
+    assert_eq!(losses(&whole), losses(&parts));
+    let (w, p) = (
+        train::load(&whole, None).unwrap(),
+        train::load(&parts, None).unwrap(),
+    );
+    for id in w.agent.params().ids() {
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(
+            bits(w.agent.params().values(id)),
+            bits(p.agent.params().values(id))
+        );
+    }
+    // The resumed run logged the steps after the interruption to TensorBoard too.
+    let steps: Vec<u64> = read_scalars(&tb_dir(&parts))
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.tag == "train/loss")
+        .map(|s| s.step)
+        .collect();
+    assert_eq!(steps, vec![5, 10, 13, 15, 20, 24]);
+}
+
+#[test]
+fn tensorboard_scalars_read_back_with_the_warm_up_slope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = path_line(&pendulum_file(tmp.path()));
+    let dir = tmp.path().join("run");
+    run(config(&data, &["train.steps=20"]), &dir, None);
+    let scalars = read_scalars(&tb_dir(&dir)).unwrap();
+    let series = |tag: &str| -> Vec<(u64, f32)> {
+        scalars
+            .iter()
+            .filter(|s| s.tag == tag)
+            .map(|s| (s.step, s.value))
+            .collect()
+    };
+    // Learning rate: lr * step / warm-up until step 10, then lr.
+    assert_eq!(
+        series("train/lr"),
+        vec![(5, 5e-4), (10, 1e-3), (15, 1e-3), (20, 1e-3)]
+    );
+    // Loss: the mean of the per-step losses of each logging interval.
+    let log = train::read_train_log(&dir).unwrap();
+    let loss = series("train/loss");
+    assert_eq!(
+        loss.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![5, 10, 15, 20]
+    );
+    for (i, (_, value)) in loss.iter().enumerate() {
+        let mean = log[i * 5..(i + 1) * 5]
+            .iter()
+            .map(|r| f64::from(r.loss))
+            .sum::<f64>()
+            / 5.0;
+        assert_eq!(*value, mean as f32);
+    }
+    let norms = series("train/grad_norm");
+    assert_eq!(norms.len(), 4);
+    assert!(norms.iter().all(|(_, v)| v.is_finite() && *v > 0.0));
+    let rates = series("train/steps_per_s");
+    assert_eq!(rates.len(), 4);
+    assert!(rates.iter().all(|(_, v)| v.is_finite() && *v > 0.0));
+}
+
+#[test]
+fn loss_decreases_on_a_collected_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let cfg = config(
+        "env = \"Pendulum-v1\"\ntier = \"expert\"\nepisodes = 4\nseed = 5",
+        &[
+            "train.steps=150",
+            "train.batch=16",
+            "train.checkpoint_every=0",
+        ],
+    );
+    let out = run(cfg, &dir, None);
+    assert!(out.finished());
+    assert!(
+        dir.join(run_dir::COLLECTED_DATASET).is_file(),
+        "the collected dataset is kept with the run"
+    );
+    let log = train::read_train_log(&dir).unwrap();
+    let mean =
+        |r: &[train::StepRecord]| r.iter().map(|r| f64::from(r.loss)).sum::<f64>() / r.len() as f64;
+    let (first, last) = (mean(&log[..10]), mean(&log[log.len() - 20..]));
+    assert!(
+        last < 0.5 * first,
+        "loss should fall: first steps {first}, last steps {last}"
+    );
+    assert_eq!(run_dir::checkpoint_steps(&dir).unwrap(), vec![150]);
+}
+
+#[test]
+fn checkpoints_are_complete_and_damage_is_reported_with_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = path_line(&pendulum_file(tmp.path()));
+    let dir = tmp.path().join("run");
+    run(
+        config(&data, &["train.steps=12", "train.checkpoint_every=5"]),
+        &dir,
+        None,
+    );
+    assert_eq!(run_dir::checkpoint_steps(&dir).unwrap(), vec![5, 10, 12]);
+    for step in [5, 10, 12] {
+        let mut files: Vec<String> = std::fs::read_dir(run_dir::checkpoint_dir(&dir, step))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let mut want = run_dir::CHECKPOINT_FILES.map(String::from).to_vec();
+        want.sort();
+        assert_eq!(files, want, "checkpoint {step}");
+    }
+    let loaded = train::load(&dir, None).unwrap();
+    assert_eq!(loaded.step, 12);
+    assert_eq!(loaded.context(), 6);
+    assert_eq!(loaded.reward_scale(), 1000.0);
+    assert_eq!(loaded.preprocessing.env_id, "Pendulum-v1");
+    assert_eq!(loaded.preprocessing.max_episode_length, 200);
+    assert_eq!(loaded.preprocessing.normalisation.obs_mean.len(), 3);
+    assert_eq!(train::load(&dir, Some(5)).unwrap().state.step, 5);
+    let err = format!("{:#}", train::load(&dir, Some(7)).err().unwrap());
+    assert!(err.contains("no checkpoint at step 7"), "{err}");
+
+    let step10 = run_dir::checkpoint_dir(&dir, 10);
+    let params = step10.join(run_dir::PARAMS_FILE);
+    let bytes = std::fs::read(&params).unwrap();
+    std::fs::write(&params, &bytes[..bytes.len() / 2]).unwrap();
+    let err = format!("{:#}", train::load(&dir, Some(10)).err().unwrap());
+    assert!(
+        err.contains(&params.display().to_string()) && err.contains("corrupt"),
+        "{err}"
+    );
+
+    let state = step10.join(run_dir::STATE_FILE);
+    std::fs::write(&state, "{\"format\": 1, \"step\":").unwrap();
+    let err = format!("{:#}", train::load(&dir, Some(10)).err().unwrap());
+    assert!(err.contains(&state.display().to_string()), "{err}");
+
+    let norm = run_dir::checkpoint_dir(&dir, 5).join(run_dir::NORMALISATION_FILE);
+    std::fs::remove_file(&norm).unwrap();
+    let err = format!("{:#}", train::load(&dir, Some(5)).err().unwrap());
+    assert!(
+        err.contains("incomplete") && err.contains(run_dir::NORMALISATION_FILE),
+        "{err}"
+    );
+
+    let latest = run_dir::checkpoints(&dir).join(run_dir::LATEST_FILE);
+    std::fs::write(&latest, "step-12").unwrap();
+    let opt = run_dir::checkpoint_dir(&dir, 12).join(run_dir::OPTIMIZER_FILE);
+    std::fs::write(&opt, b"not safetensors").unwrap();
+    let err = format!(
+        "{:#}",
+        train::resume(&dir, &TrainOptions::default(), None)
+            .err()
+            .unwrap()
+    );
+    assert!(err.contains(&opt.display().to_string()), "{err}");
+}
+
+#[test]
+fn evaluation_hook_runs_on_schedule_and_is_logged_as_eval_scalars() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = path_line(&pendulum_file(tmp.path()));
+    let dir = tmp.path().join("run");
+    let cfg = config(
+        &data,
+        &["train.steps=12", "eval.every=5", "eval.episodes=1"],
+    );
+    let mut calls = Vec::new();
+    let mut hook = |step: u64,
+                    agent: &flowrl_agents::agent::Agent<f32, dfdx::prelude::Cpu>,
+                    prep: &train::Preprocessing| {
+        calls.push((step, agent.config().context, prep.env_id.clone()));
+        Ok(vec![("score".to_string(), step as f64 * 2.0)])
+    };
+    train::start(cfg, &dir, &TrainOptions::default(), Some(&mut hook)).unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            (5, 6, "Pendulum-v1".into()),
+            (10, 6, "Pendulum-v1".into()),
+            (12, 6, "Pendulum-v1".into())
+        ]
+    );
+    let eval: Vec<(u64, f32)> = read_scalars(&tb_dir(&dir))
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.tag == "eval/score")
+        .map(|s| (s.step, s.value))
+        .collect();
+    assert_eq!(eval, vec![(5, 10.0), (10, 20.0), (12, 24.0)]);
+}
+
+#[test]
+fn cli_reports_bad_configs_bad_overrides_and_bad_run_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stderr = |args: &[&str]| {
+        let out = flowrl().arg("train").args(args).output().unwrap();
+        assert!(!out.status.success(), "flowrl train {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "seed = 1\n[train]\nstep = 10\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    let err = stderr(&["--config", bad]);
+    assert!(
+        err.contains("train.step") && err.contains("bad.toml"),
+        "{err}"
+    );
+
+    let good = tmp.path().join("good.toml");
+    std::fs::write(&good, "[dataset]\npath = \"nowhere.safetensors\"\n").unwrap();
+    let good = good.to_str().unwrap();
+    let err = stderr(&["--config", good, "--set", "train.lr=-1"]);
+    assert!(err.contains("train.lr") && err.contains("> 0"), "{err}");
+    let err = stderr(&["--config", good, "--set", "agent.width"]);
+    assert!(err.contains("--set agent.width"), "{err}");
+    let err = stderr(&["--config", good, "--set", "agent.kind=gpt"]);
+    assert!(
+        err.contains("agent.kind") && err.contains("decision-flowformer"),
+        "{err}"
+    );
+    let run = tmp.path().join("run");
+    let err = stderr(&["--config", good, "--run-dir", run.to_str().unwrap()]);
+    assert!(err.contains("nowhere.safetensors"), "{err}");
+
+    let missing = tmp.path().join("missing");
+    let err = stderr(&["--resume", missing.to_str().unwrap()]);
+    assert!(
+        err.contains("not a run folder") && err.contains("missing"),
+        "{err}"
+    );
+    let err = stderr(&["--resume", run.to_str().unwrap()]);
+    assert!(err.contains("checkpoint"), "{err}");
+    std::fs::write(
+        run.join("config.toml"),
+        "[dataset]\npath = \"nowhere.safetensors\"\n",
+    )
+    .unwrap();
+    let err = stderr(&["--config", good, "--run-dir", run.to_str().unwrap()]);
+    assert!(
+        err.contains("already holds a run") && err.contains("--resume"),
+        "{err}"
+    );
+}

@@ -3,3 +3,5 @@
 pub mod attention;
 pub mod data;
 pub mod envs;
+pub mod memory;
+pub mod train;

@@ -19,6 +19,8 @@ enum Which {
     Envs(bench::envs::EnvsArgs),
     /// Dataset loading and training-window batch assembly.
     Data(bench::data::DataArgs),
+    /// Training-step time, its split and peak memory of the Decision-Flowformer and the softmax Decision Transformer.
+    Train(bench::train::TrainArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -27,5 +29,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Attention(a) => bench::attention::run(a),
         Which::Envs(a) => bench::envs::run(a),
         Which::Data(a) => bench::data::run(a),
+        Which::Train(a) => bench::train::run(a),
     }
 }

@@ -49,9 +49,10 @@ impl H5File {
             .at(path));
         }
         let file = File::open_streaming(path).map_err(|e| {
-            Problem::Truncated(format!(
-                "cannot read the HDF5 superblock or root group ({e})"
-            ))
+            Problem::Hdf5 {
+                object: "superblock".into(),
+                detail: format!("cannot read it, the file is corrupt ({e})"),
+            }
             .at(path)
         })?;
         let eof = file.superblock().eof_address;

@@ -8,11 +8,12 @@ use flowrl::cli;
 static PEAK_ALLOC: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
 
 /// flowrl: offline reinforcement learning with a linear-time Decision-Flowformer policy.
+/// Without a subcommand, runs the quickstart.
 #[derive(Parser)]
 #[command(name = "flowrl", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -25,13 +26,20 @@ enum Command {
     Dataset(cli::dataset::DatasetArgs),
     /// Train an agent from an experiment config, or resume a run.
     Train(cli::train::TrainArgs),
+    /// Evaluate a trained run: return-conditioned rollouts, table and JSON report.
+    Eval(cli::eval::EvalArgs),
+    /// Collect, train, evaluate and report with the embedded defaults (the default command).
+    Quickstart(flowrl::quickstart::QuickstartArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Bench(args) => cli::bench::run(args),
-        Command::Collect(args) => cli::collect::run(args),
-        Command::Dataset(args) => cli::dataset::run(args),
-        Command::Train(args) => cli::train::run(args),
+        None => flowrl::quickstart::run(flowrl::quickstart::QuickstartArgs::default()),
+        Some(Command::Quickstart(args)) => flowrl::quickstart::run(args),
+        Some(Command::Eval(args)) => cli::eval::run(args),
+        Some(Command::Bench(args)) => cli::bench::run(args),
+        Some(Command::Collect(args)) => cli::collect::run(args),
+        Some(Command::Dataset(args)) => cli::dataset::run(args),
+        Some(Command::Train(args)) => cli::train::run(args),
     }
 }

@@ -4,4 +4,5 @@ pub mod attention;
 pub mod data;
 pub mod envs;
 pub mod memory;
+pub mod rollout;
 pub mod train;

@@ -21,6 +21,8 @@ enum Which {
     Data(bench::data::DataArgs),
     /// Training-step time, its split and peak memory of the Decision-Flowformer and the softmax Decision Transformer.
     Train(bench::train::TrainArgs),
+    /// Per-step decision latency (window and episode modes) and lockstep rollout throughput.
+    Rollout(bench::rollout::RolloutArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -30,5 +32,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Envs(a) => bench::envs::run(a),
         Which::Data(a) => bench::data::run(a),
         Which::Train(a) => bench::train::run(a),
+        Which::Rollout(a) => bench::rollout::run(a),
     }
 }

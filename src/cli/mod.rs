@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod collect;
 pub mod dataset;
+pub mod eval;
 pub mod train;

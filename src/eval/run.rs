@@ -1,0 +1,89 @@
+//! Evaluating trained runs: the rollout plan of a run's config (with command-line
+//! overrides), the policy of a checkpoint, and the evaluation hook of training.
+
+use dfdx::prelude::Cpu;
+use flowrl_agents::acting::ContextMode;
+use flowrl_agents::agent::Agent;
+
+use super::{context_mode, evaluate, ActionChoice, EvalPlan, Policy, RolloutSettings};
+use crate::config::Config;
+use crate::train::{ActionScaling, Preprocessing};
+
+/// Values that replace the run config's `[eval]` section (`None`: the config's value).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvalOverrides {
+    /// Environment id.
+    pub env: Option<String>,
+    /// Target returns (unscaled).
+    pub targets: Option<Vec<f64>>,
+    /// Episodes per target.
+    pub episodes: Option<usize>,
+    /// Context mode.
+    pub context: Option<ContextMode>,
+    /// Evaluation seed.
+    pub seed: Option<u64>,
+    /// Discrete action choice (greedy by default).
+    pub choice: Option<ActionChoice>,
+}
+
+/// The rollout plan of a run: `[eval]` of its config (environment: `eval.env`, else the
+/// dataset's; targets: `eval.targets`, else the dataset's best return; context:
+/// `eval.context_mode`, else `agent.context_mode`), then the overrides. Episodes are at
+/// least 1 (a config with `eval.episodes = 0` evaluates one episode when asked).
+pub fn plan_for(config: &Config, pre: &Preprocessing, over: &EvalOverrides) -> EvalPlan {
+    let env_id = over
+        .env
+        .clone()
+        .or_else(|| config.eval.env.clone())
+        .unwrap_or_else(|| pre.env_id.clone());
+    let targets = over.targets.clone().unwrap_or_else(|| {
+        if config.eval.targets.is_empty() {
+            vec![pre.best_return]
+        } else {
+            config.eval.targets.clone()
+        }
+    });
+    let settings = RolloutSettings {
+        env_id,
+        episodes: over.episodes.unwrap_or(config.eval.episodes).max(1),
+        context: over
+            .context
+            .unwrap_or_else(|| context_mode(config.eval_context_mode())),
+        seed: over.seed.unwrap_or(config.eval.seed),
+        choice: over.choice.unwrap_or(ActionChoice::Greedy),
+        delayed_reward: pre.delayed_reward,
+        record_actions: false,
+    };
+    EvalPlan {
+        settings,
+        targets,
+        checkpoint_step: None,
+    }
+}
+
+/// The policy of a trained agent with its preprocessing.
+pub fn policy_of<'a>(agent: &'a Agent<f32, Cpu>, pre: &'a Preprocessing) -> Policy<'a> {
+    Policy {
+        agent,
+        norm: &pre.normalisation,
+        action_bounds: match &pre.actions {
+            ActionScaling::Continuous { low, high } => Some((low.as_slice(), high.as_slice())),
+            ActionScaling::Discrete { .. } => None,
+        },
+    }
+}
+
+/// The evaluation hook of training: every evaluation runs the plan of `config` (no
+/// overrides, no progress bar) and returns the report's scalars, which the trainer
+/// logs as `eval/<tag>`.
+pub fn training_hook(
+    config: &Config,
+) -> impl FnMut(u64, &Agent<f32, Cpu>, &Preprocessing) -> anyhow::Result<Vec<(String, f64)>> {
+    let config = config.clone();
+    move |step, agent, pre| {
+        let mut plan = plan_for(&config, pre, &EvalOverrides::default());
+        plan.checkpoint_step = Some(step);
+        let report = evaluate(&policy_of(agent, pre), &plan, false)?;
+        Ok(report.scalars())
+    }
+}

@@ -2,10 +2,12 @@
 //!
 //! Layers hold the [`ParamId`]s of their parameters; the values live in a
 //! [`ParamStore`] passed to `forward`. Rows are tokens: 3-D inputs `(B, L, W)` are
-//! flattened to `(B·L, W)` so that every linear map is one large gemm.
+//! flattened to `(B·L, W)` so that every linear map is one large gemm. Biases,
+//! activations, LayerNorm and dropout go through [`crate::kernels`] (fused on `Cpu`).
 
 use dfdx::prelude::*;
 
+use crate::kernels::{self, Activation};
 use crate::params::{Init, ParamError, ParamId, ParamStore};
 
 /// Row-major token matrix `(tokens, features)` with runtime sizes.
@@ -89,20 +91,47 @@ impl Linear {
         D: Device<E>,
         T: Tape<E, D>,
     {
-        let n = x.shape().0;
         assert_eq!(x.shape().1, self.inputs, "linear map: input width");
+        let y = self.product(store, x);
+        match self.bias {
+            Some(b) => kernels::bias_act(y, store.vector(b), Activation::Identity),
+            None => y,
+        }
+    }
+
+    /// `relu(x W + b)`: [`Linear::forward`] followed by [`relu`], fused with the bias on `Cpu`.
+    ///
+    /// # Panics
+    /// If `x` does not have `inputs` columns.
+    pub fn forward_relu<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor2<E, D, T>,
+    ) -> Tensor2<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+    {
+        assert_eq!(x.shape().1, self.inputs, "linear map: input width");
+        let y = self.product(store, x);
+        match self.bias {
+            Some(b) => kernels::bias_act(y, store.vector(b), Activation::Relu),
+            None => y.relu(),
+        }
+    }
+
+    /// `x W` without the bias: one gemm.
+    fn product<E, D, T>(&self, store: &ParamStore<E, D>, x: Tensor2<E, D, T>) -> Tensor2<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+    {
         let w = store.matrix(self.weight);
-        let y = match self.layout {
+        match self.layout {
             WeightLayout::OutIn => x.matmul(w.permute::<_, Axes2<1, 0>>()),
             WeightLayout::InOut => x.matmul(w),
-        };
-        match self.bias {
-            Some(b) => {
-                y + store
-                    .vector(b)
-                    .broadcast_like::<_, Axis<0>>(&(n, self.outputs))
-            }
-            None => y,
         }
     }
 
@@ -169,13 +198,13 @@ impl LayerNorm {
         D: Device<E>,
         T: Tape<E, D>,
     {
-        let shape = *x.shape();
-        assert_eq!(shape.1, self.width, "LayerNorm: input width");
-        x.normalize::<Axis<1>>(self.eps)
-            * store
-                .vector(self.weight)
-                .broadcast_like::<_, Axis<0>>(&shape)
-            + store.vector(self.bias).broadcast_like::<_, Axis<0>>(&shape)
+        assert_eq!(x.shape().1, self.width, "LayerNorm: input width");
+        kernels::layer_norm(
+            x,
+            store.vector(self.weight),
+            store.vector(self.bias),
+            self.eps,
+        )
     }
 
     /// `(B, L, width) -> (B, L, width)`.
@@ -205,14 +234,36 @@ pub fn relu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
 /// Inverted dropout with probability `p` when `train` is true (kept values scaled by
 /// `1 / (1 - p)`), the identity otherwise or when `p == 0`. The mask comes from the
 /// device's seeded random stream, so a device seeded alike drops alike.
-pub fn dropout<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
-    x: Tensor<S, E, D, T>,
-    p: f64,
-    train: bool,
-) -> Tensor<S, E, D, T> {
+pub fn dropout<S, E, D, T>(x: Tensor<S, E, D, T>, p: f64, train: bool) -> Tensor<S, E, D, T>
+where
+    S: Shape,
+    E: Dtype + num_traits::Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
     if train && p > 0.0 {
-        x.dropout(p)
+        kernels::dropout(x, p)
     } else {
         x
     }
+}
+
+/// A residual connection after a dropped sub-layer: `dropout(x, p, train) + residual`
+/// (the same mask as [`dropout`]), fused into one pass on `Cpu`.
+///
+/// # Panics
+/// If the shapes differ.
+pub fn dropout_add<S, E, D, T>(
+    x: Tensor<S, E, D, T>,
+    residual: Tensor<S, E, D, T>,
+    p: f64,
+    train: bool,
+) -> Tensor<S, E, D, T>
+where
+    S: Shape,
+    E: Dtype + num_traits::Float,
+    D: Device<E>,
+    T: Tape<E, D> + Merge<T>,
+{
+    kernels::dropout_add(x, residual, if train { p } else { 0.0 })
 }

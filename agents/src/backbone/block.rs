@@ -4,7 +4,7 @@ use dfdx::prelude::*;
 
 use super::{join, BackboneConfig};
 use crate::attention::{causal_flow, causal_softmax, AttentionDevice, AttentionKind, Tensor4};
-use crate::layers::{dropout, relu, LayerNorm, Linear, Tensor2, WeightLayout};
+use crate::layers::{dropout_add, LayerNorm, Linear, Tensor2, WeightLayout};
 use crate::params::{Init, ParamError, ParamStore};
 
 /// GPT-2's initialisation of linear weights: N(0, 0.02²).
@@ -111,12 +111,10 @@ impl Block {
         let o = o
             .permute::<_, Axes4<0, 2, 1, 3>>()
             .reshape_like(&(n, cfg.width));
-        let o = dropout(self.out.forward(store, o), cfg.dropout, train);
-        let x = o + x;
+        let x = dropout_add(self.out.forward(store, o), x, cfg.dropout, train);
 
         let m = self.ln_2.forward(store, x.with_empty_tape());
-        let m = relu(self.c_fc.forward(store, m));
-        let m = dropout(self.c_proj.forward(store, m), cfg.dropout, train);
-        m + x
+        let m = self.c_fc.forward_relu(store, m);
+        dropout_add(self.c_proj.forward(store, m), x, cfg.dropout, train)
     }
 }

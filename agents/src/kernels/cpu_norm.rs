@@ -1,0 +1,122 @@
+//! Fused LayerNorm on the CPU: one pass over each row forward, one backward, rows in
+//! parallel. Saves the row means and inverse deviations; the backward pass re-reads the
+//! input.
+
+use dfdx::prelude::*;
+use num_traits::Float;
+use rayon::prelude::*;
+
+use super::{cast, read, rows_per_task, CpuBackward, Tensor1, Tensor2};
+
+/// Forward pass; the backward pass when `trace`.
+pub(super) fn layer_norm<E: Dtype + Float>(
+    x: Tensor2<E, Cpu>,
+    weight: Tensor1<E, Cpu>,
+    bias: Tensor1<E, Cpu>,
+    eps: f64,
+    trace: bool,
+) -> (Tensor2<E, Cpu>, Option<CpuBackward<E>>) {
+    let (n, w) = *x.shape();
+    let (xs, gs, bs) = (read(&x), read(&weight), read(&bias));
+    let eps: E = cast(eps);
+    let inv_w: E = cast(1.0 / w as f64);
+    let width: E = cast(w as f64);
+    let mut out = vec![E::zero(); n * w];
+    // (mean, 1 / sqrt(var + eps)) per row.
+    let mut stats = vec![(E::zero(), E::zero()); n];
+    let rows = rows_per_task(w);
+    if w > 0 {
+        out.par_chunks_mut(rows * w)
+            .zip(xs.par_chunks(rows * w))
+            .zip(stats.par_chunks_mut(rows))
+            .for_each(|((out, xs), stats)| {
+                for ((o, x), s) in out
+                    .chunks_exact_mut(w)
+                    .zip(xs.chunks_exact(w))
+                    .zip(stats.iter_mut())
+                {
+                    let mean = x.iter().fold(E::zero(), |a, &v| a + v) / width;
+                    let var = x
+                        .iter()
+                        .fold(E::zero(), |a, &v| a + (v - mean) * (v - mean))
+                        / width;
+                    let std = (var + eps).sqrt();
+                    for (((o, &v), &g), &b) in o.iter_mut().zip(x).zip(&gs).zip(&bs) {
+                        *o = (v - mean) / std * g + b;
+                    }
+                    *s = (mean, E::one() / std);
+                }
+            });
+    }
+    let out = x.device().tensor_from_vec(out, (n, w));
+    if !trace {
+        return (out, None);
+    }
+    drop(xs);
+    let (x_ghost, w_ghost, b_ghost, out_ghost) =
+        (x.ghost(), weight.ghost(), bias.ghost(), out.ghost());
+    let backward = move |grads: &mut Gradients<E, Cpu>| -> Result<(), CpuError> {
+        grads.try_alloc_for(&x_ghost)?;
+        grads.try_alloc_for(&out_ghost)?;
+        grads.try_alloc_for(&w_ghost)?;
+        grads.try_alloc_for(&b_ghost)?;
+        let xs = read(&x);
+        let mut dx = vec![E::zero(); n * w];
+        let partial: Vec<(Vec<E>, Vec<E>)> = {
+            let dy: &[E] = grads.get_or_alloc_mut(&out_ghost)?;
+            if w == 0 {
+                Vec::new()
+            } else {
+                dx.par_chunks_mut(rows * w)
+                    .zip(xs.par_chunks(rows * w))
+                    .zip(dy.par_chunks(rows * w))
+                    .zip(stats.par_chunks(rows))
+                    .map(|(((dx, xs), dy), stats)| {
+                        let (mut dg, mut db) = (vec![E::zero(); w], vec![E::zero(); w]);
+                        let rows = dx
+                            .chunks_exact_mut(w)
+                            .zip(xs.chunks_exact(w))
+                            .zip(dy.chunks_exact(w));
+                        for (((dx, x), dy), &(mean, rstd)) in rows.zip(stats) {
+                            // c1 = mean(dy g), c2 = mean(dy g xhat).
+                            let (mut c1, mut c2) = (E::zero(), E::zero());
+                            for (i, (&v, &d)) in x.iter().zip(dy).enumerate() {
+                                let xhat = (v - mean) * rstd;
+                                let dxhat = d * gs[i];
+                                c1 = c1 + dxhat;
+                                c2 = c2 + dxhat * xhat;
+                                dg[i] = dg[i] + d * xhat;
+                                db[i] = db[i] + d;
+                            }
+                            let (c1, c2) = (c1 * inv_w, c2 * inv_w);
+                            for (i, (o, (&v, &d))) in
+                                dx.iter_mut().zip(x.iter().zip(dy)).enumerate()
+                            {
+                                let xhat = (v - mean) * rstd;
+                                *o = rstd * (d * gs[i] - c1 - xhat * c2);
+                            }
+                        }
+                        (dg, db)
+                    })
+                    .collect()
+            }
+        };
+        for (g, &d) in grads.get_or_alloc_mut(&x_ghost)?.iter_mut().zip(&dx) {
+            *g = *g + d;
+        }
+        let gw = grads.get_or_alloc_mut(&w_ghost)?;
+        for (dg, _) in &partial {
+            for (g, &d) in gw.iter_mut().zip(dg) {
+                *g = *g + d;
+            }
+        }
+        let gb = grads.get_or_alloc_mut(&b_ghost)?;
+        for (_, db) in &partial {
+            for (g, &d) in gb.iter_mut().zip(db) {
+                *g = *g + d;
+            }
+        }
+        Ok(())
+    };
+    (out, Some(Box::new(backward)))
+}

@@ -1,0 +1,209 @@
+//! Fused kernels for the layers' hot paths: LayerNorm, bias plus activation, dropout
+//! and dropout plus residual, each with a hand-derived backward pass.
+//!
+//! dfdx's composed elementwise ops are single-threaded, allocate a tensor per op and
+//! keep every intermediate until the backward pass ends. On `Cpu` these functions run
+//! one fused pass per direction instead (rows in parallel with rayon where it pays) and
+//! save only what the backward pass needs; on every other device (`Cuda`) they run the
+//! device-generic compositions of stock ops in [`composed`]. Both paths record on the
+//! usual dfdx tapes and compute the same function.
+//!
+//! The layer APIs are generic over any `D: Device<E>`, so the device is recognised at
+//! run time (`TypeId`) rather than through an extra trait bound that every caller would
+//! have to carry; the `Cpu` kernels then work on the same tensors and gradients, seen
+//! with their concrete type.
+
+pub mod composed;
+mod cpu_norm;
+mod cpu_pointwise;
+
+use std::any::{Any, TypeId};
+
+use dfdx::prelude::*;
+use num_traits::Float;
+
+/// Row-major token matrix `(rows, features)` with runtime sizes.
+pub type Tensor2<E, D, T = NoneTape> = Tensor<(usize, usize), E, D, T>;
+/// A runtime-length vector (biases, LayerNorm scale and shift).
+pub type Tensor1<E, D> = Tensor<(usize,), E, D>;
+
+/// The activation applied after a bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// None: `y + b`.
+    Identity,
+    /// `max(y + b, 0)`.
+    Relu,
+}
+
+/// The backward pass of a fused `Cpu` op.
+type CpuBackward<E> = Box<dyn FnOnce(&mut Gradients<E, Cpu>) -> Result<(), CpuError>>;
+
+/// Whether `D` is dfdx's `Cpu` (the fused kernels run there).
+fn on_cpu<E: Dtype, D: Device<E>>() -> bool {
+    TypeId::of::<D>() == TypeId::of::<Cpu>()
+}
+
+/// Moves a value to the type it already is, spelled differently (`Tensor<S, E, D>` with
+/// `D = Cpu` seen as `Tensor<S, E, Cpu>` and back).
+///
+/// # Panics
+/// If `A` and `B` differ: callers check [`on_cpu`] first.
+fn same<A: 'static, B: 'static>(a: A) -> B {
+    let mut slot = Some(a);
+    match (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<B>>()
+        .and_then(Option::take)
+    {
+        Some(b) => b,
+        None => panic!(
+            "kernel dispatch: {} is not {}",
+            std::any::type_name::<A>(),
+            std::any::type_name::<B>()
+        ),
+    }
+}
+
+/// Records a `Cpu` backward pass on a tape of device `D` (which is `Cpu`).
+fn record<E, D, T>(tape: &mut T, backward: Option<CpuBackward<E>>)
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    if let Some(backward) = backward {
+        tape.add_backward_op(move |grads: &mut Gradients<E, D>| {
+            let Some(grads) = (grads as &mut dyn Any).downcast_mut::<Gradients<E, Cpu>>() else {
+                panic!("kernel dispatch: a Cpu backward pass recorded on another device");
+            };
+            // The Cpu kernels fail only when an allocation does, where dfdx's own ops panic too.
+            backward(grads).unwrap_or_else(|e| panic!("fused Cpu kernel, backward pass: {e}"));
+            Ok(())
+        });
+    }
+}
+
+/// LayerNorm over the rows of `x (N, W)`: `(x - mean) / sqrt(var + eps) * weight + bias`
+/// with the biased variance (as PyTorch); `weight` and `bias` are `(W,)`.
+///
+/// # Panics
+/// If `weight` or `bias` do not have `W` entries.
+pub fn layer_norm<E, D, T>(
+    x: Tensor2<E, D, T>,
+    weight: Tensor1<E, D>,
+    bias: Tensor1<E, D>,
+    eps: f64,
+) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let w = x.shape().1;
+    assert_eq!(weight.shape().0, w, "layer_norm: weight width");
+    assert_eq!(bias.shape().0, w, "layer_norm: bias width");
+    if !on_cpu::<E, D>() {
+        return composed::layer_norm(x, weight, bias, eps);
+    }
+    let (x, mut tape) = x.contiguous().split_tape();
+    let (out, backward) =
+        cpu_norm::layer_norm(same(x), same(weight), same(bias), eps, T::OWNS_TAPE);
+    record::<E, D, T>(&mut tape, backward);
+    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
+}
+
+/// `act(y + bias)` over the rows of `y (N, O)` with `bias (O,)`: a linear map's bias and
+/// the activation after it.
+///
+/// # Panics
+/// If `bias` does not have `O` entries.
+pub fn bias_act<E, D, T>(
+    y: Tensor2<E, D, T>,
+    bias: Tensor1<E, D>,
+    act: Activation,
+) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    assert_eq!(bias.shape().0, y.shape().1, "bias_act: bias width");
+    if !on_cpu::<E, D>() {
+        return composed::bias_act(y, bias, act);
+    }
+    let (y, mut tape) = y.contiguous().split_tape();
+    let (out, backward) = cpu_pointwise::bias_act(same(y), same(bias), act, T::OWNS_TAPE);
+    record::<E, D, T>(&mut tape, backward);
+    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
+}
+
+/// Inverted dropout that always drops (the caller gates it on training): each value is
+/// zeroed with probability `p` and the others are divided by `1 - p`. The mask comes
+/// from the device's seeded stream exactly as dfdx's `dropout` draws it, so both paths
+/// drop the same values.
+pub fn dropout<S, E, D, T>(x: Tensor<S, E, D, T>, p: f64) -> Tensor<S, E, D, T>
+where
+    S: Shape,
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    if !on_cpu::<E, D>() {
+        return x.dropout(p);
+    }
+    let (x, mut tape) = x.contiguous().split_tape();
+    let (out, backward) = cpu_pointwise::dropout_add(same(x), None, p, T::OWNS_TAPE);
+    record::<E, D, T>(&mut tape, backward);
+    same::<Tensor<S, E, Cpu>, Tensor<S, E, D>>(out).put_tape(tape)
+}
+
+/// `dropout(x, p) + residual` when `p > 0` (the same mask as [`dropout`]), `x + residual`
+/// when `p == 0`: a residual connection after a dropped sub-layer.
+///
+/// # Panics
+/// If the shapes differ.
+pub fn dropout_add<S, E, D, T>(
+    x: Tensor<S, E, D, T>,
+    residual: Tensor<S, E, D, T>,
+    p: f64,
+) -> Tensor<S, E, D, T>
+where
+    S: Shape,
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D> + Merge<T>,
+{
+    assert_eq!(
+        x.shape().concrete(),
+        residual.shape().concrete(),
+        "dropout_add: shapes"
+    );
+    if !on_cpu::<E, D>() {
+        return composed::dropout_add(x, residual, p);
+    }
+    let (x, tape_x) = x.contiguous().split_tape();
+    let (r, tape_r) = residual.contiguous().split_tape();
+    let mut tape = tape_x.merge(tape_r);
+    let (out, backward) = cpu_pointwise::dropout_add(same(x), Some(same(r)), p, T::OWNS_TAPE);
+    record::<E, D, T>(&mut tape, backward);
+    same::<Tensor<S, E, Cpu>, Tensor<S, E, D>>(out).put_tape(tape)
+}
+
+/// The data of a contiguous `Cpu` tensor (a copy: dfdx has no borrowed view). Callers
+/// make inputs contiguous first (on the tape, so gradients reach the original).
+fn read<S: Shape, E: Dtype>(t: &Tensor<S, E, Cpu>) -> Vec<E> {
+    let mut buf = vec![E::default(); t.shape().num_elements()];
+    t.copy_into(&mut buf);
+    buf
+}
+
+/// Rows per rayon task for rows of `width` values: about 16k values per task, so that
+/// small inputs stay on one thread.
+fn rows_per_task(width: usize) -> usize {
+    (16_384 / width.max(1)).max(1)
+}
+
+/// Converts an `f64` constant to the element type.
+fn cast<E: Float>(x: f64) -> E {
+    E::from(x).unwrap_or_else(E::nan)
+}

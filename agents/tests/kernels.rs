@@ -1,0 +1,200 @@
+//! The fused `Cpu` kernels against their compositions of stock dfdx ops (the `Cuda`
+//! path): forward values and every gradient, in f64 and f32, on traced and untraced
+//! inputs, including a strided (permuted) input.
+
+use dfdx::prelude::*;
+use flowrl_agents::kernels::{self, composed, Activation, Tensor1, Tensor2};
+
+/// Max absolute difference relative to `1 + max |b|`.
+fn rel_err<E: num_traits::Float>(a: &[E], b: &[E]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    let scale = 1.0
+        + b.iter()
+            .map(|v| v.to_f64().unwrap_or(f64::NAN).abs())
+            .fold(0.0, f64::max);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x.to_f64().unwrap_or(f64::NAN) - y.to_f64().unwrap_or(f64::NAN)).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+/// Random test inputs of one element type on one device.
+struct Inputs<E: Dtype> {
+    x: Tensor2<E, Cpu>,
+    r: Tensor2<E, Cpu>,
+    weight: Tensor1<E, Cpu>,
+    bias: Tensor1<E, Cpu>,
+    /// Weights of the scalar loss `sum(out * probe)`.
+    probe: Tensor2<E, Cpu>,
+}
+
+fn inputs<E>(n: usize, w: usize, seed: u64) -> Inputs<E>
+where
+    E: Dtype + num_traits::Float,
+    Cpu: Device<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let dev = Cpu::seed_from_u64(seed);
+    let x: Tensor2<E, Cpu> = dev.sample_normal_like(&(n, w));
+    // Shift and scale rows apart so the LayerNorm statistics vary.
+    let shift: Tensor2<E, Cpu> = dev.sample_normal_like(&(n, w));
+    let x = x + shift * E::from(3.0).unwrap_or_else(E::one);
+    Inputs {
+        r: dev.sample_normal_like(&(n, w)),
+        weight: dev.sample_normal_like(&(w,)),
+        bias: dev.sample_normal_like(&(w,)),
+        probe: dev.sample_normal_like(&(n, w)),
+        x,
+    }
+}
+
+/// Which kernel a case runs.
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    LayerNorm,
+    Bias(Activation),
+    DropoutAdd(f64),
+    Dropout(f64),
+}
+
+/// Forward values and the gradients of `sum(out * probe)` with respect to x, r, weight
+/// and bias (zeros where the kernel does not use them), for the fused or composed path.
+/// The device is reseeded so that both paths draw the same dropout masks.
+fn run<E>(inp: &Inputs<E>, kernel: Kernel, fused: bool) -> (Vec<E>, [Vec<E>; 4])
+where
+    E: Dtype + num_traits::Float,
+    Cpu: Device<E>,
+{
+    let dev = Cpu::seed_from_u64(99);
+    let take = |t: &Tensor2<E, Cpu>| dev.tensor_from_vec(t.as_vec(), *t.shape());
+    let (x, r) = (take(&inp.x), take(&inp.r));
+    let w = dev.tensor_from_vec(inp.weight.as_vec(), *inp.weight.shape());
+    let b = dev.tensor_from_vec(inp.bias.as_vec(), *inp.bias.shape());
+    let (xt, rt) = (x.leaky_trace(), r.leaky_trace());
+    let out: Tensor2<E, Cpu, OwnedTape<E, Cpu>> = match (kernel, fused) {
+        (Kernel::LayerNorm, true) => kernels::layer_norm(xt, w.clone(), b.clone(), 1e-5),
+        (Kernel::LayerNorm, false) => composed::layer_norm(xt, w.clone(), b.clone(), 1e-5),
+        (Kernel::Bias(a), true) => kernels::bias_act(xt, b.clone(), a),
+        (Kernel::Bias(a), false) => composed::bias_act(xt, b.clone(), a),
+        (Kernel::DropoutAdd(p), true) => kernels::dropout_add(xt, rt, p),
+        (Kernel::DropoutAdd(p), false) => composed::dropout_add(xt, rt, p),
+        (Kernel::Dropout(p), true) => kernels::dropout(xt, p),
+        (Kernel::Dropout(p), false) => xt.dropout(p),
+    };
+    let values = out.as_vec();
+    let mut grads = (out * take(&inp.probe)).sum::<Rank0, _>().backward();
+    let gx = grad_of(&mut grads, &x);
+    let gr = grad_of(&mut grads, &r);
+    let gw = grad_of(&mut grads, &w);
+    let gb = grad_of(&mut grads, &b);
+    (values, [gx, gr, gw, gb])
+}
+
+/// The gradient of `t` (zeros when the loss does not reach it).
+fn grad_of<S: Shape, E>(grads: &mut Gradients<E, Cpu>, t: &Tensor<S, E, Cpu>) -> Vec<E>
+where
+    E: Dtype,
+    Cpu: Device<E>,
+{
+    grads
+        .try_alloc_for(t)
+        .unwrap_or_else(|e| panic!("allocating a gradient: {e}"));
+    grads.get(t).as_vec()
+}
+
+/// Fused and composed paths agree within `tol` on values and on all four gradients.
+fn check<E>(kernel: Kernel, n: usize, w: usize, tol: f64)
+where
+    E: Dtype + num_traits::Float,
+    Cpu: Device<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let inp = inputs::<E>(n, w, 5);
+    let (fv, fg) = run(&inp, kernel, true);
+    let (cv, cg) = run(&inp, kernel, false);
+    let e = rel_err(&fv, &cv);
+    assert!(e <= tol, "{kernel:?} ({n}x{w}): forward error {e:e}");
+    for (name, (f, c)) in ["x", "residual", "weight", "bias"]
+        .iter()
+        .zip(fg.iter().zip(&cg))
+    {
+        let e = rel_err(f, c);
+        assert!(e <= tol, "{kernel:?} ({n}x{w}): d{name} error {e:e}");
+    }
+}
+
+const KERNELS: [Kernel; 6] = [
+    Kernel::LayerNorm,
+    Kernel::Bias(Activation::Identity),
+    Kernel::Bias(Activation::Relu),
+    Kernel::DropoutAdd(0.0),
+    Kernel::DropoutAdd(0.3),
+    Kernel::Dropout(0.1),
+];
+
+#[test]
+fn fused_kernels_match_composed_ops_in_f64() {
+    // 700 rows of 48: several rayon tasks; 3 rows of 5: one task.
+    for kernel in KERNELS {
+        check::<f64>(kernel, 700, 48, 1e-12);
+        check::<f64>(kernel, 3, 5, 1e-12);
+    }
+}
+
+#[test]
+fn fused_kernels_match_composed_ops_in_f32() {
+    for kernel in KERNELS {
+        check::<f32>(kernel, 700, 48, 1e-5);
+        check::<f32>(kernel, 3, 5, 1e-5);
+    }
+}
+
+#[test]
+fn dropout_masks_equal_dfdx_dropout_bit_for_bit() {
+    let inp = inputs::<f64>(64, 32, 1);
+    for p in [0.1, 0.5] {
+        let (fv, fg) = run(&inp, Kernel::Dropout(p), true);
+        let (cv, cg) = run(&inp, Kernel::Dropout(p), false);
+        assert_eq!(fv, cv, "p {p}: values");
+        assert_eq!(fg[0], cg[0], "p {p}: gradient");
+        let dropped = fv.iter().filter(|&&v| v == 0.0).count() as f64 / fv.len() as f64;
+        assert!((dropped - p).abs() < 0.05, "p {p}: dropped {dropped}");
+    }
+}
+
+#[test]
+fn untraced_inputs_give_the_traced_values() {
+    let inp = inputs::<f64>(10, 7, 2);
+    let traced = run(&inp, Kernel::LayerNorm, true).0;
+    let plain = kernels::layer_norm(inp.x.clone(), inp.weight.clone(), inp.bias.clone(), 1e-5);
+    assert_eq!(plain.as_vec(), traced);
+    let biased = kernels::bias_act(inp.x.clone(), inp.bias.clone(), Activation::Relu).as_vec();
+    let want = composed::bias_act(inp.x.clone(), inp.bias.clone(), Activation::Relu).as_vec();
+    assert!(rel_err(&biased, &want) <= 1e-15);
+    assert!(biased.iter().all(|&v| v >= 0.0));
+}
+
+#[test]
+fn strided_inputs_are_read_in_logical_order_and_get_their_gradients() {
+    let dev = Cpu::seed_from_u64(3);
+    let base: Tensor2<f64, Cpu> = dev.sample_normal_like(&(6, 4));
+    let w: Tensor1<f64, Cpu> = dev.sample_normal_like(&(6,));
+    let b: Tensor1<f64, Cpu> = dev.sample_normal_like(&(6,));
+    let probe: Tensor2<f64, Cpu> = dev.sample_normal_like(&(4, 6));
+    let mut results = Vec::new();
+    for fused in [true, false] {
+        let xt = base.leaky_trace().permute::<_, Axes2<1, 0>>();
+        let out = if fused {
+            kernels::layer_norm(xt, w.clone(), b.clone(), 1e-5)
+        } else {
+            composed::layer_norm(xt, w.clone(), b.clone(), 1e-5)
+        };
+        let values = out.as_vec();
+        let grads = (out * probe.clone()).sum::<Rank0, _>().backward();
+        results.push((values, grads.get(&base).as_vec()));
+    }
+    assert!(rel_err(&results[0].0, &results[1].0) <= 1e-12);
+    assert!(rel_err(&results[0].1, &results[1].1) <= 1e-12);
+    assert!(results[0].1.iter().any(|&g| g != 0.0));
+}

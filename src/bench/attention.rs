@@ -42,7 +42,7 @@ pub struct AttentionArgs {
     /// Positions at which the step-by-step cost per token is measured.
     #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 10000, 50000])]
     pub step_positions: Vec<usize>,
-    /// Tokens per timed window at each of those positions (the fastest of 5 windows is reported).
+    /// Tokens per timed window at each of those positions (the fastest of 10 windows is reported).
     #[arg(long, default_value_t = 200)]
     pub step_window: usize,
 }
@@ -342,13 +342,14 @@ fn print_scaling(rows: &[Row]) {
 }
 
 /// Timed windows of `--step-window` tokens at each position (the fastest is reported).
-const STEP_WINDOWS: usize = 5;
+const STEP_WINDOWS: usize = 10;
 
 /// Microseconds per token of the step-by-step state at each requested position, for the
 /// device path (Cpu: fused) and the composed ops.
 fn step_costs(args: &AttentionArgs) -> anyhow::Result<Vec<(usize, f64, f64)>> {
     let mut positions = args.step_positions.clone();
     positions.sort_unstable();
+    positions.dedup();
     let window = args.step_window.max(1);
     let Some(&last) = positions.last() else {
         return Ok(Vec::new());
@@ -366,48 +367,36 @@ fn step_costs(args: &AttentionArgs) -> anyhow::Result<Vec<(usize, f64, f64)>> {
         .collect();
     let mut fused = FlowState::<f32, Cpu>::new(&dev, b, h, d, d, FlowConfig::rl());
     let mut composed = fused.clone();
-    let bar = crate::progress::bar((last + STEP_WINDOWS * window) as u64, "tokens");
+    let bar = crate::progress::bar(last as u64, "tokens");
+    // Each window starts from a copy of the state at the target position, so every
+    // window measures that position; the fastest drops windows another process preempted.
+    let time = |state: &FlowState<f32, Cpu>, generic: bool| {
+        let mut best = f64::INFINITY;
+        for w in 0..STEP_WINDOWS {
+            let mut state = state.clone();
+            let start = Instant::now();
+            for i in 0..window {
+                let [q, k, v] = pool[(w * window + i) % pool.len()].clone();
+                let out = if generic {
+                    state.step_composed(q, k, v)
+                } else {
+                    state.step(q, k, v)
+                };
+                std::hint::black_box(out);
+            }
+            best = best.min(start.elapsed().as_secs_f64() * 1e6 / window as f64);
+        }
+        best
+    };
     let mut costs = Vec::new();
-    let mut next = positions.iter().peekable();
-    let mut pos = 0;
-    while let Some(&&target) = next.peek() {
-        // Advance both states to the target position, then time `window` tokens each.
-        while pos < target {
-            let [q, k, v] = pool[pos % pool.len()].clone();
+    for target in positions {
+        while fused.position() < target {
+            let [q, k, v] = pool[fused.position() % pool.len()].clone();
             fused.step(q.clone(), k.clone(), v.clone());
             composed.step_composed(q, k, v);
-            pos += 1;
             bar.inc(1);
         }
-        // The fastest of a few windows: a window that another process preempted is dropped.
-        let time = |state: &mut FlowState<f32, Cpu>, generic: bool| {
-            let mut best = f64::INFINITY;
-            for w in 0..STEP_WINDOWS {
-                let start = Instant::now();
-                for i in 0..window {
-                    let [q, k, v] = pool[(pos + w * window + i) % pool.len()].clone();
-                    let out = if generic {
-                        state.step_composed(q, k, v)
-                    } else {
-                        state.step(q, k, v)
-                    };
-                    std::hint::black_box(out);
-                }
-                best = best.min(start.elapsed().as_secs_f64() * 1e6 / window as f64);
-            }
-            best
-        };
-        let fused_us = time(&mut fused, false);
-        let composed_us = time(&mut composed, true);
-        if fused.position() != composed.position() {
-            bail!("step states diverged in position");
-        }
-        pos += STEP_WINDOWS * window;
-        bar.inc((STEP_WINDOWS * window) as u64);
-        costs.push((target, fused_us, composed_us));
-        while next.peek().is_some_and(|&&p| p < pos) {
-            next.next();
-        }
+        costs.push((target, time(&fused, false), time(&composed, true)));
     }
     bar.finish_and_clear();
     Ok(costs)

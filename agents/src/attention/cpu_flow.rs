@@ -2,15 +2,16 @@
 //! parallel with rayon), O(L D M) time and O(L (D + M)) memory, with a hand-derived
 //! backward pass registered on the dfdx tape.
 //!
-//! The forward pass keeps nothing but the inputs. The backward pass recomputes: a
+//! The forward pass keeps only the feature-mapped inputs (`sigmoid(q)`, `sigmoid(k)`, `v`).
+//! The backward pass recomputes: a
 //! forward sweep rebuilds the `D x M` state to get `dQ += S_i dr_i` and the row products
 //! `dout_i . (Q_i^T S_i)`, saving the running sums every [`CHECKPOINT`] positions; a
 //! reverse sweep then walks the chunks from the end, recomputes each chunk's prefix sums
 //! from its checkpoint and accumulates the adjoints of the prefix sums in reverse.
 
 use super::recurrence::{
-    accumulate, advance, axpy, dot, forward_token, readout, sigmoid_into, sums_len, Consts, Real,
-    Token,
+    accumulate, advance, axpy, dot, forward_token, readout, sigmoid_in_place, sigmoid_into,
+    sums_len, Consts, Real, Token,
 };
 use super::{cast, cpu_data as read, FlowConfig, FlowSums, Tensor3, Tensor4};
 use dfdx::prelude::*;
@@ -34,25 +35,24 @@ struct Dims {
     m: usize,
 }
 
-/// Forward pass of one head: `q, k (L,D)`, `v (L,M)` -> `out (L,M)`.
+/// Forward pass of one head: feature-mapped `qf = sigmoid(q)`, `kf = sigmoid(k)` `(L,D)`
+/// and `v (L,M)` -> `out (L,M)`.
 #[inline(always)]
-fn forward_head<F: Real>(q: &[F], k: &[F], v: &[F], out: &mut [F], dims: Dims, c: Consts<F>) {
+fn forward_head<F: Real>(qf: &[F], kf: &[F], v: &[F], out: &mut [F], dims: Dims, c: Consts<F>) {
     let Dims { d, m, .. } = dims;
     let mut sums = vec![F::zero(); sums_len(d)];
     let mut kv = vec![F::zero(); d * m];
-    let (mut qf, mut kf, mut w) = (vec![F::zero(); d], vec![F::zero(); d], vec![F::zero(); m]);
-    let rows = q
+    let mut w = vec![F::zero(); m];
+    let rows = qf
         .chunks_exact(d)
-        .zip(k.chunks_exact(d))
+        .zip(kf.chunks_exact(d))
         .zip(v.chunks_exact(m));
     for (i, (((qi, ki), vi), oi)) in rows.zip(out.chunks_exact_mut(m)).enumerate() {
-        sigmoid_into(qi, &mut qf);
-        sigmoid_into(ki, &mut kf);
         forward_token(
             &mut sums,
             &mut kv,
-            &qf,
-            &kf,
+            qi,
+            ki,
             vi,
             cast(i as f64 + 1.0),
             c,
@@ -83,8 +83,8 @@ struct Reverse<F> {
 /// Backward pass of one head; writes (overwrites) `grads`.
 #[inline(always)]
 fn backward_head<F: Real>(
-    q: &[F],
-    k: &[F],
+    qf: &[F],
+    kf: &[F],
     v: &[F],
     dout: &[F],
     grads: HeadGrads<F>,
@@ -93,7 +93,6 @@ fn backward_head<F: Real>(
 ) {
     let Dims { l, d, m } = dims;
     let width = sums_len(d);
-    let (mut qf, mut kf) = (vec![F::zero(); d], vec![F::zero(); d]);
     let (mut w, mut r, mut dr) = (vec![F::zero(); m], vec![F::zero(); m], vec![F::zero(); m]);
 
     // Forward sweep: checkpoints, row products and the state term of dQ.
@@ -105,11 +104,10 @@ fn backward_head<F: Real>(
         if i % CHECKPOINT == 0 {
             checkpoints.extend_from_slice(&sums);
         }
-        sigmoid_into(&q[i * d..(i + 1) * d], &mut qf);
-        sigmoid_into(&k[i * d..(i + 1) * d], &mut kf);
-        let t = advance(&mut sums, &qf, &kf, cast(i as f64 + 1.0), c);
-        accumulate(&mut kv, &kf, &v[i * m..(i + 1) * m], t.competition, &mut w);
-        readout(&kv, &qf, &mut r);
+        let (qi, ki) = (&qf[i * d..(i + 1) * d], &kf[i * d..(i + 1) * d]);
+        let t = advance(&mut sums, qi, ki, cast(i as f64 + 1.0), c);
+        accumulate(&mut kv, ki, &v[i * m..(i + 1) * m], t.competition, &mut w);
+        readout(&kv, qi, &mut r);
         let douti = &dout[i * m..(i + 1) * m];
         row_dot[i] = dot(douti, &r);
         let scale = t.scale();
@@ -133,8 +131,6 @@ fn backward_head<F: Real>(
         query_in: vec![F::zero(); d],
         exp: F::zero(),
     };
-    let mut chunk_q = vec![F::zero(); CHECKPOINT * d];
-    let mut chunk_k = vec![F::zero(); CHECKPOINT * d];
     let mut chunk_sums = vec![F::zero(); CHECKPOINT * width];
     let mut tokens = [Token::default(); CHECKPOINT];
     let (mut dq, mut dk, mut dw) = (vec![F::zero(); d], vec![F::zero(); d], vec![F::zero(); m]);
@@ -143,21 +139,16 @@ fn backward_head<F: Real>(
         sums.copy_from_slice(&checkpoints[chunk * width..(chunk + 1) * width]);
         for i in start..end {
             let j = i - start;
-            let (qj, kj) = (
-                &mut chunk_q[j * d..(j + 1) * d],
-                &mut chunk_k[j * d..(j + 1) * d],
-            );
-            sigmoid_into(&q[i * d..(i + 1) * d], qj);
-            sigmoid_into(&k[i * d..(i + 1) * d], kj);
-            tokens[j] = advance(&mut sums, qj, kj, cast(i as f64 + 1.0), c);
+            let (qi, ki) = (&qf[i * d..(i + 1) * d], &kf[i * d..(i + 1) * d]);
+            tokens[j] = advance(&mut sums, qi, ki, cast(i as f64 + 1.0), c);
             chunk_sums[j * width..(j + 1) * width].copy_from_slice(&sums);
         }
         for i in (start..end).rev() {
             let j = i - start;
             let token = Position {
                 t: tokens[j],
-                qf: &chunk_q[j * d..(j + 1) * d],
-                kf: &chunk_k[j * d..(j + 1) * d],
+                qf: &qf[i * d..(i + 1) * d],
+                kf: &kf[i * d..(i + 1) * d],
                 sums: &chunk_sums[j * width..(j + 1) * width],
                 v: &v[i * m..(i + 1) * m],
                 dout: &dout[i * m..(i + 1) * m],
@@ -363,8 +354,14 @@ where
     let (k, tape_k) = k.contiguous().split_tape();
     let (v, tape_v) = v.contiguous().split_tape();
     let mut out = vec![F::zero(); b * h * l * m];
-    // The backward pass reuses these copies (dfdx has no borrowed view of tensor data).
-    let inputs = (!out.is_empty()).then(|| (read(&q), read(&k), read(&v)));
+    // sigmoid(q), sigmoid(k) and v, computed once; the backward pass reuses them.
+    let inputs = (!out.is_empty()).then(|| {
+        let (mut qf, mut kf) = (read(&q), read(&k));
+        qf.par_chunks_mut(l * d)
+            .chain(kf.par_chunks_mut(l * d))
+            .for_each(|x| sigmoid_in_place(x));
+        (qf, kf, read(&v))
+    });
     if let Some((qd, kd, vd)) = &inputs {
         out.par_chunks_mut(l * m)
             .zip(

@@ -73,6 +73,14 @@ pub(crate) fn sigmoid_into<F: Real>(x: &[F], out: &mut [F]) {
     }
 }
 
+/// Replaces every value by its sigmoid.
+#[inline(always)]
+pub(crate) fn sigmoid_in_place<F: Real>(x: &mut [F]) {
+    for a in x.iter_mut() {
+        *a = sigmoid(*a);
+    }
+}
+
 /// `sum (a + eps)(b + eps)`.
 #[inline(always)]
 fn dot_eps<F: Real>(a: &[F], b: &[F], eps: F) -> F {

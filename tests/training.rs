@@ -8,7 +8,7 @@ use std::process::Command;
 
 use flowrl::collect::collect_dataset;
 use flowrl::config::{Config, Override};
-use flowrl::data::store;
+use flowrl::data::{store, DatasetBuilder, Ending, Metadata, Provenance, Space};
 use flowrl::logging::{read_scalars, tb_dir};
 use flowrl::train::{self, run_dir, TrainOptions};
 use flowrl_envs::Tier;
@@ -49,6 +49,34 @@ fn pendulum_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// A discrete dataset with short episodes (lengths 3 to 8): observation `[t, e]`,
+/// action `t % 3`, reward 1 per step.
+fn discrete_file(dir: &Path) -> PathBuf {
+    let path = dir.join("discrete.safetensors");
+    let mut b = DatasetBuilder::new(2, 1, true);
+    for (e, len) in [3usize, 8, 5, 4, 7, 6].into_iter().enumerate() {
+        for t in 0..len {
+            b.push_discrete(&[t as f32, e as f32], t % 3, 1.0);
+        }
+        b.end_episode(Ending::Terminated);
+    }
+    let ds = b
+        .build(Metadata {
+            env_id: "Synthetic-v0".into(),
+            observation_space: Space::unbounded(2),
+            action_space: Space::Discrete { n: 3 },
+            provenance: Provenance {
+                source: "test".into(),
+                episodes: 6,
+                ..Provenance::default()
+            },
+            reference_returns: None,
+        })
+        .unwrap();
+    store::save(&ds, &path).unwrap();
+    path
+}
+
 fn path_line(path: &Path) -> String {
     format!("path = {:?}", path.display().to_string())
 }
@@ -62,6 +90,20 @@ fn losses(dir: &Path) -> Vec<u32> {
         .unwrap()
         .iter()
         .map(|r| r.loss.to_bits())
+        .collect()
+}
+
+/// Every parameter's name and value bits at the checkpoint of `step` (the safetensors
+/// header's metadata order is not fixed, so files are compared by content).
+fn param_bits(dir: &Path, step: u64) -> Vec<(String, Vec<u32>)> {
+    let loaded = train::load(dir, Some(step)).unwrap();
+    let params = loaded.agent.params();
+    params
+        .ids()
+        .map(|id| {
+            let bits = params.values(id).into_iter().map(f32::to_bits).collect();
+            (params.name(id).to_string(), bits)
+        })
         .collect()
 }
 
@@ -92,10 +134,7 @@ fn same_seed_gives_the_same_loss_curve_bit_for_bit_and_another_seed_differs() {
         "same config and seed must give the same losses bit for bit"
     );
     assert_ne!(la, lc, "another seed must give another loss curve");
-    assert_eq!(
-        checkpoint_bytes(&a, 24, run_dir::PARAMS_FILE),
-        checkpoint_bytes(&b, 24, run_dir::PARAMS_FILE)
-    );
+    assert!(param_bits(&a, 24) == param_bits(&b, 24));
 }
 
 #[test]
@@ -142,24 +181,16 @@ fn interrupted_then_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("finished at step 24/24"));
 
-    for file in [run_dir::PARAMS_FILE, run_dir::OPTIMIZER_FILE] {
-        assert!(
-            checkpoint_bytes(&whole, 24, file) == checkpoint_bytes(&parts, 24, file),
-            "{file} differs between the resumed and the uninterrupted run"
-        );
-    }
-    assert_eq!(losses(&whole), losses(&parts));
-    let (w, p) = (
-        train::load(&whole, None).unwrap(),
-        train::load(&parts, None).unwrap(),
+    assert!(
+        param_bits(&whole, 24) == param_bits(&parts, 24),
+        "parameters differ between the resumed and the uninterrupted run"
     );
-    for id in w.agent.params().ids() {
-        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-        assert_eq!(
-            bits(w.agent.params().values(id)),
-            bits(p.agent.params().values(id))
-        );
-    }
+    assert!(
+        checkpoint_bytes(&whole, 24, run_dir::OPTIMIZER_FILE)
+            == checkpoint_bytes(&parts, 24, run_dir::OPTIMIZER_FILE),
+        "optimiser state differs between the resumed and the uninterrupted run"
+    );
+    assert_eq!(losses(&whole), losses(&parts));
     // The resumed run logged the steps after the interruption to TensorBoard too.
     let steps: Vec<u64> = read_scalars(&tb_dir(&parts))
         .unwrap()
@@ -394,4 +425,37 @@ fn cli_reports_bad_configs_bad_overrides_and_bad_run_folders() {
         err.contains("already holds a run") && err.contains("--resume"),
         "{err}"
     );
+}
+
+#[test]
+fn episode_context_trains_on_whole_episodes_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = path_line(&discrete_file(tmp.path()));
+    let cfg = || config(&data, &["agent.context_mode=episode", "train.steps=12"]);
+    let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
+    run(cfg(), &whole, None);
+    assert!(!run(cfg(), &parts, Some(7)).finished());
+    let resumed = train::resume(&parts, &TrainOptions::default(), None).unwrap();
+    assert_eq!(resumed.step, 12);
+    assert_eq!(losses(&whole), losses(&parts));
+    assert!(param_bits(&whole, 12) == param_bits(&parts, 12));
+    assert!(
+        checkpoint_bytes(&whole, 12, run_dir::OPTIMIZER_FILE)
+            == checkpoint_bytes(&parts, 12, run_dir::OPTIMIZER_FILE)
+    );
+    let loaded = train::load(&whole, None).unwrap();
+    assert_eq!(
+        loaded.context(),
+        8,
+        "episode mode: K is the longest episode"
+    );
+    assert_eq!(loaded.preprocessing.max_episode_length, 8);
+    assert_eq!(
+        loaded.preprocessing.actions,
+        train::ActionScaling::Discrete { n: 3 }
+    );
+    // Resuming a finished run does nothing and reports it finished.
+    let again = train::resume(&whole, &TrainOptions::default(), None).unwrap();
+    assert!(again.finished());
+    assert_eq!(losses(&whole).len(), 12);
 }

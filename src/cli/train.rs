@@ -1,11 +1,14 @@
-//! `flowrl train`: train an agent from an experiment config, or resume a run.
+//! `flowrl train`: train an agent from an experiment config, or resume a run. Rollouts
+//! of the config's `[eval]` schedule run during training (`eval.episodes = 0` disables
+//! them) and are logged as `eval/*`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::train::{self, TrainOptions};
+use crate::eval;
+use crate::train::{self, EvalHook, TrainOptions};
 
 /// Arguments of `flowrl train`.
 #[derive(clap::Args)]
@@ -33,10 +36,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         stop_at: args.stop_at,
     };
     let outcome = match (&args.resume, &args.config) {
-        (Some(run_dir), _) => train::resume(run_dir, &opts, None)
-            .with_context(|| format!("cannot resume the run in {}", run_dir.display()))?,
+        (Some(run_dir), _) => {
+            let config_file = run_dir.join(train::run_dir::CONFIG_FILE);
+            let mut hook = Config::load(&config_file, &[] as &[&str])
+                .ok()
+                .map(|config| eval::run::training_hook(&config));
+            train::resume(run_dir, &opts, hook.as_mut().map(|h| h as &mut EvalHook))
+                .with_context(|| format!("cannot resume the run in {}", run_dir.display()))?
+        }
         (None, Some(path)) => {
             let config = Config::load(path, &args.set)?;
+            let mut hook = eval::run::training_hook(&config);
             let run_dir = match &args.run_dir {
                 Some(dir) => dir.clone(),
                 None => {
@@ -46,7 +56,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     PathBuf::from("runs").join(format!("{stem}-seed{}", config.seed))
                 }
             };
-            train::start(config, &run_dir, &opts, None)
+            train::start(config, &run_dir, &opts, Some(&mut hook))
                 .with_context(|| format!("training into {} failed", run_dir.display()))?
         }
         (None, None) => anyhow::bail!("give --config FILE (a new run) or --resume RUN_DIR"),

@@ -45,7 +45,7 @@ pub struct TrainOutcome {
     pub step: u64,
     /// Steps configured (`train.steps`).
     pub total_steps: u64,
-    /// Loss of the last step (NaN if no step was taken in this call).
+    /// Loss of the last step taken (NaN if none).
     pub last_loss: f32,
     /// The last checkpoint written.
     pub checkpoint: PathBuf,
@@ -310,11 +310,24 @@ impl Session<'_> {
         mut eval: Option<&mut EvalHook<'_>>,
     ) -> anyhow::Result<TrainOutcome> {
         let total = self.config.train.steps as u64;
+        if opts.stop_at == Some(0) {
+            bail!("the stop step must be at least 1, found 0");
+        }
         let stop = opts.stop_at.map_or(total, |s| s.min(total));
         let log_every = self.config.train.log_every as u64;
         let checkpoint_every = self.config.train.checkpoint_every as u64;
         let eval_every = self.config.eval.every as u64;
         let evaluating = self.config.eval.episodes > 0;
+        if self.step >= stop && self.step > 0 {
+            // Nothing to do (a finished run resumed, or a stop point already passed).
+            return Ok(TrainOutcome {
+                run_dir: self.run.to_path_buf(),
+                step: self.step,
+                total_steps: total,
+                last_loss: self.history.last().map_or(f32::NAN, |r| r.loss),
+                checkpoint: run_dir::checkpoint_dir(self.run, run_dir::latest_step(self.run)?),
+            });
+        }
         let mut logger = RunLogger::create(self.run)?;
         let bar = crate::progress::bar(total, "steps");
         bar.set_position(self.step);
@@ -333,7 +346,7 @@ impl Session<'_> {
             interval.steps += 1;
             bar.set_position(self.step);
             bar.set_message(format!("loss {:.4}", record.loss));
-            if self.step % log_every == 0 || self.step == stop {
+            if self.step.is_multiple_of(log_every) || self.step == stop {
                 let secs = interval.since.elapsed().as_secs_f64().max(1e-9);
                 let n = interval.steps as f64;
                 logger.scalars(
@@ -348,7 +361,8 @@ impl Session<'_> {
                 interval = Interval::new();
             }
             if let Some(hook) = eval.as_deref_mut() {
-                let due = (eval_every > 0 && self.step % eval_every == 0) || self.step == total;
+                let due =
+                    (eval_every > 0 && self.step.is_multiple_of(eval_every)) || self.step == total;
                 if evaluating && due {
                     let values = hook(self.step, &self.agent, &self.plan.preprocessing)
                         .with_context(|| format!("evaluation at step {} failed", self.step))?;
@@ -357,7 +371,9 @@ impl Session<'_> {
                     }
                 }
             }
-            if (checkpoint_every > 0 && self.step % checkpoint_every == 0) || self.step == stop {
+            if (checkpoint_every > 0 && self.step.is_multiple_of(checkpoint_every))
+                || self.step == stop
+            {
                 last_checkpoint = Some(self.checkpoint(last_loss)?);
             }
         }

@@ -459,3 +459,22 @@ fn episode_context_trains_on_whole_episodes_and_resumes_exactly() {
     assert!(again.finished());
     assert_eq!(losses(&whole).len(), 12);
 }
+
+#[test]
+fn every_agent_kind_trains_reproducibly_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = path_line(&pendulum_file(tmp.path()));
+    for kind in ["decision-flowformer", "decision-transformer", "mlp-bc"] {
+        let set = format!("agent.kind={kind}");
+        let cfg = || config(&data, &[&set, "train.steps=8"]);
+        let (whole, parts) = (
+            tmp.path().join(format!("{kind}-whole")),
+            tmp.path().join(format!("{kind}-parts")),
+        );
+        run(cfg(), &whole, None);
+        run(cfg(), &parts, Some(3));
+        train::resume(&parts, &TrainOptions::default(), None).unwrap();
+        assert_eq!(losses(&whole), losses(&parts), "{kind}");
+        assert!(param_bits(&whole, 8) == param_bits(&parts, 8), "{kind}");
+    }
+}

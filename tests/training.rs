@@ -478,3 +478,30 @@ fn every_agent_kind_trains_reproducibly_and_resumes_exactly() {
         assert!(param_bits(&whole, 8) == param_bits(&parts, 8), "{kind}");
     }
 }
+
+#[test]
+fn failing_evaluation_stops_training_with_a_resumable_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = path_line(&pendulum_file(tmp.path()));
+    let dir = tmp.path().join("run");
+    let cfg = config(
+        &data,
+        &["train.steps=12", "eval.every=7", "eval.episodes=1"],
+    );
+    let mut hook = |step: u64,
+                    _: &flowrl_agents::agent::Agent<f32, dfdx::prelude::Cpu>,
+                    _: &train::Preprocessing| {
+        anyhow::ensure!(step < 7, "no such environment");
+        Ok(Vec::new())
+    };
+    let err = train::start(cfg, &dir, &TrainOptions::default(), Some(&mut hook)).unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("evaluation at step 7") && err.contains("no such environment"),
+        "{err}"
+    );
+    assert_eq!(run_dir::latest_step(&dir).unwrap(), 7);
+    let done = train::resume(&dir, &TrainOptions::default(), None).unwrap();
+    assert!(done.finished());
+    assert_eq!(losses(&dir).len(), 12);
+}

@@ -360,21 +360,36 @@ impl Session<'_> {
                 )?;
                 interval = Interval::new();
             }
-            if let Some(hook) = eval.as_deref_mut() {
-                let due =
-                    (eval_every > 0 && self.step.is_multiple_of(eval_every)) || self.step == total;
-                if evaluating && due {
-                    let values = hook(self.step, &self.agent, &self.plan.preprocessing)
-                        .with_context(|| format!("evaluation at step {} failed", self.step))?;
-                    for (tag, value) in values {
-                        logger.scalar(&format!("eval/{tag}"), self.step, value)?;
-                    }
-                }
-            }
+            // Checkpoint first: a failing evaluation must not lose the steps.
             if (checkpoint_every > 0 && self.step.is_multiple_of(checkpoint_every))
                 || self.step == stop
             {
                 last_checkpoint = Some(self.checkpoint(last_loss)?);
+            }
+            if let Some(hook) = eval.as_deref_mut() {
+                let due =
+                    (eval_every > 0 && self.step.is_multiple_of(eval_every)) || self.step == total;
+                if evaluating && due {
+                    let values = match hook(self.step, &self.agent, &self.plan.preprocessing) {
+                        Ok(values) => values,
+                        Err(e) => {
+                            // Keep the steps done so far: the run can be resumed.
+                            if last_checkpoint != Some(run_dir::checkpoint_dir(self.run, self.step))
+                            {
+                                self.checkpoint(last_loss)?;
+                            }
+                            return Err(e.context(format!(
+                                "evaluation at step {} failed (checkpoint written; resume with \
+                                 `flowrl train --resume {}`)",
+                                self.step,
+                                self.run.display()
+                            )));
+                        }
+                    };
+                    for (tag, value) in values {
+                        logger.scalar(&format!("eval/{tag}"), self.step, value)?;
+                    }
+                }
             }
         }
         bar.finish_and_clear();

@@ -39,9 +39,13 @@ pub struct TrainArgs {
     /// Seconds of timed steps a case may take: slow cases run fewer steps (at least 1).
     #[arg(long, default_value_t = 30.0)]
     pub budget: f64,
-    /// Run without dfdx's buffer cache (`Cpu::enable_cache`, on by default).
+    /// Run with dfdx's buffer cache (`Cpu::enable_cache`; off by default, as in `flowrl train`).
     #[arg(long)]
-    pub no_cache: bool,
+    pub cache: bool,
+    /// Longest sequence (tokens) the softmax model runs at: its attention costs grow as
+    /// the square of the length (C3's 3000 tokens take minutes per step on 2 cores).
+    #[arg(long, default_value_t = 1000)]
+    pub softmax_max_tokens: usize,
 }
 
 /// A benchmark configuration of the performance issue.
@@ -189,7 +193,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "Training step (forward + backward + clip {GRAD_CLIP} + AdamW), f32, states {OBS_DIM}, actions {ACT_DIM}, dropout 0.1, {threads} cores, dfdx cache {}",
-        if args.no_cache { "off" } else { "on" }
+        if args.cache { "on" } else { "off" }
     );
     println!(
         "{} warm-up steps, then up to {} timed steps (within {} s) per case",
@@ -215,6 +219,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
         let mut rows = Vec::new();
         for &model in &args.models {
+            if model == Model::Softmax && 3 * s.context > args.softmax_max_tokens {
+                println!(
+                    "({}: skipped, {} tokens > --softmax-max-tokens {})",
+                    model.label(),
+                    3 * s.context,
+                    args.softmax_max_tokens
+                );
+                continue;
+            }
             let m = measure(&args, setup, model)
                 .with_context(|| format!("{setup} with the {} model", model.label()))?;
             rows.push((model, m));
@@ -232,7 +245,7 @@ fn measure(args: &TrainArgs, setup: Setup, model: Model) -> anyhow::Result<Measu
     let s = setup.sizes();
     let window = PeakWindow::start();
     let dev = Cpu::seed_from_u64(0);
-    if !args.no_cache {
+    if args.cache {
         dev.enable_cache();
     }
     let cfg = AgentConfig {

@@ -6,7 +6,7 @@ use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use super::{cast, read, rows_per_task, CpuBackward, Tensor1, Tensor2};
+use super::{cast, read, release, rows_per_task, CpuBackward, Tensor1, Tensor2};
 
 /// Forward pass; the backward pass when `trace`.
 pub(super) fn layer_norm<E: Dtype + Float>(
@@ -62,8 +62,8 @@ pub(super) fn layer_norm<E: Dtype + Float>(
         grads.try_alloc_for(&b_ghost)?;
         let xs = read(&x);
         let mut dx = vec![E::zero(); n * w];
+        let dy = release(grads.get_or_alloc_mut(&out_ghost)?);
         let partial: Vec<(Vec<E>, Vec<E>)> = {
-            let dy: &[E] = grads.get_or_alloc_mut(&out_ghost)?;
             if w == 0 {
                 Vec::new()
             } else {

@@ -1,5 +1,5 @@
 //! Fused pointwise kernels on the CPU: bias plus activation, dropout plus residual.
-//! Each saves at most a one-byte mask per value for its backward pass.
+//! Each saves at most a one-bit mask per value for its backward pass.
 
 use dfdx::prelude::*;
 use num_traits::Float;
@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_distr::{Bernoulli, Distribution};
 use rayon::prelude::*;
 
-use super::{cast, read, rows_per_task, Activation, CpuBackward, Tensor1, Tensor2};
+use super::{cast, read, release, rows_per_task, Activation, CpuBackward, Tensor1, Tensor2};
 
 /// `act(y + bias)`; the backward pass when `trace`.
 pub(super) fn bias_act<E: Dtype + Float>(
@@ -34,8 +34,8 @@ pub(super) fn bias_act<E: Dtype + Float>(
             }
         });
     }
-    let positive: Option<Vec<bool>> = (trace && act == Activation::Relu)
-        .then(|| out.par_iter().map(|&v| v > E::zero()).collect());
+    let positive: Option<BitMask> = (trace && act == Activation::Relu)
+        .then(|| BitMask::from_iter(out.iter().map(|&v| v > E::zero())));
     let out = y.device().tensor_from_vec(out, (n, o));
     if !trace {
         return (out, None);
@@ -46,13 +46,13 @@ pub(super) fn bias_act<E: Dtype + Float>(
         grads.try_alloc_for(&y_ghost)?;
         grads.try_alloc_for(&b_ghost)?;
         grads.try_alloc_for(&out_ghost)?;
-        let mut g: Vec<E> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+        let mut g: Vec<E> = release(grads.get_or_alloc_mut(&out_ghost)?);
         if let Some(positive) = &positive {
-            g.par_iter_mut().zip(positive).for_each(|(g, &p)| {
-                if !p {
+            for (i, g) in g.iter_mut().enumerate() {
+                if !positive.get(i) {
                     *g = E::zero();
                 }
-            });
+            }
         }
         let partial: Vec<Vec<E>> = if o == 0 {
             Vec::new()
@@ -94,20 +94,17 @@ pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
     let dev = x.device().clone();
     let mut out = read(&x);
     let drops = p > 0.0 || residual.is_none();
-    let mut kept: Option<Vec<bool>> = None;
+    let mut kept: Option<BitMask> = None;
     if drops {
         let mut rng = StdRng::seed_from_u64(dev.random_u64());
         // Bernoulli::new fails only outside [0, 1], which the configs exclude.
         let dist = Bernoulli::new(p).unwrap_or_else(|e| panic!("dropout probability {p}: {e}"));
         let keep_scale: E = cast(1.0 - p);
-        let mut mask = Vec::with_capacity(if trace { out.len() } else { 0 });
-        for v in out.iter_mut() {
+        let mask = BitMask::from_iter(out.iter_mut().map(|v| {
             let drop = dist.sample(&mut rng);
             *v = if drop { E::zero() } else { *v / keep_scale };
-            if trace {
-                mask.push(!drop);
-            }
-        }
+            !drop
+        }));
         kept = trace.then_some(mask);
     }
     if let Some(r) = &residual {
@@ -127,15 +124,15 @@ pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
         if let Some(r) = &r_ghost {
             grads.try_alloc_for(r)?;
         }
-        let g: Vec<E> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+        let g: Vec<E> = release(grads.get_or_alloc_mut(&out_ghost)?);
         if let Some(r) = &r_ghost {
             add_into(grads.get_or_alloc_mut(r)?, &g);
         }
         let gx = grads.get_or_alloc_mut(&x_ghost)?;
         match &kept {
             Some(kept) => {
-                for ((s, &v), &k) in gx.iter_mut().zip(&g).zip(kept) {
-                    *s = *s + (if k { grad_scale } else { E::zero() }) * v;
+                for (i, (s, &v)) in gx.iter_mut().zip(&g).enumerate() {
+                    *s = *s + (if kept.get(i) { grad_scale } else { E::zero() }) * v;
                 }
             }
             None => add_into(gx, &g),
@@ -149,5 +146,31 @@ pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
 fn add_into<E: Dtype + Float>(acc: &mut [E], x: &[E]) {
     for (a, &v) in acc.iter_mut().zip(x) {
         *a = *a + v;
+    }
+}
+
+/// One bit per value.
+struct BitMask {
+    words: Vec<u64>,
+}
+
+impl BitMask {
+    fn from_iter(bits: impl Iterator<Item = bool>) -> Self {
+        let mut words = Vec::new();
+        for (i, bit) in bits.enumerate() {
+            if i % 64 == 0 {
+                words.push(0u64);
+            }
+            if bit {
+                if let Some(w) = words.last_mut() {
+                    *w |= 1 << (i % 64);
+                }
+            }
+        }
+        Self { words }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.words[i / 64] >> (i % 64) & 1 == 1
     }
 }

@@ -8,6 +8,10 @@
 //! device-generic compositions of stock ops in [`composed`]. Both paths record on the
 //! usual dfdx tapes and compute the same function.
 //!
+//! The fused ops release their output's gradient once their backward pass has used it
+//! (the gradient is complete by then: every consumer ran first): reading the gradient of a fused op's *output* after `backward()`
+//! is not supported; inputs' and parameters' gradients are unaffected.
+//!
 //! The layer APIs are generic over any `D: Device<E>`, so the device is recognised at
 //! run time (`TypeId`) rather than through an extra trait bound that every caller would
 //! have to carry; the `Cpu` kernels then work on the same tensors and gradients, seen
@@ -195,6 +199,14 @@ fn read<S: Shape, E: Dtype>(t: &Tensor<S, E, Cpu>) -> Vec<E> {
     let mut buf = vec![E::default(); t.shape().num_elements()];
     t.copy_into(&mut buf);
     buf
+}
+
+/// Takes an output's gradient out of the gradients, leaving an empty buffer: a fused
+/// op's backward pass runs after every consumer of its output has added to that
+/// gradient, so it is complete, and nothing reads it afterwards. Releasing it keeps
+/// the intermediate gradients from piling up until the backward pass ends.
+fn release<E, V: std::ops::DerefMut<Target = Vec<E>>>(grad: &mut V) -> Vec<E> {
+    std::mem::take(&mut **grad)
 }
 
 /// Rows per rayon task for rows of `width` values: about 16k values per task, so that

@@ -83,10 +83,10 @@ pub(super) fn layer_norm<E: Dtype + Float>(
                             for (i, (&v, &d)) in x.iter().zip(dy).enumerate() {
                                 let xhat = (v - mean) * rstd;
                                 let dxhat = d * gs[i];
-                                c1 = c1 + dxhat;
-                                c2 = c2 + dxhat * xhat;
-                                dg[i] = dg[i] + d * xhat;
-                                db[i] = db[i] + d;
+                                c1 += dxhat;
+                                c2 += dxhat * xhat;
+                                dg[i] += d * xhat;
+                                db[i] += d;
                             }
                             let (c1, c2) = (c1 * inv_w, c2 * inv_w);
                             for (i, (o, (&v, &d))) in
@@ -102,18 +102,18 @@ pub(super) fn layer_norm<E: Dtype + Float>(
             }
         };
         for (g, &d) in grads.get_or_alloc_mut(&x_ghost)?.iter_mut().zip(&dx) {
-            *g = *g + d;
+            *g += d;
         }
         let gw = grads.get_or_alloc_mut(&w_ghost)?;
         for (dg, _) in &partial {
             for (g, &d) in gw.iter_mut().zip(dg) {
-                *g = *g + d;
+                *g += d;
             }
         }
         let gb = grads.get_or_alloc_mut(&b_ghost)?;
         for (_, db) in &partial {
             for (g, &d) in gb.iter_mut().zip(db) {
-                *g = *g + d;
+                *g += d;
             }
         }
         Ok(())

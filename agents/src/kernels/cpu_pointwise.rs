@@ -62,7 +62,7 @@ pub(super) fn bias_act<E: Dtype + Float>(
                     let mut db = vec![E::zero(); o];
                     for row in chunk.chunks_exact(o) {
                         for (s, &v) in db.iter_mut().zip(row) {
-                            *s = *s + v;
+                            *s += v;
                         }
                     }
                     db
@@ -72,7 +72,7 @@ pub(super) fn bias_act<E: Dtype + Float>(
         let gb = grads.get_or_alloc_mut(&b_ghost)?;
         for db in &partial {
             for (s, &v) in gb.iter_mut().zip(db) {
-                *s = *s + v;
+                *s += v;
             }
         }
         add_into(grads.get_or_alloc_mut(&y_ghost)?, &g);
@@ -132,7 +132,7 @@ pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
         match &kept {
             Some(kept) => {
                 for (i, (s, &v)) in gx.iter_mut().zip(&g).enumerate() {
-                    *s = *s + (if kept.get(i) { grad_scale } else { E::zero() }) * v;
+                    *s += (if kept.get(i) { grad_scale } else { E::zero() }) * v;
                 }
             }
             None => add_into(gx, &g),
@@ -145,7 +145,7 @@ pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
 /// `acc += x`, elementwise.
 fn add_into<E: Dtype + Float>(acc: &mut [E], x: &[E]) {
     for (a, &v) in acc.iter_mut().zip(x) {
-        *a = *a + v;
+        *a += v;
     }
 }
 

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::rollout::EpisodeOutcome;
 
+/// `(tag, value)` pairs for TensorBoard.
+pub type Scalars = Vec<(String, f64)>;
+
 /// Random and expert reference returns of an environment.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct References {
@@ -167,7 +170,7 @@ impl EvalReport {
 
     /// Scalars for TensorBoard with the target in the tag, e.g.
     /// `return_mean/target_-150` (the trainer logs them under `eval/`).
-    pub fn scalars(&self) -> Vec<(String, f64)> {
+    pub fn scalars(&self) -> Scalars {
         let mut out = Vec::new();
         for t in &self.targets {
             let tag = target_tag(t.target);

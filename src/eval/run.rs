@@ -5,6 +5,7 @@ use dfdx::prelude::Cpu;
 use flowrl_agents::acting::ContextMode;
 use flowrl_agents::agent::Agent;
 
+use super::report::Scalars;
 use super::{context_mode, evaluate, ActionChoice, EvalPlan, Policy, RolloutSettings};
 use crate::config::Config;
 use crate::train::{ActionScaling, Preprocessing};
@@ -78,7 +79,7 @@ pub fn policy_of<'a>(agent: &'a Agent<f32, Cpu>, pre: &'a Preprocessing) -> Poli
 /// logs as `eval/<tag>`.
 pub fn training_hook(
     config: &Config,
-) -> impl FnMut(u64, &Agent<f32, Cpu>, &Preprocessing) -> anyhow::Result<Vec<(String, f64)>> {
+) -> impl FnMut(u64, &Agent<f32, Cpu>, &Preprocessing) -> anyhow::Result<Scalars> {
     let config = config.clone();
     move |step, agent, pre| {
         let mut plan = plan_for(&config, pre, &EvalOverrides::default());

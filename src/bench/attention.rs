@@ -3,12 +3,12 @@
 //! per token of the step-by-step Flow-Attention state against its position. The PyTorch
 //! figures printed beside ours were measured on the same 2-core machine.
 
+use super::memory::{allocator_counts, PeakWindow};
 use anyhow::{bail, Context};
 use dfdx::prelude::*;
 use flowrl_agents::attention::{
     causal_flow, causal_softmax, composed, FlowConfig, FlowState, Tensor3, Tensor4,
 };
-use peak_alloc::PeakAlloc;
 use std::time::Instant;
 
 /// Arguments of `flowrl bench attention`.
@@ -60,9 +60,6 @@ const PYTORCH: [(usize, f64, f64, f64); 5] = [
 
 /// Most timed runs of one case.
 const MAX_RUNS: usize = 30;
-
-/// Reads the counters of the process's counting allocator (`#[global_allocator]` in main).
-const ALLOC: PeakAlloc = PeakAlloc;
 
 /// Time and peak memory of one case.
 #[derive(Clone, Copy)]
@@ -151,15 +148,6 @@ fn load_average() -> Option<String> {
     text.split_whitespace().next().map(str::to_owned)
 }
 
-/// Whether the global allocator counts (it does when `main` installs `PeakAlloc`).
-fn allocator_counts() -> bool {
-    let before = ALLOC.current_usage();
-    let probe = std::hint::black_box(vec![0u8; 1 << 20]);
-    let counted = ALLOC.current_usage() >= before + probe.len();
-    drop(probe);
-    counted
-}
-
 /// Bytes the composed causal softmax needs: dfdx keeps about eight `(B,H,L,L)` tensors (scores, scaled,
 /// masked, softmax and their gradients) until the backward pass ends.
 fn softmax_bytes(args: &AttentionArgs, l: usize) -> f64 {
@@ -198,8 +186,7 @@ fn measure(args: &AttentionArgs, l: usize, core: Core) -> Measured {
 
 /// One forward+backward run: seconds and peak bytes above the baseline (inputs included).
 fn run_case(args: &AttentionArgs, l: usize, core: Core, seed: u64) -> (f64, Option<usize>) {
-    let baseline = ALLOC.current_usage();
-    ALLOC.reset_peak_usage();
+    let window = PeakWindow::start();
     let dev = Cpu::seed_from_u64(seed);
     let shape = (args.batch, args.heads, l, args.head_dim);
     let q: Tensor4<f32, Cpu> = dev.sample_normal_like(&shape);
@@ -218,8 +205,7 @@ fn run_case(args: &AttentionArgs, l: usize, core: Core, seed: u64) -> (f64, Opti
     let grads = (out * w).sum::<Rank0, _>().backward();
     let seconds = start.elapsed().as_secs_f64();
     std::hint::black_box(grads.get(&q));
-    let peak = ALLOC.peak_usage().saturating_sub(baseline);
-    (seconds, (peak > 0).then_some(peak))
+    (seconds, window.peak())
 }
 
 fn ms(seconds: f64) -> String {

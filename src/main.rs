@@ -1,5 +1,7 @@
 //! The `flowrl` command line.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use flowrl::cli;
 
@@ -32,8 +34,20 @@ enum Command {
     Quickstart(flowrl::quickstart::QuickstartArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Runs the chosen command; errors are printed as one readable chain of causes
+/// (no backtrace, whatever RUST_BACKTRACE says) with exit status 1.
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         None => flowrl::quickstart::run(flowrl::quickstart::QuickstartArgs::default()),
         Some(Command::Quickstart(args)) => flowrl::quickstart::run(args),
         Some(Command::Eval(args)) => cli::eval::run(args),

@@ -1017,3 +1017,22 @@ fn cli_failures_name_the_file_and_the_problem_and_leave_no_output() {
         assert_eq!(left, 0, "{args:?} left files in the output folder");
     }
 }
+
+#[test]
+fn cli_errors_are_one_readable_line_without_a_backtrace() {
+    let missing = tempfile::tempdir()
+        .unwrap()
+        .path()
+        .join("missing.safetensors");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowrl"))
+        .args(["dataset", "info", missing.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("missing.safetensors"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}

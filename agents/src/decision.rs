@@ -276,6 +276,8 @@ impl DecisionModel {
     {
         let (b, l, wd) = (w.batch, w.len, self.width);
         let h: Tensor3<E, D, T> = self.hidden_states(store, w, train)?;
+        // The slice must stay the only consumer of `h`: dfdx 0.13's slice backward
+        // overwrites the input's gradient instead of adding to it.
         let states = h
             .reshape_like(&(b * l, 3, wd))
             .slice((.., 1..2, ..))

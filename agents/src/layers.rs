@@ -91,12 +91,7 @@ impl Linear {
         D: Device<E>,
         T: Tape<E, D>,
     {
-        assert_eq!(x.shape().1, self.inputs, "linear map: input width");
-        let y = self.product(store, x);
-        match self.bias {
-            Some(b) => kernels::bias_act(y, store.vector(b), Activation::Identity),
-            None => y,
-        }
+        self.forward_with(store, x, Activation::Identity)
     }
 
     /// `relu(x W + b)`: [`Linear::forward`] followed by [`relu`], fused with the bias on `Cpu`.
@@ -113,11 +108,27 @@ impl Linear {
         D: Device<E>,
         T: Tape<E, D>,
     {
+        self.forward_with(store, x, Activation::Relu)
+    }
+
+    /// `act(x W + b)`, the bias and activation fused on `Cpu`.
+    fn forward_with<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor2<E, D, T>,
+        act: Activation,
+    ) -> Tensor2<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+    {
         assert_eq!(x.shape().1, self.inputs, "linear map: input width");
         let y = self.product(store, x);
-        match self.bias {
-            Some(b) => kernels::bias_act(y, store.vector(b), Activation::Relu),
-            None => y.relu(),
+        match (self.bias, act) {
+            (Some(b), act) => kernels::bias_act(y, store.vector(b), act),
+            (None, Activation::Identity) => y,
+            (None, Activation::Relu) => y.relu(),
         }
     }
 

@@ -61,8 +61,9 @@ pub(super) fn layer_norm<E: Dtype + Float>(
         grads.try_alloc_for(&w_ghost)?;
         grads.try_alloc_for(&b_ghost)?;
         let xs = read(&x);
-        let mut dx = vec![E::zero(); n * w];
         let dy = release(grads.get_or_alloc_mut(&out_ghost)?);
+        // The input's gradient accumulates in place, rows in parallel.
+        let dx: &mut Vec<E> = grads.get_or_alloc_mut(&x_ghost)?;
         let partial: Vec<(Vec<E>, Vec<E>)> = {
             if w == 0 {
                 Vec::new()
@@ -93,7 +94,7 @@ pub(super) fn layer_norm<E: Dtype + Float>(
                                 dx.iter_mut().zip(x.iter().zip(dy)).enumerate()
                             {
                                 let xhat = (v - mean) * rstd;
-                                *o = rstd * (d * gs[i] - c1 - xhat * c2);
+                                *o += rstd * (d * gs[i] - c1 - xhat * c2);
                             }
                         }
                         (dg, db)
@@ -101,9 +102,6 @@ pub(super) fn layer_norm<E: Dtype + Float>(
                     .collect()
             }
         };
-        for (g, &d) in grads.get_or_alloc_mut(&x_ghost)?.iter_mut().zip(&dx) {
-            *g += d;
-        }
         let gw = grads.get_or_alloc_mut(&w_ghost)?;
         for (dg, _) in &partial {
             for (g, &d) in gw.iter_mut().zip(dg) {

@@ -1,14 +1,21 @@
 //! Fused pointwise kernels on the CPU: bias plus activation, dropout plus residual.
-//! Each saves at most a one-bit mask per value for its backward pass.
+//! Each saves at most a one-bit mask per value for its backward pass; both directions
+//! run over blocks of values in parallel.
 
 use dfdx::prelude::*;
 use num_traits::Float;
-use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 use rand_distr::{Bernoulli, Distribution};
 use rayon::prelude::*;
 
-use super::{cast, read, release, rows_per_task, Activation, CpuBackward, Tensor1, Tensor2};
+use super::{
+    add_into, cast, read, release, rows_per_task, Activation, CpuBackward, Tensor1, Tensor2,
+};
+
+/// Values per parallel block of the pointwise passes: a multiple of 64, so that a block
+/// covers whole words of a [`BitMask`].
+const BLOCK: usize = 64 * 256;
 
 /// `act(y + bias)`; the backward pass when `trace`.
 pub(super) fn bias_act<E: Dtype + Float>(
@@ -34,8 +41,8 @@ pub(super) fn bias_act<E: Dtype + Float>(
             }
         });
     }
-    let positive: Option<BitMask> = (trace && act == Activation::Relu)
-        .then(|| BitMask::from_iter(out.iter().map(|&v| v > E::zero())));
+    let positive: Option<BitMask> =
+        (trace && act == Activation::Relu).then(|| BitMask::from_values(&out, |v| v > E::zero()));
     let out = y.device().tensor_from_vec(out, (n, o));
     if !trace {
         return (out, None);
@@ -48,11 +55,7 @@ pub(super) fn bias_act<E: Dtype + Float>(
         grads.try_alloc_for(&out_ghost)?;
         let mut g: Vec<E> = release(grads.get_or_alloc_mut(&out_ghost)?);
         if let Some(positive) = &positive {
-            for (i, g) in g.iter_mut().enumerate() {
-                if !positive.get(i) {
-                    *g = E::zero();
-                }
-            }
+            positive.zero_unset(&mut g);
         }
         let partial: Vec<Vec<E>> = if o == 0 {
             Vec::new()
@@ -83,7 +86,8 @@ pub(super) fn bias_act<E: Dtype + Float>(
 
 /// `dropout(x, p) + residual` (no residual: `dropout(x, p)`); `p == 0` with a residual
 /// is a plain sum. The mask is dfdx's: a seed from the device's stream, then one
-/// Bernoulli(p) draw of `StdRng` per value in order (`true` drops).
+/// Bernoulli(p) draw of `StdRng` (ChaCha12) per value in order (`true` drops); blocks
+/// of values draw in parallel from their own position of that stream.
 pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
     x: Tensor<S, E, Cpu>,
     residual: Option<Tensor<S, E, Cpu>>,
@@ -96,15 +100,21 @@ pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
     let drops = p > 0.0 || residual.is_none();
     let mut kept: Option<BitMask> = None;
     if drops {
-        let mut rng = StdRng::seed_from_u64(dev.random_u64());
-        // Bernoulli::new fails only outside [0, 1], which the configs exclude.
-        let dist = Bernoulli::new(p).unwrap_or_else(|e| panic!("dropout probability {p}: {e}"));
+        let mask = BitMask::dropout_keep(dev.random_u64(), p, out.len());
         let keep_scale: E = cast(1.0 - p);
-        let mask = BitMask::from_iter(out.iter_mut().map(|v| {
-            let drop = dist.sample(&mut rng);
-            *v = if drop { E::zero() } else { *v / keep_scale };
-            !drop
-        }));
+        out.par_chunks_mut(BLOCK)
+            .zip(mask.words.par_chunks(BLOCK / 64))
+            .for_each(|(values, words)| {
+                for (values, &word) in values.chunks_mut(64).zip(words) {
+                    for (j, v) in values.iter_mut().enumerate() {
+                        *v = if word >> j & 1 == 1 {
+                            *v / keep_scale
+                        } else {
+                            E::zero()
+                        };
+                    }
+                }
+            });
         kept = trace.then_some(mask);
     }
     if let Some(r) = &residual {
@@ -124,29 +134,19 @@ pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
         if let Some(r) = &r_ghost {
             grads.try_alloc_for(r)?;
         }
-        let g: Vec<E> = release(grads.get_or_alloc_mut(&out_ghost)?);
+        let mut g: Vec<E> = release(grads.get_or_alloc_mut(&out_ghost)?);
         if let Some(r) = &r_ghost {
             add_into(grads.get_or_alloc_mut(r)?, &g);
         }
-        let gx = grads.get_or_alloc_mut(&x_ghost)?;
-        match &kept {
-            Some(kept) => {
-                for (i, (s, &v)) in gx.iter_mut().zip(&g).enumerate() {
-                    *s += (if kept.get(i) { grad_scale } else { E::zero() }) * v;
-                }
-            }
-            None => add_into(gx, &g),
+        if let Some(kept) = &kept {
+            kept.zero_unset(&mut g);
+            g.par_chunks_mut(BLOCK)
+                .for_each(|g| g.iter_mut().for_each(|v| *v = *v * grad_scale));
         }
+        add_into(grads.get_or_alloc_mut(&x_ghost)?, &g);
         Ok(())
     };
     (out, Some(Box::new(backward)))
-}
-
-/// `acc += x`, elementwise.
-fn add_into<E: Dtype + Float>(acc: &mut [E], x: &[E]) {
-    for (a, &v) in acc.iter_mut().zip(x) {
-        *a += v;
-    }
 }
 
 /// One bit per value.
@@ -155,22 +155,61 @@ struct BitMask {
 }
 
 impl BitMask {
-    fn from_iter(bits: impl Iterator<Item = bool>) -> Self {
-        let mut words = Vec::new();
-        for (i, bit) in bits.enumerate() {
-            if i % 64 == 0 {
-                words.push(0u64);
-            }
-            if bit {
-                if let Some(w) = words.last_mut() {
-                    *w |= 1 << (i % 64);
+    /// Bit `i` is `keep(values[i])`; blocks of words in parallel.
+    fn from_values<E: Copy + Sync>(values: &[E], keep: impl Fn(E) -> bool + Sync) -> Self {
+        let mut words = vec![0u64; values.len().div_ceil(64)];
+        words
+            .par_chunks_mut(BLOCK / 64)
+            .zip(values.par_chunks(BLOCK))
+            .for_each(|(words, values)| {
+                for (word, values) in words.iter_mut().zip(values.chunks(64)) {
+                    *word = values
+                        .iter()
+                        .enumerate()
+                        .fold(0, |w, (j, &v)| w | (u64::from(keep(v)) << j));
                 }
-            }
-        }
+            });
         Self { words }
     }
 
-    fn get(&self, i: usize) -> bool {
-        self.words[i / 64] >> (i % 64) & 1 == 1
+    /// The kept values of inverted dropout over `len` values: bit `i` is set unless draw
+    /// `i` of `Bernoulli(p)` on `StdRng::seed_from_u64(seed)` is `true`, as dfdx's
+    /// `dropout` draws them. Each draw takes one `u64` (two stream words), so a block
+    /// starting at value `s` seeks the stream to word `2 s` and draws in parallel.
+    fn dropout_keep(seed: u64, p: f64, len: usize) -> Self {
+        // Bernoulli::new fails only outside [0, 1], which the configs exclude.
+        let dist = Bernoulli::new(p).unwrap_or_else(|e| panic!("dropout probability {p}: {e}"));
+        let base = ChaCha12Rng::seed_from_u64(seed);
+        let mut words = vec![0u64; len.div_ceil(64)];
+        words
+            .par_chunks_mut(BLOCK / 64)
+            .enumerate()
+            .for_each(|(block, words)| {
+                let mut rng = base.clone();
+                rng.set_word_pos(2 * (block * BLOCK) as u128);
+                let mut left = len - block * BLOCK;
+                for word in words.iter_mut() {
+                    let bits = left.min(64);
+                    *word = (0..bits).fold(0, |w, j| w | (u64::from(!dist.sample(&mut rng)) << j));
+                    left -= bits;
+                }
+            });
+        Self { words }
+    }
+
+    /// Zeroes `values[i]` where bit `i` is unset; blocks in parallel.
+    fn zero_unset<E: Float + Send>(&self, values: &mut [E]) {
+        values
+            .par_chunks_mut(BLOCK)
+            .zip(self.words.par_chunks(BLOCK / 64))
+            .for_each(|(values, words)| {
+                for (values, &word) in values.chunks_mut(64).zip(words) {
+                    for (j, v) in values.iter_mut().enumerate() {
+                        if word >> j & 1 == 0 {
+                            *v = E::zero();
+                        }
+                    }
+                }
+            });
     }
 }

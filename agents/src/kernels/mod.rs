@@ -25,6 +25,7 @@ use std::any::{Any, TypeId};
 
 use dfdx::prelude::*;
 use num_traits::Float;
+use rayon::prelude::*;
 
 /// Row-major token matrix `(rows, features)` with runtime sizes.
 pub type Tensor2<E, D, T = NoneTape> = Tensor<(usize, usize), E, D, T>;
@@ -213,6 +214,18 @@ fn release<E, V: std::ops::DerefMut<Target = Vec<E>>>(grad: &mut V) -> Vec<E> {
 /// small inputs stay on one thread.
 fn rows_per_task(width: usize) -> usize {
     (16_384 / width.max(1)).max(1)
+}
+
+/// `acc += x`, elementwise, blocks in parallel.
+fn add_into<E: Dtype + Float>(acc: &mut [E], x: &[E]) {
+    const BLOCK: usize = 16_384;
+    acc.par_chunks_mut(BLOCK)
+        .zip(x.par_chunks(BLOCK))
+        .for_each(|(acc, x)| {
+            for (a, &v) in acc.iter_mut().zip(x) {
+                *a += v;
+            }
+        });
 }
 
 /// Converts an `f64` constant to the element type.

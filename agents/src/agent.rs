@@ -69,6 +69,17 @@ pub enum AgentError {
     Params(#[from] ParamError),
 }
 
+/// Which steps of a window a forward pass predicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Steps {
+    /// Every step, in flat order `b * L + t`.
+    All,
+    /// The real steps, in flat order (the loss's positions).
+    Valid,
+    /// Each row's last real step.
+    Last,
+}
+
 /// The model behind an [`Agent`].
 #[derive(Clone, Debug, PartialEq)]
 enum Model {
@@ -139,15 +150,34 @@ where
         Window::from_host(self.store.device(), &self.cfg, w)
     }
 
-    /// Predictions for every step, flat `(B·L, outputs)`, with tape `T`.
-    fn forward<T>(&self, w: &Window<E, D>, train: bool) -> Result<Tensor2<E, D, T>, AgentError>
+    /// Predictions at `steps` of the window, flat `(steps, outputs)`, with tape `T`.
+    fn forward<T>(
+        &self,
+        w: &Window<E, D>,
+        steps: Steps,
+        train: bool,
+    ) -> Result<Tensor2<E, D, T>, AgentError>
     where
         T: Tape<E, D> + Merge<T>,
     {
         w.check(&self.cfg)?;
         match &self.model {
-            Model::Decision(m) => m.predict(&self.store, w, train),
-            Model::Mlp(m) => Ok(m.predict(&self.store, w, train)),
+            Model::Decision(m) => {
+                let at = match steps {
+                    Steps::All => (0..w.batch * w.len).collect(),
+                    Steps::Valid => w.valid_indices(),
+                    Steps::Last => w.last_indices(),
+                };
+                m.predict_steps(&self.store, w, &at, train)
+            }
+            Model::Mlp(m) => {
+                let p = m.predict(&self.store, w, train);
+                Ok(match steps {
+                    Steps::All => p,
+                    Steps::Valid => p.gather(w.valid.clone()),
+                    Steps::Last => p.gather(w.last.clone()),
+                })
+            }
         }
     }
 
@@ -155,15 +185,14 @@ where
     /// values in `[-1, 1]` (continuous; the caller scales them to the action bounds)
     /// or logits (discrete). Values at padded steps are computed but meaningless.
     pub fn predict(&self, w: &Window<E, D>) -> Result<Tensor3<E, D>, AgentError> {
-        let p: Tensor2<E, D> = self.forward(w, false)?;
+        let p: Tensor2<E, D> = self.forward(w, Steps::All, false)?;
         Ok(p.reshape_like(&(w.batch, w.len, self.cfg.action.outputs())))
     }
 
     /// The prediction at each row's last real step, `(B, outputs)`: the next action
     /// when the window ends at the current step (eval mode).
     pub fn predict_last(&self, w: &Window<E, D>) -> Result<Tensor2<E, D>, AgentError> {
-        let p: Tensor2<E, D> = self.forward(w, false)?;
-        Ok(p.gather(w.last.clone()))
+        self.forward(w, Steps::Last, false)
     }
 
     /// The sequence model's output for every token, `(B, 3L, width)` after the final
@@ -186,8 +215,7 @@ where
         w: &Window<E, D>,
         train: bool,
     ) -> Result<Tensor<Rank0, E, D, OwnedTape<E, D>>, AgentError> {
-        let p: Tensor2<E, D, OwnedTape<E, D>> = self.forward(w, train)?;
-        let p = p.gather(w.valid.clone());
+        let p: Tensor2<E, D, OwnedTape<E, D>> = self.forward(w, Steps::Valid, train)?;
         Ok(match &w.targets {
             Targets::Continuous(t) => (p - t.clone()).square().mean::<Rank0, _>(),
             Targets::Discrete(t) => -p

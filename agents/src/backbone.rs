@@ -18,7 +18,7 @@ mod recurrent;
 use dfdx::prelude::*;
 
 use crate::attention::AttentionDevice;
-use crate::layers::{dropout, LayerNorm, Tensor3};
+use crate::layers::{dropout, LayerNorm, Tensor2, Tensor3};
 use crate::params::{ParamError, ParamStore};
 
 use block::Block;
@@ -45,6 +45,14 @@ pub enum BackboneError {
         expected: String,
         /// The shape given.
         found: Vec<usize>,
+    },
+    /// Rows to keep ([`Backbone::forward_rows`]) that are empty or out of range.
+    #[error("backbone rows to keep: expected {expected}, found {found}")]
+    Rows {
+        /// What is valid.
+        expected: String,
+        /// What was given.
+        found: String,
     },
     /// Step-by-step inference asked of an attention without a fixed-size state.
     #[error("{0:?} attention has no fixed-size recurrent state: step-by-step inference needs causal flow attention")]
@@ -114,17 +122,84 @@ impl Backbone {
         D: AttentionDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
-        let (b, l, w) = *x.shape();
+        let (b, l, w) = self.check_input(x.shape())?;
+        let h = self.run(store, x, train, None);
+        Ok(h.reshape_like(&(b, l, w)))
+    }
+
+    /// The rows `rows` (flat token indices `b·L + t`, any order, repeats allowed) of
+    /// [`Backbone::forward`]'s output, `(rows.len(), width)`, computing less: the last
+    /// block's attention still reads every token, but its output projection, MLP and
+    /// residual additions and `ln_f` run on the kept rows only. Equal to gathering
+    /// those rows from [`Backbone::forward`] when `train` is false or dropout is 0
+    /// (with dropout the last block draws its masks for the kept rows only).
+    ///
+    /// For example the state tokens of a Decision Transformer's loss (`3 (b·K + t) + 1`),
+    /// or each window's last state token when acting.
+    pub fn forward_rows<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor3<E, D, T>,
+        rows: &[usize],
+        train: bool,
+    ) -> Result<Tensor2<E, D, T>, BackboneError>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+        T: Tape<E, D> + Merge<T>,
+    {
+        let (b, l, _) = self.check_input(x.shape())?;
+        if rows.is_empty() {
+            return Err(BackboneError::Rows {
+                expected: "at least one row".into(),
+                found: "none".into(),
+            });
+        }
+        if let Some(&r) = rows.iter().find(|&&r| r >= b * l) {
+            return Err(BackboneError::Rows {
+                expected: format!("token indices below batch {b} x length {l} = {}", b * l),
+                found: format!("row {r}"),
+            });
+        }
+        Ok(self.run(store, x, train, Some(rows)))
+    }
+
+    /// `(batch, length, width)` of a valid input.
+    fn check_input(
+        &self,
+        shape: &(usize, usize, usize),
+    ) -> Result<(usize, usize, usize), BackboneError> {
+        let (b, l, w) = *shape;
         if w != self.cfg.width || b == 0 || l == 0 {
             return Err(BackboneError::Input {
                 expected: format!("(batch > 0, length > 0, width {})", self.cfg.width),
                 found: vec![b, l, w],
             });
         }
+        Ok((b, l, w))
+    }
+
+    /// Input dropout, the blocks (the last one restricted to `keep`) and `ln_f` on the
+    /// flat rows of a checked input.
+    fn run<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor3<E, D, T>,
+        train: bool,
+        keep: Option<&[usize]>,
+    ) -> Tensor2<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+        T: Tape<E, D> + Merge<T>,
+    {
+        let (b, l, w) = *x.shape();
         let mut h = dropout(x.reshape_like(&(b * l, w)), self.cfg.dropout, train);
-        for block in &self.blocks {
-            h = block.forward(store, h, (b, l), &self.cfg, train);
+        let last = self.blocks.len() - 1;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let keep = if i == last { keep } else { None };
+            h = block.forward_kept(store, h, (b, l), &self.cfg, train, keep);
         }
-        Ok(self.ln_f.forward(store, h).reshape_like(&(b, l, w)))
+        self.ln_f.forward(store, h)
     }
 }

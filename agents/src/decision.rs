@@ -15,6 +15,7 @@
 //! [`DecisionModel::feed_actions`] run the Flow-Attention model token by token for
 //! whole-episode contexts (see [`recurrent`]).
 
+mod inference;
 pub mod recurrent;
 
 use dfdx::prelude::*;
@@ -261,12 +262,15 @@ impl DecisionModel {
         }
     }
 
-    /// Action predictions for every step, `(B·L, outputs)` flat in step order, read
-    /// from the state tokens.
-    pub(crate) fn predict<E, D, T>(
+    /// Action predictions at the flat steps `steps` (`b * L + t`, any order), `(steps,
+    /// outputs)`, read from their state tokens (token `3 (b L + t) + 1`): the backbone's
+    /// last block runs its output projection and MLP on those tokens only
+    /// ([`Backbone::forward_rows`]).
+    pub(crate) fn predict_steps<E, D, T>(
         &self,
         store: &ParamStore<E, D>,
         w: &Window<E, D>,
+        steps: &[usize],
         train: bool,
     ) -> Result<Tensor2<E, D, T>, AgentError>
     where
@@ -274,14 +278,10 @@ impl DecisionModel {
         D: AttentionDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
-        let (b, l, wd) = (w.batch, w.len, self.width);
-        let h: Tensor3<E, D, T> = self.hidden_states(store, w, train)?;
-        // The slice must stay the only consumer of `h`: dfdx 0.13's slice backward
-        // overwrites the input's gradient instead of adding to it.
-        let states = h
-            .reshape_like(&(b * l, 3, wd))
-            .slice((.., 1..2, ..))
-            .reshape_like(&(b * l, wd));
-        Ok(self.head(store, states))
+        let rows: Vec<usize> = steps.iter().map(|&s| 3 * s + 1).collect();
+        let h = self
+            .backbone
+            .forward_rows(store, self.tokens(store, w)?, &rows, train)?;
+        Ok(self.head(store, h))
     }
 }

@@ -7,6 +7,7 @@
 
 use dfdx::prelude::*;
 
+use crate::attention::Tensor4;
 use crate::kernels::{self, Activation};
 use crate::params::{Init, ParamError, ParamId, ParamStore};
 
@@ -130,6 +131,33 @@ impl Linear {
             (None, Activation::Identity) => y,
             (None, Activation::Relu) => y.relu(),
         }
+    }
+
+    /// `(B·L, inputs) -> (B, H, L, outputs / H)`: [`Linear::forward`] with its output
+    /// split into `heads` attention heads of `b` sequences of `l` tokens (head `i` is
+    /// features `i·outputs/H..`), the bias added by the fused head split on `Cpu`.
+    ///
+    /// # Panics
+    /// If `x` does not have `inputs` columns and `b·l` rows, or `heads` does not
+    /// divide `outputs`.
+    pub fn forward_heads<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor2<E, D, T>,
+        (b, l, heads): (usize, usize, usize),
+    ) -> Tensor4<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+    {
+        assert_eq!(x.shape().1, self.inputs, "linear map: input width");
+        let y = self.product(store, x);
+        let bias = match self.bias {
+            Some(b) => store.vector(b),
+            None => store.device().zeros_like(&(self.outputs,)),
+        };
+        kernels::split_heads(y, bias, (b, l, heads))
     }
 
     /// `x W` without the bias: one gemm.

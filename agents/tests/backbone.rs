@@ -1307,3 +1307,104 @@ fn step_by_step_equals_the_full_forward() {
     );
     assert!(err.to_string().contains("causal flow"));
 }
+
+// ---------------------------------------------------------------- backbone: kept rows
+
+/// Output rows, loss `sum(out * probe)`, every parameter's gradient (in store order)
+/// and the input's gradient, through [`Backbone::forward_rows`] (`restricted`) or
+/// through [`Backbone::forward`] followed by a gather of the same rows.
+type RowsRun = (Vec<f64>, f64, Vec<Vec<f64>>, Vec<f64>);
+
+fn run_rows(
+    backbone: &Backbone,
+    store: &ParamStore<f64, Cpu>,
+    x: &Tensor3<f64, Cpu>,
+    rows: &[usize],
+    restricted: bool,
+) -> RowsRun {
+    let dev = store.device().clone();
+    let (b, l, w) = *x.shape();
+    let xt = x.leaky_trace();
+    let out = if restricted {
+        backbone.forward_rows(store, xt, rows, false).unwrap()
+    } else {
+        let idx = dev.tensor_from_vec(rows.to_vec(), (rows.len(),));
+        backbone
+            .forward(store, xt, false)
+            .unwrap()
+            .reshape_like(&(b * l, w))
+            .gather(idx)
+    };
+    let values = out.as_vec();
+    let probe: Vec<f64> = (0..values.len())
+        .map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0)
+        .collect();
+    let loss = (out * dev.tensor_from_vec(probe, (rows.len(), w))).sum::<Rank0, _>();
+    let loss_value = loss.as_vec()[0];
+    let mut gradients = loss.backward();
+    let gx = gradients.get(x).as_vec();
+    let grads = store.grads(&mut gradients);
+    let params = store.ids().map(|id| grads.get(id).as_vec()).collect();
+    (values, loss_value, params, gx)
+}
+
+/// The restricted last block of `forward_rows` computes exactly the gathered rows of
+/// the full forward pass: values, loss and the gradient of every parameter and of the
+/// input agree (f64) for flow and softmax attention, one and several heads and layers,
+/// rows in any order with repeats; bad rows are rejected.
+#[test]
+fn forward_rows_equals_the_gathered_full_forward_with_every_gradient() {
+    let dev = Cpu::default();
+    let cases = [
+        (AttentionKind::CausalFlow, 1, 1),
+        (AttentionKind::CausalFlow, 4, 3),
+        (AttentionKind::CausalSoftmax, 2, 2),
+    ];
+    for (kind, heads, layers) in cases {
+        let mut store = ParamStore::<f64, Cpu>::new(&dev, 31);
+        let cfg = config(16, heads, layers, kind);
+        let backbone = Backbone::register(&mut store, "transformer", cfg).unwrap();
+        perturb_weights(&mut store, 32);
+        let x = random_tokens::<f64>(&dev, (3, 7, 16), 33);
+        let rows = [1, 4, 20, 8, 4, 13, 0];
+        let full = run_rows(&backbone, &store, &x, &rows, false);
+        let kept = run_rows(&backbone, &store, &x, &rows, true);
+        let at = format!("{kind:?}, {heads} heads, {layers} layers");
+        let scale = |v: &[f64]| 1.0 + v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let close = |a: &[f64], b: &[f64]| {
+            let e = a
+                .iter()
+                .zip(b)
+                .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+            e / scale(b)
+        };
+        assert!(close(&kept.0, &full.0) <= 1e-13, "{at}: values");
+        assert!(
+            (kept.1 - full.1).abs() <= 1e-12 * (1.0 + full.1.abs()),
+            "{at}: loss"
+        );
+        assert!(close(&kept.3, &full.3) <= 1e-12, "{at}: input gradient");
+        assert!(
+            full.3.iter().any(|&g| g != 0.0),
+            "{at}: input gradient is zero"
+        );
+        for (id, (k, f)) in store.ids().zip(kept.2.iter().zip(&full.2)) {
+            let e = close(k, f);
+            assert!(
+                e <= 1e-12,
+                "{at}: gradient of {} off by {e:e}",
+                store.name(id)
+            );
+            assert!(
+                f.iter().any(|&g| g != 0.0),
+                "{at}: {} has no gradient",
+                store.name(id)
+            );
+        }
+        let bad = |rows: &[usize]| backbone.forward_rows(&store, x.clone(), rows, false);
+        assert!(matches!(bad(&[]), Err(BackboneError::Rows { .. })));
+        let err = bad(&[0, 21]).unwrap_err();
+        assert!(matches!(err, BackboneError::Rows { .. }));
+        assert!(err.to_string().contains("row 21"), "{err}");
+    }
+}

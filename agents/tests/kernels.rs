@@ -198,3 +198,81 @@ fn strided_inputs_are_read_in_logical_order_and_get_their_gradients() {
     assert!(rel_err(&results[0].1, &results[1].1) <= 1e-12);
     assert!(results[0].1.iter().any(|&g| g != 0.0));
 }
+
+/// Forward values and the input's (and bias's) gradient of `sum(out * probe)` for the
+/// layout kernels, fused or composed.
+fn run_layout(fused: bool, kernel: &str, heads: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let dev = Cpu::seed_from_u64(7);
+    let (b, l, w) = (3, 5, 12);
+    let x: Tensor2<f64, Cpu> = dev.sample_normal_like(&(b * l, w));
+    let bias: Tensor1<f64, Cpu> = dev.sample_normal_like(&(w,));
+    let xt = x.leaky_trace();
+    let (out, n): (Tensor2<f64, Cpu, OwnedTape<f64, Cpu>>, usize) = match (kernel, fused) {
+        ("split", true) => {
+            let o = kernels::split_heads(xt, bias.clone(), (b, l, heads));
+            (o.reshape_like(&(b * l, w)), b * l)
+        }
+        ("split", false) => {
+            let o = composed::split_heads(xt, bias.clone(), (b, l, heads));
+            (o.reshape_like(&(b * l, w)), b * l)
+        }
+        ("merge", fused) => {
+            let o = xt.reshape_like(&(b, heads, l, w / heads));
+            let m = if fused {
+                kernels::merge_heads(o)
+            } else {
+                composed::merge_heads(o)
+            };
+            (m, b * l)
+        }
+        (_, fused) => {
+            let rows = [4, 0, 14, 4, 9];
+            let g = if fused {
+                kernels::gather_rows(xt, &rows)
+            } else {
+                composed::gather_rows(xt, &rows)
+            };
+            (g, rows.len())
+        }
+    };
+    let values = out.as_vec();
+    let probe: Tensor2<f64, Cpu> = Cpu::seed_from_u64(8).sample_normal_like(&(n, w));
+    let mut grads = (out * probe).sum::<Rank0, _>().backward();
+    (values, grad_of(&mut grads, &x), grad_of(&mut grads, &bias))
+}
+
+#[test]
+fn layout_kernels_match_composed_ops() {
+    for (kernel, heads) in [
+        ("split", 1),
+        ("split", 3),
+        ("merge", 1),
+        ("merge", 4),
+        ("gather", 1),
+    ] {
+        let fused = run_layout(true, kernel, heads);
+        let composed = run_layout(false, kernel, heads);
+        // Pure copies and sums of the same values: equal up to summation order.
+        assert!(
+            rel_err(&fused.0, &composed.0) <= 1e-15,
+            "{kernel} {heads}: values"
+        );
+        assert!(
+            rel_err(&fused.1, &composed.1) <= 1e-14,
+            "{kernel} {heads}: input gradient"
+        );
+        assert!(
+            rel_err(&fused.2, &composed.2) <= 1e-14,
+            "{kernel} {heads}: bias gradient"
+        );
+        assert!(
+            fused.1.iter().any(|&g| g != 0.0),
+            "{kernel} {heads}: no gradient"
+        );
+    }
+    // The head split puts head i's features i*D..(i+1)*D of token t at [b, i, t, :].
+    let dev = Cpu::default();
+    let y = dev.tensor_from_vec((0..12).map(f64::from).collect::<Vec<_>>(), (2, 6));
+    let heads = kernels::split_heads(y, dev.zeros_like(&(6,)), (1, 2, 3)).as_vec();
+    assert_eq!(heads, [0., 1., 6., 7., 2., 3., 8., 9., 4., 5., 10., 11.]);
+}

@@ -345,6 +345,21 @@ where
     pub fn valid_steps(&self) -> usize {
         self.lengths.iter().sum()
     }
+
+    /// Flat step indices `b * L + t` of the real steps, in order (the host copy of
+    /// `valid`).
+    pub(crate) fn valid_indices(&self) -> Vec<usize> {
+        (self.lengths.iter().enumerate())
+            .flat_map(|(row, &n)| (0..n).map(move |t| row * self.len + t))
+            .collect()
+    }
+
+    /// Flat step index of each row's last real step (the host copy of `last`).
+    pub(crate) fn last_indices(&self) -> Vec<usize> {
+        (self.lengths.iter().enumerate())
+            .map(|(row, &n)| row * self.len + n - 1)
+            .collect()
+    }
 }
 
 /// The length of each row's prefix of ones; rejects other values, holes and empty rows.

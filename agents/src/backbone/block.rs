@@ -3,7 +3,8 @@
 use dfdx::prelude::*;
 
 use super::{join, BackboneConfig};
-use crate::attention::{causal_flow, causal_softmax, AttentionDevice, AttentionKind, Tensor4};
+use crate::attention::{causal_flow, causal_softmax, AttentionDevice, AttentionKind};
+use crate::kernels::{gather_rows, merge_heads};
 use crate::layers::{dropout_add, LayerNorm, Linear, Tensor2, WeightLayout};
 use crate::params::{Init, ParamError, ParamStore};
 
@@ -94,23 +95,42 @@ impl Block {
         D: AttentionDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
-        let (h, hw) = (cfg.heads, cfg.head_width());
-        let n = b * l;
+        self.forward_kept(store, x, (b, l), cfg, train, None)
+    }
+
+    /// [`Block::forward`], its output restricted to the rows `keep` when given.
+    /// With `keep`, the output holds only those rows of the residual stream, in that
+    /// order: attention reads every token (its keys, values and, for Flow-Attention,
+    /// its queries' flow sums), but the output projection, the MLP and both residual
+    /// additions run on the kept rows only.
+    pub(super) fn forward_kept<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        x: Tensor2<E, D, T>,
+        (b, l): (usize, usize),
+        cfg: &BackboneConfig,
+        train: bool,
+        keep: Option<&[usize]>,
+    ) -> Tensor2<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+        T: Tape<E, D> + Merge<T>,
+    {
+        let heads = (b, l, cfg.heads);
         let a = self.ln_1.forward(store, x.with_empty_tape());
-        let heads = |t: Tensor2<E, D, T>| -> Tensor4<E, D, T> {
-            t.reshape_like(&(b, l, h, hw))
-                .permute::<_, Axes4<0, 2, 1, 3>>()
-        };
-        let q = heads(self.query.forward(store, a.with_empty_tape()));
-        let k = heads(self.key.forward(store, a.with_empty_tape()));
-        let v = heads(self.value.forward(store, a));
+        let q = self.query.forward_heads(store, a.with_empty_tape(), heads);
+        let k = self.key.forward_heads(store, a.with_empty_tape(), heads);
+        let v = self.value.forward_heads(store, a, heads);
         let o = match cfg.attention {
             AttentionKind::CausalFlow => causal_flow(q, k, v, &cfg.flow),
             AttentionKind::CausalSoftmax => causal_softmax(q, k, v),
         };
-        let o = o
-            .permute::<_, Axes4<0, 2, 1, 3>>()
-            .reshape_like(&(n, cfg.width));
+        let o = merge_heads(o);
+        let (o, x) = match keep {
+            Some(rows) => (gather_rows(o, rows), gather_rows(x, rows)),
+            None => (o, x),
+        };
         let x = dropout_add(self.out.forward(store, o), x, cfg.dropout, train);
 
         let m = self.ln_2.forward(store, x.with_empty_tape());

@@ -4,7 +4,7 @@
 use dfdx::prelude::*;
 use num_traits::Float;
 
-use super::{Activation, Tensor1, Tensor2};
+use super::{Activation, Tensor1, Tensor2, Tensor4};
 
 /// See [`super::layer_norm`].
 pub fn layer_norm<E, D, T>(
@@ -59,4 +59,48 @@ where
     } else {
         x + residual
     }
+}
+
+/// See [`super::split_heads`].
+pub fn split_heads<E, D, T>(
+    y: Tensor2<E, D, T>,
+    bias: Tensor1<E, D>,
+    (b, l, h): (usize, usize, usize),
+) -> Tensor4<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let w = y.shape().1;
+    bias_act(y, bias, Activation::Identity)
+        .reshape_like(&(b, l, h, w / h))
+        .permute::<_, Axes4<0, 2, 1, 3>>()
+}
+
+/// See [`super::merge_heads`].
+pub fn merge_heads<E, D, T>(o: Tensor4<E, D, T>) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let (b, h, l, m) = *o.shape();
+    if h == 1 {
+        // One head: (B, 1, L, M) is already the row layout.
+        return o.reshape_like(&(b * l, m));
+    }
+    o.permute::<_, Axes4<0, 2, 1, 3>>()
+        .reshape_like(&(b * l, h * m))
+}
+
+/// See [`super::gather_rows`].
+pub fn gather_rows<E, D, T>(x: Tensor2<E, D, T>, rows: &[usize]) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let idx = x.device().tensor_from_vec(rows.to_vec(), (rows.len(),));
+    x.gather(idx)
 }

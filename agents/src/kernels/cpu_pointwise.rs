@@ -141,7 +141,7 @@ pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
         if let Some(kept) = &kept {
             kept.zero_unset(&mut g);
             g.par_chunks_mut(BLOCK)
-                .for_each(|g| g.iter_mut().for_each(|v| *v = *v * grad_scale));
+                .for_each(|g| g.iter_mut().for_each(|v| *v *= grad_scale));
         }
         add_into(grads.get_or_alloc_mut(&x_ghost)?, &g);
         Ok(())

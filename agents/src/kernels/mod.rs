@@ -18,6 +18,7 @@
 //! with their concrete type.
 
 pub mod composed;
+mod cpu_layout;
 mod cpu_norm;
 mod cpu_pointwise;
 
@@ -31,6 +32,7 @@ use rayon::prelude::*;
 pub type Tensor2<E, D, T = NoneTape> = Tensor<(usize, usize), E, D, T>;
 /// A runtime-length vector (biases, LayerNorm scale and shift).
 pub type Tensor1<E, D> = Tensor<(usize,), E, D>;
+pub use crate::attention::Tensor4;
 
 /// The activation applied after a bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,6 +194,79 @@ where
     let (out, backward) = cpu_pointwise::dropout_add(same(x), Some(same(r)), p, T::OWNS_TAPE);
     record::<E, D, T>(&mut tape, backward);
     same::<Tensor<S, E, Cpu>, Tensor<S, E, D>>(out).put_tape(tape)
+}
+
+/// Attention heads of token rows: `y (B·L, H·D)` of `b` sequences of `l` tokens plus
+/// `bias (H·D,)` -> `(B, H, L, D)`, head `i` being features `i·D..(i+1)·D` (a linear
+/// map's bias fused with the head split). The output is contiguous on `Cpu` and a
+/// permuted view elsewhere.
+///
+/// # Panics
+/// If the sizes disagree (`B·L` rows, `H` dividing the width, the bias width).
+pub fn split_heads<E, D, T>(
+    y: Tensor2<E, D, T>,
+    bias: Tensor1<E, D>,
+    (b, l, h): (usize, usize, usize),
+) -> Tensor4<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let (n, w) = *y.shape();
+    assert_eq!(n, b * l, "split_heads: {n} rows for {b} sequences of {l}");
+    assert!(h > 0 && w % h == 0, "split_heads: {h} heads of width {w}");
+    assert_eq!(bias.shape().0, w, "split_heads: bias width");
+    if !on_cpu::<E, D>() {
+        return composed::split_heads(y, bias, (b, l, h));
+    }
+    let (y, mut tape) = y.contiguous().split_tape();
+    let (out, backward) = cpu_layout::split_heads(same(y), same(bias), (b, l, h), T::OWNS_TAPE);
+    record::<E, D, T>(&mut tape, backward);
+    same::<Tensor4<E, Cpu>, Tensor4<E, D>>(out).put_tape(tape)
+}
+
+/// The inverse layout of [`split_heads`] (without a bias): `o (B, H, L, M)` ->
+/// `(B·L, H·M)` token rows with the heads side by side. Free for one head.
+pub fn merge_heads<E, D, T>(o: Tensor4<E, D, T>) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let (b, h, l, m) = *o.shape();
+    if h == 1 || !on_cpu::<E, D>() {
+        return composed::merge_heads(o);
+    }
+    let (o, mut tape) = o.contiguous().split_tape();
+    let (out, backward) = cpu_layout::merge_heads(same(o), T::OWNS_TAPE);
+    record::<E, D, T>(&mut tape, backward);
+    debug_assert_eq!(*out.shape(), (b * l, h * m));
+    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
+}
+
+/// Rows `rows` of `x (N, W)` in that order, `(rows.len(), W)`; rows may repeat (their
+/// gradients add up).
+///
+/// # Panics
+/// If a row is out of range.
+pub fn gather_rows<E, D, T>(x: Tensor2<E, D, T>, rows: &[usize]) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let n = x.shape().0;
+    if let Some(&r) = rows.iter().find(|&&r| r >= n) {
+        panic!("gather_rows: row {r} of {n}");
+    }
+    if !on_cpu::<E, D>() {
+        return composed::gather_rows(x, rows);
+    }
+    let (x, mut tape) = x.contiguous().split_tape();
+    let (out, backward) = cpu_layout::gather_rows(same(x), rows, T::OWNS_TAPE);
+    record::<E, D, T>(&mut tape, backward);
+    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
 }
 
 /// The data of a contiguous `Cpu` tensor (a copy: dfdx has no borrowed view). Callers

@@ -12,4 +12,5 @@ pub mod logging;
 pub mod plot;
 pub mod progress;
 pub mod quickstart;
+pub mod suite;
 pub mod train;

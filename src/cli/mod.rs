@@ -4,4 +4,5 @@ pub mod bench;
 pub mod collect;
 pub mod dataset;
 pub mod eval;
+pub mod suite;
 pub mod train;

@@ -1,0 +1,33 @@
+//! The learning-quality suite (`flowrl suite`): a matrix of environments × dataset
+//! tiers × agents × seeds over a base experiment config. Each entry collects its
+//! dataset (cached and shared between entries), trains through [`crate::train`],
+//! evaluates its final checkpoint through [`crate::eval`] and records its result.
+//! Reruns skip finished entries and continue interrupted training from its last
+//! checkpoint. The format of suite configs is in `configs/suite/README.md`.
+//!
+//! # Output folder
+//!
+//! ```text
+//! <out>/
+//!   suite.toml                          copy of the suite config of the last run
+//!   results.md                          one table per environment, with the plots
+//!   plots/<env>.png                     normalised score per tier and agent
+//!   plots/<env>-success.png             success rate, for tasks that define success
+//!   results/<env>/<tier>/<agent>/seed<N>.json   one finished entry (see [`record`])
+//!   runs/<env>/<tier>/<agent>/seed<N>/  the training run folder (see [`crate::train`])
+//!   datasets/<env>-<tier>-<episodes>ep-seed<S>.safetensors   cached datasets
+//! ```
+
+pub mod entry;
+pub mod error;
+pub mod record;
+pub mod report;
+pub mod runner;
+pub mod spec;
+mod toml_reader;
+
+pub use entry::{Entry, EntryState, Filter};
+pub use error::SuiteError;
+pub use record::EntryRecord;
+pub use runner::{run, SuiteOptions, SuiteOutcome};
+pub use spec::SuiteSpec;

@@ -1,0 +1,351 @@
+//! The learning-quality suite end to end: a tiny matrix runs in a temporary folder,
+//! writes results.md with one table per environment (rows = tiers, columns = agents)
+//! and its charts, records every entry, skips finished entries on rerun, redoes only
+//! a missing result, refuses results made with another config, and rejects bad suite
+//! configs naming the file, key, expected and found.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use flowrl::suite::{self, EntryRecord, EntryState, SuiteOptions, SuiteSpec};
+
+/// Two environments (one with success), two tiers on one, two agents (one trained
+/// and evaluated on whole episodes), one seed: 6 entries of 20 training steps.
+const TINY: &str = r#"
+[suite]
+name = "tiny"
+seeds = [0]
+tiers = ["medium", "medium-replay"]
+
+[dataset]
+episodes = 6
+seed = 3
+
+[eval]
+episodes = 3
+seed = 99
+
+[base]
+agent.width = 16
+agent.layers = 1
+agent.dropout = 0.0
+train.steps = 20
+train.batch = 4
+train.warmup_steps = 2
+train.log_every = 10
+train.checkpoint_every = 10
+
+[[env]]
+id = "Pendulum-v1"
+targets = [-150.0, -600.0]
+
+[[env]]
+id = "TMaze-Passive-L5"
+targets = [1.0]
+tiers = ["medium-expert"]
+set.train.reward_scale = 1.0
+
+[[agent]]
+name = "dff-ep"
+kind = "decision-flowformer"
+context = 4
+context_mode = "episode"
+eval_context_mode = "episode"
+
+[[agent]]
+name = "mlp-bc"
+kind = "mlp-bc"
+"#;
+
+fn write_suite(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn options(config: &Path, out: &Path) -> SuiteOptions {
+    SuiteOptions {
+        config: config.to_path_buf(),
+        out: Some(out.to_path_buf()),
+        ..SuiteOptions::default()
+    }
+}
+
+fn result_files(out: &Path) -> Vec<(PathBuf, SystemTime)> {
+    let mut found = Vec::new();
+    let mut stack = vec![out.join("results")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+                found.push((path, modified));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The rows of the markdown table following the line `## <env>` (header included).
+fn table_of<'a>(md: &'a str, env: &str) -> Vec<Vec<&'a str>> {
+    let section = md
+        .split(&format!("## {env}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no section for {env} in:\n{md}"));
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter(|l| !l.contains("---"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect()
+}
+
+#[test]
+fn tiny_suite_runs_records_reports_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_suite(dir.path(), TINY);
+    let out = dir.path().join("out");
+
+    let listed = suite::run(&SuiteOptions {
+        dry_run: true,
+        ..options(&config, &out)
+    })
+    .unwrap();
+    assert_eq!(listed.selected.len(), 6);
+    assert!(listed
+        .selected
+        .iter()
+        .all(|(_, s)| *s == EntryState::Pending));
+    assert!(!out.exists(), "a dry run writes nothing");
+
+    let first = suite::run(&options(&config, &out)).unwrap();
+    assert_eq!(first.ran, 6);
+    let results = result_files(&out);
+    assert_eq!(results.len(), 6, "{results:?}");
+
+    // Every entry records what reproduces it.
+    let record =
+        EntryRecord::read(&out.join("results/Pendulum-v1/medium-replay/dff-ep/seed0.json"))
+            .unwrap();
+    assert_eq!(record.flowrl_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!((record.seed, record.tier.as_str()), (0, "medium-replay"));
+    let resolved = record.config().unwrap();
+    assert_eq!(resolved.dataset.env.as_deref(), Some("Pendulum-v1"));
+    assert_eq!(resolved.dataset.episodes, Some(6));
+    assert_eq!(resolved.train.steps, 20);
+    assert_eq!(resolved.eval.seed, 99);
+    assert_eq!(
+        resolved.eval.context_mode.map(|m| m.name()),
+        Some("episode")
+    );
+    assert_eq!(record.train.steps, 20);
+    assert_eq!(record.eval.context, "episode");
+    assert_eq!(record.eval.targets.len(), 2);
+    assert_eq!(record.eval.targets[0].episodes, 3);
+    // Behaviour cloning ignores the return: it runs the headline target only.
+    let bc = EntryRecord::read(&out.join("results/Pendulum-v1/medium/mlp-bc/seed0.json")).unwrap();
+    assert_eq!(bc.eval.targets.len(), 1);
+
+    // One dataset per (env, tier), shared by the agents.
+    let datasets = std::fs::read_dir(out.join("datasets")).unwrap().count();
+    assert_eq!(datasets, 3);
+
+    let md = std::fs::read_to_string(first.report.unwrap()).unwrap();
+    let pendulum = table_of(&md, "Pendulum-v1");
+    assert_eq!(pendulum[0], ["tier", "dff-ep", "mlp-bc", "dataset"]);
+    assert_eq!(pendulum.len(), 3, "header + 2 tiers: {pendulum:?}");
+    assert_eq!(
+        (pendulum[1][0], pendulum[2][0]),
+        ("medium", "medium-replay")
+    );
+    for row in &pendulum[1..] {
+        assert!(row[1].contains(" ± ") && row[2].contains(" ± "), "{row:?}");
+        assert!(!row[1].contains("success"), "{row:?}");
+    }
+    let tmaze = table_of(&md, "TMaze-Passive-L5");
+    assert_eq!(tmaze.len(), 2, "{tmaze:?}");
+    assert!(tmaze[1][1].contains("success"), "{tmaze:?}");
+    assert!(out.join("plots/Pendulum-v1.png").is_file());
+    assert!(out.join("plots/TMaze-Passive-L5-success.png").is_file());
+    assert!(out.join("suite.toml").is_file());
+
+    // A rerun skips every finished entry and leaves its result untouched.
+    let again = suite::run(&options(&config, &out)).unwrap();
+    assert_eq!(again.ran, 0);
+    assert!(again.selected.iter().all(|(_, s)| *s == EntryState::Done));
+    assert_eq!(result_files(&out), results);
+
+    // A lost result (e.g. interrupted during evaluation) is redone from its trained
+    // run, and only it.
+    let lost = out.join("results/TMaze-Passive-L5/medium-expert/dff-ep/seed0.json");
+    std::fs::remove_file(&lost).unwrap();
+    let filtered = suite::run(&SuiteOptions {
+        dry_run: true,
+        filters: vec!["env=TMaze-Passive-L5".parse().unwrap()],
+        ..options(&config, &out)
+    })
+    .unwrap();
+    let states: Vec<EntryState> = filtered.selected.iter().map(|(_, s)| *s).collect();
+    assert_eq!(states, [EntryState::Partial, EntryState::Done]);
+    let redo = suite::run(&options(&config, &out)).unwrap();
+    assert_eq!(redo.ran, 1);
+    let now = result_files(&out);
+    assert_eq!(now.len(), 6);
+    for ((path, before), (_, after)) in results.iter().zip(&now) {
+        assert_eq!(path == &lost, before != after, "{}", path.display());
+    }
+
+    // Results made with another config are stale: listed as such, never mixed in.
+    let changed = SuiteOptions {
+        set: vec!["train.steps=30".into()],
+        ..options(&config, &out)
+    };
+    let stale = suite::run(&SuiteOptions {
+        dry_run: true,
+        ..changed.clone()
+    })
+    .unwrap();
+    assert!(stale.selected.iter().all(|(_, s)| *s == EntryState::Stale));
+    let err = format!("{:#}", suite::run(&changed).unwrap_err());
+    assert!(err.contains("different config"), "{err}");
+}
+
+/// The error of loading `text` as a suite config.
+fn load_error(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_suite(dir.path(), text);
+    let err = SuiteSpec::load(&path, &[]).unwrap_err().to_string();
+    assert!(err.contains("tiny.toml"), "names the file: {err}");
+    err
+}
+
+#[test]
+fn bad_suite_configs_are_rejected_with_file_key_expected_and_found() {
+    let cases: [(&str, &str, &[&str]); 9] = [
+        (
+            "seeds = [0]",
+            "seeds = [0, \"one\"]",
+            &[
+                "`suite.seeds[1]` (line 4)",
+                "expected an integer >= 0",
+                "\"one\"",
+            ],
+        ),
+        (
+            "tiers = [\"medium\", \"medium-replay\"]",
+            "tiers = [\"medium\", \"great\"]",
+            &[
+                "`suite.tiers[1]`",
+                "expected one of random, medium",
+                "\"great\"",
+            ],
+        ),
+        (
+            "[eval]\nepisodes = 3",
+            "[eval]\nepisodes = 0",
+            &[
+                "`eval.episodes`",
+                "expected an integer >= 1",
+                "found the integer 0",
+            ],
+        ),
+        (
+            "id = \"Pendulum-v1\"",
+            "id = \"Pendulum-v7\"",
+            &["`env[0].id`", "unknown environment id `Pendulum-v7`"],
+        ),
+        (
+            "kind = \"mlp-bc\"",
+            "kind = \"mlp\"",
+            &["`agent[1].kind`", "expected an agent kind", "found `mlp`"],
+        ),
+        (
+            "agent.width = 16",
+            "agent.width = 16\ncolour = \"blue\"",
+            &["`base`", "`colour`: unknown key"],
+        ),
+        (
+            "targets = [1.0]",
+            "targets = [1.0]\nflavour = 1",
+            &[
+                "`env[1].flavour`",
+                "unknown key; valid keys in `env[1]`: id, targets",
+            ],
+        ),
+        (
+            "context = 4",
+            "context = 4\nset.dataset.tier = \"expert\"",
+            &["`agent[0].set.dataset.tier`", "set by the suite matrix"],
+        ),
+        (
+            "agent.layers = 1",
+            "agent.layers = 0",
+            &[
+                "`base`",
+                "invalid experiment config",
+                "`agent.layers`",
+                "found 0",
+            ],
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(TINY.contains(from), "{from}");
+        let err = load_error(&TINY.replacen(from, to, 1));
+        for part in expected {
+            assert!(err.contains(part), "expected `{part}` in: {err}");
+        }
+    }
+    let err = load_error("[suite\nseeds = [0]");
+    assert!(
+        err.contains("tiny.toml:1:") && err.contains("invalid TOML"),
+        "{err}"
+    );
+    let err = load_error(&TINY.replace("[[agent]]", "[[agents]]"));
+    assert!(
+        err.contains("`agents`") && err.contains("unknown key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cli_reports_a_bad_suite_config_and_a_bad_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_suite(dir.path(), &TINY.replace("seeds = [0]", "seeds = 0"));
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_flowrl"))
+            .arg("suite")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--dry-run"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("`suite.seeds` (line 4): expected a non-empty array of integers >= 0, found the integer 0"),
+        "{stderr}"
+    );
+    std::fs::write(&config, TINY).unwrap();
+    let (code, stderr) = run(&["--dry-run", "--filter", "env=CartPole-v1"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("`CartPole-v1` matches no entry") && stderr.contains("Pendulum-v1"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["--dry-run", "--filter", "colour=red"]);
+    assert_eq!(code, Some(2), "clap rejects the argument: {stderr}");
+    assert!(
+        stderr.contains("expected the key env, tier, agent or seed"),
+        "{stderr}"
+    );
+}

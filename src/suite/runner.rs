@@ -188,11 +188,7 @@ fn done_records(
 /// average time per entry).
 fn progress_line(done: usize, total: usize, elapsed: f64) -> String {
     const WIDTH: usize = 30;
-    let filled = if total == 0 {
-        WIDTH
-    } else {
-        WIDTH * done / total
-    };
+    let filled = (WIDTH * done).checked_div(total).unwrap_or(WIDTH);
     let bar: String = (0..WIDTH)
         .map(|i| match i.cmp(&filled) {
             std::cmp::Ordering::Less => '=',

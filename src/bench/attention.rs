@@ -46,7 +46,19 @@ pub struct AttentionArgs {
     /// Tokens per timed window at each of those positions (the fastest of 10 windows is reported).
     #[arg(long, default_value_t = 200)]
     pub step_window: usize,
+    /// Instead of the tables above, time causal flow at the attention shapes of the
+    /// training benchmark's configs C1-C3 (one layer's attention core).
+    #[arg(long)]
+    pub train_shapes: bool,
 }
+
+/// Attention-core shapes `(name, B, H, L, D = M)` of `flowrl bench train`'s configs: batch,
+/// heads, 3 K tokens and width / heads.
+const TRAIN_SHAPES: [(&str, usize, usize, usize, usize); 3] = [
+    ("C1", 64, 1, 60, 128),
+    ("C2", 64, 4, 60, 64),
+    ("C3", 16, 4, 3000, 32),
+];
 
 /// PyTorch causal Flow-Attention (forward+backward seconds, peak bytes) and PyTorch's fused
 /// causal softmax (seconds), B=1 H=4 D=M=32 f32, on this 2-core machine.
@@ -69,6 +81,9 @@ struct Measured {
     peak: Option<usize>,
     /// Timed runs behind `seconds`.
     runs: usize,
+    /// Mean processor seconds (all threads) of a timed run, where the system reports them:
+    /// steadier than the wall clock when other processes share the cores.
+    cpu: Option<f64>,
 }
 
 /// Which core a case runs.
@@ -78,6 +93,23 @@ enum Core {
     FlowComposed,
     SoftmaxFused,
     SoftmaxComposed,
+}
+
+/// Sizes of one case: `(B, H, L, D = M)`, and whether the backward pass runs.
+#[derive(Clone, Copy)]
+struct Case {
+    shape: (usize, usize, usize, usize),
+    backward: bool,
+}
+
+impl Case {
+    /// Forward+backward at length `l` with the table's batch, heads and head size.
+    fn table(args: &AttentionArgs, l: usize) -> Self {
+        Self {
+            shape: (args.batch, args.heads, l, args.head_dim),
+            backward: true,
+        }
+    }
 }
 
 /// Results at one length (`None`: skipped).
@@ -103,6 +135,9 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
     if let Some(l) = args.lengths.iter().find(|&&l| l == 0) {
         bail!("--lengths: expected positive lengths, found {l}");
     }
+    if args.train_shapes {
+        return run_train_shapes(&args);
+    }
     let counting = allocator_counts();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -124,11 +159,13 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
     for &l in &args.lengths {
         rows.push(Row {
             l,
-            flow: measure(&args, l, Core::FlowFused),
-            flow_composed: (l <= args.composed_max).then(|| measure(&args, l, Core::FlowComposed)),
-            softmax: (l <= args.softmax_max).then(|| measure(&args, l, Core::SoftmaxFused)),
+            flow: measure(&args, Case::table(&args, l), Core::FlowFused),
+            flow_composed: (l <= args.composed_max)
+                .then(|| measure(&args, Case::table(&args, l), Core::FlowComposed)),
+            softmax: (l <= args.softmax_max)
+                .then(|| measure(&args, Case::table(&args, l), Core::SoftmaxFused)),
             softmax_composed: (softmax_bytes(&args, l) <= args.softmax_budget_gb * 1e9)
-                .then(|| measure(&args, l, Core::SoftmaxComposed)),
+                .then(|| measure(&args, Case::table(&args, l), Core::SoftmaxComposed)),
         });
         bar.inc(1);
     }
@@ -158,41 +195,59 @@ fn softmax_bytes(args: &AttentionArgs, l: usize) -> f64 {
 /// [`MAX_RUNS`]) while they total under a second, since the fastest of more runs is less
 /// disturbed by other processes; the warm-up alone when it takes more than ten seconds.
 /// Also the largest peak memory among them.
-fn measure(args: &AttentionArgs, l: usize, core: Core) -> Measured {
-    let (warm_up, mut peak) = run_case(args, l, core, 0);
+fn measure(args: &AttentionArgs, case: Case, core: Core) -> Measured {
+    let (warm_up, mut peak, _) = run_case(case, core, 0);
     if warm_up > 10.0 {
         return Measured {
             seconds: warm_up,
             peak,
             runs: 1,
+            cpu: None,
         };
     }
     let mut best = f64::INFINITY;
     let mut total = 0.0;
     let mut runs = 0;
+    let mut cpu = Some(0.0);
     while runs < args.reps || (total < 1.0 && runs < MAX_RUNS) {
         runs += 1;
-        let (seconds, bytes) = run_case(args, l, core, runs as u64);
+        let (seconds, bytes, used) = run_case(case, core, runs as u64);
         best = best.min(seconds);
         total += seconds;
         peak = peak.max(bytes);
+        cpu = cpu.zip(used).map(|(a, b)| a + b);
     }
     Measured {
         seconds: best,
         peak,
         runs,
+        cpu: cpu.map(|c| c / runs as f64),
     }
 }
 
-/// One forward+backward run: seconds and peak bytes above the baseline (inputs included).
-fn run_case(args: &AttentionArgs, l: usize, core: Core, seed: u64) -> (f64, Option<usize>) {
+/// Processor seconds used by this process so far, all threads (Linux: `/proc/self/stat`,
+/// user + system time in 1/100 s ticks).
+fn process_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3, the state.
+    let rest = text.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
+/// One forward(+backward) run: seconds and peak bytes above the baseline (inputs included).
+/// Also the processor seconds of the run.
+fn run_case(case: Case, core: Core, seed: u64) -> (f64, Option<usize>, Option<f64>) {
     let window = PeakWindow::start();
     let dev = Cpu::seed_from_u64(seed);
-    let shape = (args.batch, args.heads, l, args.head_dim);
+    let shape = case.shape;
     let q: Tensor4<f32, Cpu> = dev.sample_normal_like(&shape);
     let k: Tensor4<f32, Cpu> = dev.sample_normal_like(&shape);
     let v: Tensor4<f32, Cpu> = dev.sample_normal_like(&shape);
     let w: Tensor4<f32, Cpu> = dev.sample_normal_like(&shape);
+    let cpu_start = process_cpu_seconds();
     let start = Instant::now();
     let (qt, kt, vt) = (q.leaky_trace(), k.leaky_trace(), v.leaky_trace());
     let cfg = FlowConfig::rl();
@@ -202,10 +257,54 @@ fn run_case(args: &AttentionArgs, l: usize, core: Core, seed: u64) -> (f64, Opti
         Core::SoftmaxFused => causal_softmax(qt, kt, vt),
         Core::SoftmaxComposed => composed::causal_softmax(qt, kt, vt),
     };
+    let cpu = |start: Option<f64>| Some(process_cpu_seconds()? - start?);
+    if !case.backward {
+        let seconds = start.elapsed().as_secs_f64();
+        std::hint::black_box(out);
+        return (seconds, window.peak(), cpu(cpu_start));
+    }
     let grads = (out * w).sum::<Rank0, _>().backward();
     let seconds = start.elapsed().as_secs_f64();
+    let used = cpu(cpu_start);
     std::hint::black_box(grads.get(&q));
-    (seconds, window.peak())
+    (seconds, window.peak(), used)
+}
+
+/// `--train-shapes`: causal flow (clamp 10, f32) at the training configs' attention shapes,
+/// forward alone (with the tape recording) and forward+backward, fused and composed.
+fn run_train_shapes(args: &AttentionArgs) -> anyhow::Result<()> {
+    println!(
+        "Causal Flow-Attention core at the training configs' shapes (one layer), f32, fastest of at least {} runs after a warm-up",
+        args.reps
+    );
+    if let Some(load) = load_average() {
+        println!("load average at start: {load}");
+    }
+    println!(
+        "| {:>6} | {:>3} | {:>2} | {:>5} | {:>5} | {:>12} | {:>16} | {:>19} |",
+        "config", "B", "H", "L", "D = M", "fused fwd ms", "fused fwd+bwd ms", "composed fwd+bwd ms"
+    );
+    println!("|--------|-----|----|-------|-------|--------------|------------------|---------------------|");
+    for (name, b, h, l, d) in TRAIN_SHAPES {
+        let case = |backward| Case {
+            shape: (b, h, l, d),
+            backward,
+        };
+        let forward = measure(args, case(false), Core::FlowFused);
+        let both = measure(args, case(true), Core::FlowFused);
+        let composed = measure(args, case(true), Core::FlowComposed);
+        println!(
+            "| {name:>6} | {b:>3} | {h:>2} | {l:>5} | {d:>5} | {:>12} | {:>16} | {:>19} |",
+            with_cpu(&forward),
+            with_cpu(&both),
+            with_cpu(&composed)
+        );
+    }
+    println!(
+        "Each cell: fastest wall-clock ms (mean processor ms per run, all threads, in brackets)."
+    );
+    println!("Shapes of `flowrl bench train`: C1 B64 K20 width 128 1 head; C2 B64 K20 width 256 4 heads; C3 B16 K1000 width 128 4 heads (3 tokens per step).");
+    Ok(())
 }
 
 fn ms(seconds: f64) -> String {
@@ -214,6 +313,14 @@ fn ms(seconds: f64) -> String {
         format!("{ms:.0}")
     } else {
         format!("{ms:.1}")
+    }
+}
+
+/// Fastest wall-clock ms and, where known, the mean processor ms in brackets.
+fn with_cpu(m: &Measured) -> String {
+    match m.cpu {
+        Some(cpu) => format!("{} ({})", ms(m.seconds), ms(cpu)),
+        None => ms(m.seconds),
     }
 }
 
@@ -242,7 +349,7 @@ fn print_flow(rows: &[Row]) {
     println!();
     println!("Causal Flow-Attention (clamp 10)");
     println!(
-        "| {:>6} | {:>9} | {:>10} | {:>7} | {:>8} | {:>10} | {:>11} | {:>11} |",
+        "| {:>6} | {:>15} | {:>10} | {:>7} | {:>8} | {:>10} | {:>11} | {:>11} |",
         "L",
         "ours ms",
         "PyTorch ms",
@@ -252,14 +359,14 @@ fn print_flow(rows: &[Row]) {
         "composed ms",
         "composed MB"
     );
-    println!("|--------|-----------|------------|---------|----------|------------|-------------|-------------|");
+    println!("|--------|-----------------|------------|---------|----------|------------|-------------|-------------|");
     for row in rows {
         let pt = pytorch(row.l);
         let (comp_ms, comp_mb) = cells(&row.flow_composed, || "skipped".into());
         println!(
-            "| {:>6} | {:>9} | {:>10} | {:>7} | {:>8} | {:>10} | {:>11} | {:>11} |",
+            "| {:>6} | {:>15} | {:>10} | {:>7} | {:>8} | {:>10} | {:>11} | {:>11} |",
             row.l,
-            ms(row.flow.seconds),
+            with_cpu(&row.flow),
             pt.map_or(String::new(), |p| ms(p.0)),
             pt.map_or(String::new(), |p| format!("{:.1}x", p.0 / row.flow.seconds)),
             peak_mb(&row.flow),
@@ -268,6 +375,7 @@ fn print_flow(rows: &[Row]) {
             comp_mb,
         );
     }
+    println!("ours ms = fastest wall clock (mean processor ms per run, all threads, in brackets).");
     println!("ours = fused CPU kernel (Cpu's path); composed = stock dfdx ops, chunk 64 (Cuda's path, run up to --composed-max).");
     println!("MB = peak bytes allocated above the baseline during the case, inputs, output and gradients included.");
 }

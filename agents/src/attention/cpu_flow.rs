@@ -1,24 +1,13 @@
-//! Fused causal Flow-Attention on the CPU: one sequential pass per head (heads in
-//! parallel with rayon), O(L D M) time and O(L (D + M)) memory, with a hand-derived
-//! backward pass registered on the dfdx tape.
-//!
-//! The forward pass keeps only the feature-mapped inputs (`sigmoid(q)`, `sigmoid(k)`, `v`).
-//! The backward pass recomputes: a
-//! forward sweep rebuilds the `D x M` state to get `dQ += S_i dr_i` and the row products
-//! `dout_i . (Q_i^T S_i)`, saving the running sums every [`CHECKPOINT`] positions; a
-//! reverse sweep then walks the chunks from the end, recomputes each chunk's prefix sums
-//! from its checkpoint and accumulates the adjoints of the prefix sums in reverse.
+//! Fused causal Flow-Attention on the CPU: a custom dfdx op whose forward and backward
+//! passes run the chunked head kernels of [`super::chunked`] (heads in parallel with
+//! rayon), O(L (C + D) M) time for chunks of C positions and O(L (D + M)) memory, and the `Cpu` step of the
+//! step-by-step state.
 
-use super::recurrence::{
-    accumulate, advance, axpy, dot, forward_token, readout, sigmoid_in_place, sigmoid_into,
-    sums_len, Consts, Real, Token,
-};
+use super::chunked::{backward_head, forward_head, Dims, HeadGrads, Saved};
+use super::recurrence::{forward_token, sigmoid_in_place, sigmoid_into, sums_len, Consts, Real};
 use super::{cast, cpu_data as read, FlowConfig, FlowSums, Tensor3, Tensor4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
-
-/// Positions between two saved copies of the running sums in the backward pass.
-const CHECKPOINT: usize = 64;
 
 fn consts<F: Real>(cfg: &FlowConfig) -> Consts<F> {
     Consts {
@@ -27,250 +16,11 @@ fn consts<F: Real>(cfg: &FlowConfig) -> Consts<F> {
     }
 }
 
-/// Sizes of one call.
-#[derive(Clone, Copy)]
-struct Dims {
-    l: usize,
-    d: usize,
-    m: usize,
-}
-
-/// Forward pass of one head: feature-mapped `qf = sigmoid(q)`, `kf = sigmoid(k)` `(L,D)`
-/// and `v (L,M)` -> `out (L,M)`.
-#[inline(always)]
-fn forward_head<F: Real>(qf: &[F], kf: &[F], v: &[F], out: &mut [F], dims: Dims, c: Consts<F>) {
-    let Dims { d, m, .. } = dims;
-    let mut sums = vec![F::zero(); sums_len(d)];
-    let mut kv = vec![F::zero(); d * m];
-    let mut w = vec![F::zero(); m];
-    let rows = qf
-        .chunks_exact(d)
-        .zip(kf.chunks_exact(d))
-        .zip(v.chunks_exact(m));
-    for (i, (((qi, ki), vi), oi)) in rows.zip(out.chunks_exact_mut(m)).enumerate() {
-        forward_token(
-            &mut sums,
-            &mut kv,
-            qi,
-            ki,
-            vi,
-            cast(i as f64 + 1.0),
-            c,
-            &mut w,
-            oi,
-        );
-    }
-}
-
-/// Gradients of one head.
-struct HeadGrads<'a, F> {
-    q: &'a mut [F],
-    k: &'a mut [F],
-    v: &'a mut [F],
-}
-
-/// Reverse-sweep accumulators: adjoints of the prefix sums, summed from the end.
-struct Reverse<F> {
-    /// `sum_{i>=j} Q_i dr_i^T`, the adjoint of the `D x M` state.
-    state: Vec<F>,
-    key: Vec<F>,
-    query: Vec<F>,
-    key_out: Vec<F>,
-    query_in: Vec<F>,
-    exp: F,
-}
-
-/// Backward pass of one head; writes (overwrites) `grads`.
-#[inline(always)]
-fn backward_head<F: Real>(
-    qf: &[F],
-    kf: &[F],
-    v: &[F],
-    dout: &[F],
-    grads: HeadGrads<F>,
-    dims: Dims,
-    c: Consts<F>,
-) {
-    let Dims { l, d, m } = dims;
-    let width = sums_len(d);
-    let (mut w, mut r, mut dr) = (vec![F::zero(); m], vec![F::zero(); m], vec![F::zero(); m]);
-
-    // Forward sweep: checkpoints, row products and the state term of dQ.
-    let mut sums = vec![F::zero(); width];
-    let mut kv = vec![F::zero(); d * m];
-    let mut checkpoints = Vec::with_capacity(l.div_ceil(CHECKPOINT) * width);
-    let mut row_dot = vec![F::zero(); l];
-    for i in 0..l {
-        if i % CHECKPOINT == 0 {
-            checkpoints.extend_from_slice(&sums);
-        }
-        let (qi, ki) = (&qf[i * d..(i + 1) * d], &kf[i * d..(i + 1) * d]);
-        let t = advance(&mut sums, qi, ki, cast(i as f64 + 1.0), c);
-        accumulate(&mut kv, ki, &v[i * m..(i + 1) * m], t.competition, &mut w);
-        readout(&kv, qi, &mut r);
-        let douti = &dout[i * m..(i + 1) * m];
-        row_dot[i] = dot(douti, &r);
-        let scale = t.scale();
-        for (o, &g) in dr.iter_mut().zip(douti) {
-            *o = scale * g;
-        }
-        for (o, row) in grads.q[i * d..(i + 1) * d]
-            .iter_mut()
-            .zip(kv.chunks_exact(m))
-        {
-            *o = dot(row, &dr);
-        }
-    }
-
-    // Reverse sweep, chunk by chunk.
-    let mut rev = Reverse {
-        state: vec![F::zero(); d * m],
-        key: vec![F::zero(); d],
-        query: vec![F::zero(); d],
-        key_out: vec![F::zero(); d],
-        query_in: vec![F::zero(); d],
-        exp: F::zero(),
-    };
-    let mut chunk_sums = vec![F::zero(); CHECKPOINT * width];
-    let mut tokens = [Token::default(); CHECKPOINT];
-    let (mut dq, mut dk, mut dw) = (vec![F::zero(); d], vec![F::zero(); d], vec![F::zero(); m]);
-    for (chunk, start) in (0..l).step_by(CHECKPOINT).enumerate().rev() {
-        let end = (start + CHECKPOINT).min(l);
-        sums.copy_from_slice(&checkpoints[chunk * width..(chunk + 1) * width]);
-        for i in start..end {
-            let j = i - start;
-            let (qi, ki) = (&qf[i * d..(i + 1) * d], &kf[i * d..(i + 1) * d]);
-            tokens[j] = advance(&mut sums, qi, ki, cast(i as f64 + 1.0), c);
-            chunk_sums[j * width..(j + 1) * width].copy_from_slice(&sums);
-        }
-        for i in (start..end).rev() {
-            let j = i - start;
-            let token = Position {
-                t: tokens[j],
-                qf: &qf[i * d..(i + 1) * d],
-                kf: &kf[i * d..(i + 1) * d],
-                sums: &chunk_sums[j * width..(j + 1) * width],
-                v: &v[i * m..(i + 1) * m],
-                dout: &dout[i * m..(i + 1) * m],
-                row_dot: row_dot[i],
-            };
-            token.backward(&mut rev, &mut dq, &mut dk, &mut dw, &mut w, &mut dr, c);
-            let (gq, gk) = (
-                &mut grads.q[i * d..(i + 1) * d],
-                &mut grads.k[i * d..(i + 1) * d],
-            );
-            for x in 0..d {
-                let (qx, kx) = (token.qf[x], token.kf[x]);
-                gq[x] = (gq[x] + dq[x]) * qx * (F::one() - qx);
-                gk[x] = dk[x] * kx * (F::one() - kx);
-            }
-            for (o, &g) in grads.v[i * m..(i + 1) * m].iter_mut().zip(&dw) {
-                *o = token.t.competition * g;
-            }
-        }
-    }
-}
-
-/// Everything the reverse sweep needs about one position.
-struct Position<'a, F> {
-    t: Token<F>,
-    qf: &'a [F],
-    kf: &'a [F],
-    /// The packed prefix sums up to and including this position.
-    sums: &'a [F],
-    v: &'a [F],
-    dout: &'a [F],
-    /// `dout . (qf^T S)`.
-    row_dot: F,
-}
-
-impl<F: Real> Position<'_, F> {
-    /// Adjoints of this position: writes `dq`, `dk` (before the sigmoid derivative) and
-    /// `dw` (the adjoint of `C v`), and adds its terms to the reverse accumulators.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &self,
-        rev: &mut Reverse<F>,
-        dq: &mut [F],
-        dk: &mut [F],
-        dw: &mut [F],
-        w: &mut [F],
-        dr: &mut [F],
-        c: Consts<F>,
-    ) {
-        let (t, qf, kf) = (&self.t, self.qf, self.kf);
-        let d = qf.len();
-        let m = self.v.len();
-        let (sum_k, rest) = self.sums.split_at(d);
-        let (sum_q, rest) = rest.split_at(d);
-        let (sum_ko, rest) = rest.split_at(d);
-        let sum_qi = &rest[..d];
-        let (one, eps, pos) = (F::one(), c.eps, t.pos);
-
-        // out = scale * qf^T S, S = sum_j kf_j w_j^T with w = C v.
-        let scale = t.scale();
-        for (o, &g) in dr.iter_mut().zip(self.dout) {
-            *o = scale * g;
-        }
-        for (row, &qx) in rev.state.chunks_exact_mut(m).zip(qf) {
-            axpy(row, qx, dr);
-        }
-        for (o, &x) in w.iter_mut().zip(self.v) {
-            *o = t.competition * x;
-        }
-        for (o, row) in dk.iter_mut().zip(rev.state.chunks_exact(m)) {
-            *o = dot(row, w);
-        }
-        dw.fill(F::zero());
-        for (row, &kx) in rev.state.chunks_exact(m).zip(kf) {
-            axpy(dw, kx, row);
-        }
-        let d_comp = dot(self.v, dw);
-        let d_alloc = t.incoming / pos * self.row_dot;
-        let d_scale_in = t.allocation * self.row_dot / pos;
-
-        // C = pos exp / sum exp.
-        rev.exp -= d_comp * t.competition / t.sum_exp;
-        let d_exp = d_comp * pos / t.sum_exp + rev.exp;
-        let d_source = if t.unclamped(c.clamp) {
-            d_exp * t.exp
-        } else {
-            F::zero()
-        };
-
-        // Sr = (K + eps) . (sum QI + eps) / pos.
-        for x in 0..d {
-            dk[x] += d_source * (sum_qi[x] + eps) / pos;
-            rev.query_in[x] += d_source * (kf[x] + eps) / pos;
-        }
-        // A = sigmoid(Sk), Sk = (Q + eps) . (sum KO + eps) / pos.
-        let d_sink = d_alloc * t.allocation * (one - t.allocation);
-        for x in 0..d {
-            dq[x] = d_sink * (sum_ko[x] + eps) / pos;
-            rev.key_out[x] += d_sink * (qf[x] + eps) / pos;
-        }
-        // I enters the output scale and sum QI; O enters sum KO.
-        let d_in = d_scale_in + dot(qf, &rev.query_in);
-        let d_out = dot(kf, &rev.key_out);
-        let d_den_in = -d_in * t.incoming / t.den_in;
-        let d_den_out = -d_out * t.outgoing / t.den_out;
-        for x in 0..d {
-            dq[x] += t.incoming * rev.query_in[x] + d_den_in * (sum_k[x] + eps);
-            dk[x] += t.outgoing * rev.key_out[x] + d_den_out * (sum_q[x] + eps);
-            rev.key[x] += d_den_in * (qf[x] + eps);
-            rev.query[x] += d_den_out * (kf[x] + eps);
-            dq[x] += rev.query[x];
-            dk[x] += rev.key[x];
-        }
-    }
-}
-
-/// The head kernels compiled for the widest vector unit the CPU has, chosen at run time.
-/// The arithmetic and its order are the same in every build (no fused multiply-add), so
-/// the results are too, and equal to the step-by-step state's.
+/// The head kernels compiled for the widest vector unit the CPU has, chosen at run time
+/// (the matrix products inside pick their own). The arithmetic and its order are the same
+/// in every build (no fused multiply-add outside the products).
 mod wide {
-    use super::{Consts, Dims, HeadGrads, Real};
+    use super::{Consts, Dims, HeadGrads, Real, Saved};
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
@@ -279,24 +29,27 @@ mod wide {
         k: &[F],
         v: &[F],
         out: &mut [F],
+        saved: Option<Saved<&mut [F]>>,
         dims: Dims,
         c: Consts<F>,
     ) {
-        super::forward_head(q, k, v, out, dims, c)
+        super::forward_head(q, k, v, out, saved, dims, c)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
     fn backward_head_avx2<F: Real>(
         q: &[F],
         k: &[F],
         v: &[F],
         dout: &[F],
+        saved: Saved<&[F]>,
         grads: HeadGrads<F>,
         dims: Dims,
         c: Consts<F>,
     ) {
-        super::backward_head(q, k, v, dout, grads, dims, c)
+        super::backward_head(q, k, v, dout, saved, grads, dims, c)
     }
 
     /// See [`super::forward_head`].
@@ -305,23 +58,26 @@ mod wide {
         k: &[F],
         v: &[F],
         out: &mut [F],
+        saved: Option<Saved<&mut [F]>>,
         dims: Dims,
         c: Consts<F>,
     ) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { forward_head_avx2(q, k, v, out, dims, c) };
+            return unsafe { forward_head_avx2(q, k, v, out, saved, dims, c) };
         }
-        super::forward_head(q, k, v, out, dims, c)
+        super::forward_head(q, k, v, out, saved, dims, c)
     }
 
     /// See [`super::backward_head`].
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn backward_head<F: Real>(
         q: &[F],
         k: &[F],
         v: &[F],
         dout: &[F],
+        saved: Saved<&[F]>,
         grads: HeadGrads<F>,
         dims: Dims,
         c: Consts<F>,
@@ -329,10 +85,24 @@ mod wide {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { backward_head_avx2(q, k, v, dout, grads, dims, c) };
+            return unsafe { backward_head_avx2(q, k, v, dout, saved, grads, dims, c) };
         }
-        super::backward_head(q, k, v, dout, grads, dims, c)
+        super::backward_head(q, k, v, dout, saved, grads, dims, c)
     }
+}
+
+/// A buffer of `len` values that the kernels overwrite completely before reading.
+fn scratch<F: Real>(len: usize) -> Vec<F> {
+    vec![F::zero(); len]
+}
+
+/// `total += local`, in parallel blocks.
+fn add_into<F: Real>(total: &mut [F], local: &[F]) {
+    const BLOCK: usize = 1 << 14;
+    total
+        .par_chunks_mut(BLOCK)
+        .zip(local.par_chunks(BLOCK))
+        .for_each(|(t, l)| t.iter_mut().zip(l).for_each(|(t, &x)| *t += x));
 }
 
 /// Fused causal Flow-Attention on `Cpu` (shapes already checked).
@@ -353,8 +123,15 @@ where
     let (q, tape_q) = q.contiguous().split_tape();
     let (k, tape_k) = k.contiguous().split_tape();
     let (v, tape_v) = v.contiguous().split_tape();
-    let mut out = vec![F::zero(); b * h * l * m];
-    // sigmoid(q), sigmoid(k) and v, computed once; the backward pass reuses them.
+    let heads = b * h;
+    let mut out = scratch(heads * l * m);
+    // sigmoid(q), sigmoid(k) and v, computed once, and what the backward pass needs.
+    let record = T::OWNS_TAPE && !out.is_empty();
+    let mut saved = record.then(|| Saved {
+        readout: scratch(heads * l * m),
+        states: scratch(heads * dims.states_len()),
+        checkpoints: scratch(heads * dims.checkpoints_len()),
+    });
     let inputs = (!out.is_empty()).then(|| {
         let (mut qf, mut kf) = (read(&q), read(&k));
         qf.par_chunks_mut(l * d)
@@ -363,63 +140,92 @@ where
         (qf, kf, read(&v))
     });
     if let Some((qd, kd, vd)) = &inputs {
-        out.par_chunks_mut(l * m)
-            .zip(
-                qd.par_chunks(l * d)
-                    .zip(kd.par_chunks(l * d))
-                    .zip(vd.par_chunks(l * m)),
-            )
-            .for_each(|(o, ((qh, kh), vh))| wide::forward_head(qh, kh, vh, o, dims, c));
+        let inputs = qd
+            .par_chunks(l * d)
+            .zip(kd.par_chunks(l * d))
+            .zip(vd.par_chunks(l * m));
+        let outputs = out.par_chunks_mut(l * m);
+        match saved.as_mut() {
+            Some(s) => {
+                let kept = s
+                    .readout
+                    .par_chunks_mut(l * m)
+                    .zip(s.states.par_chunks_mut(dims.states_len()))
+                    .zip(s.checkpoints.par_chunks_mut(dims.checkpoints_len()));
+                inputs.zip(outputs).zip(kept).for_each(
+                    |((((qh, kh), vh), o), ((readout, states), checkpoints))| {
+                        let head = Saved {
+                            readout,
+                            states,
+                            checkpoints,
+                        };
+                        wide::forward_head(qh, kh, vh, o, Some(head), dims, c)
+                    },
+                );
+            }
+            None => inputs
+                .zip(outputs)
+                .for_each(|(((qh, kh), vh), o)| wide::forward_head(qh, kh, vh, o, None, dims, c)),
+        }
     }
     let out = q.device().tensor_from_vec(out, (b, h, l, m));
     let mut tape = tape_q.merge(tape_k).merge(tape_v);
     let (q_ghost, k_ghost, v_ghost, out_ghost) = (q.ghost(), k.ghost(), v.ghost(), out.ghost());
     tape.add_backward_op(move |grads| {
         grads.try_alloc_for(&out_ghost)?;
-        let n = b * h * l;
-        let (mut gq, mut gk, mut gv) = (
-            vec![F::zero(); n * d],
-            vec![F::zero(); n * d],
-            vec![F::zero(); n * m],
-        );
-        // Consumed: the copies are freed before the gradients are allocated.
-        if let Some((qd, kd, vd)) = inputs {
+        let n = heads * l;
+        let (mut gq, mut gk, mut gv) = (scratch(n * d), scratch(n * d), scratch(n * m));
+        // Consumed: the copies are freed before the gradients are added.
+        if let (Some((qd, kd, vd)), Some(s)) = (inputs, saved) {
             let dout: &[F] = grads.get_or_alloc_mut(&out_ghost)?;
             let inputs = qd
                 .par_chunks(l * d)
                 .zip(kd.par_chunks(l * d))
                 .zip(vd.par_chunks(l * m));
+            let kept = s
+                .readout
+                .par_chunks(l * m)
+                .zip(s.states.par_chunks(dims.states_len()))
+                .zip(s.checkpoints.par_chunks(dims.checkpoints_len()));
             let outputs = gq
                 .par_chunks_mut(l * d)
                 .zip(gk.par_chunks_mut(l * d))
                 .zip(gv.par_chunks_mut(l * m));
-            inputs.zip(outputs).zip(dout.par_chunks(l * m)).for_each(
-                |((((qh, kh), vh), ((gqh, gkh), gvh)), doh)| {
-                    let grads = HeadGrads {
-                        q: gqh,
-                        k: gkh,
-                        v: gvh,
-                    };
-                    wide::backward_head(qh, kh, vh, doh, grads, dims, c);
-                },
-            );
+            inputs
+                .zip(kept)
+                .zip(outputs)
+                .zip(dout.par_chunks(l * m))
+                .for_each(
+                    |(
+                        ((((qh, kh), vh), ((readout, states), checkpoints)), ((gqh, gkh), gvh)),
+                        doh,
+                    )| {
+                        let saved = Saved {
+                            readout,
+                            states,
+                            checkpoints,
+                        };
+                        let grads = HeadGrads {
+                            q: gqh,
+                            k: gkh,
+                            v: gvh,
+                        };
+                        wide::backward_head(qh, kh, vh, doh, saved, grads, dims, c);
+                    },
+                );
         }
         // One local at a time: each is freed once added.
         for (ghost, local) in [(&q_ghost, gq), (&k_ghost, gk)] {
-            for (g, &x) in grads.get_or_alloc_mut(ghost)?.iter_mut().zip(&local) {
-                *g += x;
-            }
+            add_into(grads.get_or_alloc_mut(ghost)?, &local);
         }
-        for (g, &x) in grads.get_or_alloc_mut(&v_ghost)?.iter_mut().zip(&gv) {
-            *g += x;
-        }
+        add_into(grads.get_or_alloc_mut(&v_ghost)?, &gv);
         Ok(())
     });
     out.put_tape(tape)
 }
 
-/// One token of causal Flow-Attention on `Cpu`: the same arithmetic, in the same order,
-/// as one position of [`causal_flow`].
+/// One token of causal Flow-Attention on `Cpu`: the same prefix sums, in the same order,
+/// as one position of [`causal_flow`]; the `D x M` state is updated by this token alone.
 pub(super) fn flow_step<F: Real>(
     sums: &mut FlowSums<F, Cpu>,
     position: usize,

@@ -6,9 +6,11 @@
 //! hand-derived backward passes, `Cuda` runs the device-generic compositions of
 //! stock dfdx ops in [`composed`]. Both record on the usual dfdx tapes.
 
+mod chunked;
 pub mod composed;
 mod cpu_flow;
 mod cpu_softmax;
+mod gemm;
 mod prefix;
 mod recurrence;
 mod state;

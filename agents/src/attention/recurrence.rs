@@ -1,6 +1,7 @@
-//! The causal Flow-Attention recurrence of one head on plain slices: the per-position
-//! arithmetic shared by the fused CPU kernel and the CPU step-by-step state, so that
-//! both add up the same numbers in the same order.
+//! The causal Flow-Attention recurrence of one head on plain slices: the prefix sums and
+//! per-position scalars shared by the fused CPU kernel and the CPU step-by-step state
+//! (both compute them with the same arithmetic in the same order), and the step's
+//! token-by-token update of the `D x M` state (the fused kernel uses chunked products).
 
 use dfdx::prelude::Dtype;
 use num_traits::Float;
@@ -81,12 +82,28 @@ pub(crate) fn sigmoid_in_place<F: Real>(x: &mut [F]) {
     }
 }
 
-/// `sum (a + eps)(b + eps)`.
+/// `sum (a + eps)(b + eps)`, with eight independent partial sums like [`dot`].
 #[inline(always)]
 fn dot_eps<F: Real>(a: &[F], b: &[F], eps: F) -> F {
-    a.iter()
-        .zip(b)
-        .fold(F::zero(), |acc, (&x, &y)| acc + (x + eps) * (y + eps))
+    let mut acc = [F::zero(); 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += (x[i] + eps) * (y[i] + eps);
+        }
+    }
+    let mut tail = F::zero();
+    for (&x, &y) in ar.iter().zip(br) {
+        tail += (x + eps) * (y + eps);
+    }
+    let pairs = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
 }
 
 /// Dot product with eight independent partial sums (vectorisable without reassociation).

@@ -1,0 +1,94 @@
+//! Small dense matrix products on slices for the chunked CPU kernel, through the `gemm`
+//! crate (single-threaded: the kernels already run one head per rayon task).
+
+use super::recurrence::Real;
+
+/// A read-only strided matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a, F> {
+    data: &'a [F],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, F> View<'a, F> {
+    /// The row-major `rows x cols` matrix at the start of `data`.
+    pub fn rows(data: &'a [F], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transposed view (no copy).
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = a b` (or `dst += a b` with `accumulate`), `dst` row-major `a.rows x b.cols`
+/// at the start of the slice.
+///
+/// # Panics
+/// If the inner sizes differ or a matrix does not fit its slice (a bug in the kernel).
+pub(crate) fn matmul<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "matmul: inner sizes differ");
+    assert!(
+        a.in_bounds() && b.in_bounds() && m * n <= dst.len(),
+        "matmul: a matrix does not fit its slice"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(F::zero());
+        }
+        return;
+    }
+    // SAFETY: every index the product reads or writes is in bounds (checked above), `dst`
+    // is exclusively borrowed and does not overlap the shared `a` and `b`, and `F` is f32
+    // or f64 (the only types `gemm` takes; `Real` is implemented for the CPU float types).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            F::one(),
+            F::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}

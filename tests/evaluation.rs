@@ -512,3 +512,142 @@ fn tiny_quickstart_writes_report_plots_and_eval_scalars() {
     };
     assert_eq!(eval("a.json"), eval("b.json"));
 }
+
+/// `$name(kind, action, tol)` checks, in float type `$e`, window-mode acting (which
+/// computes the last block and the head for each row's last state token only) against
+/// the full forward pass over the same windows.
+macro_rules! window_acting_check {
+    ($name:ident, $e:ty) => {
+fn $name(kind: AgentKind, action: ActionSpace, tol: f64) {
+    type E = $e;
+    use flowrl_agents::acting::Actor;
+    use flowrl_agents::agent::{HostActions, HostWindow};
+    let (obs, k, batch, steps) = (3, 4, 3, 11);
+    let mut cfg = AgentConfig::new(kind, obs, action);
+    cfg.width = 32;
+    cfg.layers = 2;
+    cfg.heads = 2;
+    cfg.dropout = 0.0;
+    cfg.context = k;
+    cfg.max_ep_len = 50;
+    let agent = Agent::<E, Cpu>::new(&Cpu::default(), cfg, 11).unwrap();
+    let dim = match action {
+        ActionSpace::Continuous { dim } => dim,
+        ActionSpace::Discrete { .. } => 1,
+    };
+    let mut actor = Actor::new(&agent, ContextMode::Window, batch).unwrap();
+    // Per live episode: its (return, state, action) history.
+    let mut history: Vec<Vec<(f32, Vec<f32>, Vec<f32>)>> = vec![Vec::new(); batch];
+    let mut compared = 0;
+    for t in 0..steps {
+        if t == 6 {
+            // Episode 1 finishes: the others keep their histories.
+            actor.keep_rows(&[0, 2]).unwrap();
+            history.remove(1);
+        }
+        let b = history.len();
+        let returns: Vec<f32> = (0..b).map(|i| 1.0 - 0.1 * (t + i) as f32).collect();
+        let states: Vec<f32> = (0..b * obs)
+            .map(|j| ((t * 7 + j) as f32 * 0.37).sin())
+            .collect();
+        let pred = actor.observe(&returns, &states).unwrap();
+        for (i, h) in history.iter_mut().enumerate() {
+            h.push((
+                returns[i],
+                states[i * obs..(i + 1) * obs].to_vec(),
+                vec![0.0; dim],
+            ));
+        }
+        // The full forward over each row's last K steps (right-padded), read at the last step.
+        let len = history.iter().map(|h| h.len().min(k)).max().unwrap();
+        let (mut s, mut a, mut idx, mut r, mut ts, mut mask) = (
+            vec![0.0f32; b * len * obs],
+            vec![0.0f32; b * len * dim],
+            vec![0usize; b * len],
+            vec![0.0f32; b * len],
+            vec![0usize; b * len],
+            vec![0.0f32; b * len],
+        );
+        let mut last = Vec::new();
+        for (i, h) in history.iter().enumerate() {
+            let start = h.len().saturating_sub(k);
+            for (j, (ret, st, act)) in h[start..].iter().enumerate() {
+                let f = i * len + j;
+                s[f * obs..(f + 1) * obs].copy_from_slice(st);
+                a[f * dim..(f + 1) * dim].copy_from_slice(act);
+                idx[f] = act[0] as usize;
+                r[f] = *ret;
+                ts[f] = start + j;
+                mask[f] = 1.0;
+            }
+            last.push(i * len + h.len() - start - 1);
+        }
+        let actions = match action {
+            ActionSpace::Continuous { .. } => HostActions::Continuous(&a),
+            ActionSpace::Discrete { .. } => HostActions::Discrete(&idx),
+        };
+        let w = agent
+            .window(&HostWindow {
+                batch: b,
+                len,
+                states: &s,
+                actions,
+                returns_to_go: &r,
+                timesteps: &ts,
+                mask: &mask,
+            })
+            .unwrap();
+        let full = agent.predict(&w).unwrap().as_vec();
+        let outputs = pred.width;
+        for (i, &f) in last.iter().enumerate() {
+            for o in 0..outputs {
+                let (x, y) = (pred.row(i)[o], full[f * outputs + o]);
+                let diff = (x - y).abs() as f64;
+                assert!(
+                    diff <= tol,
+                    "{kind:?} step {t} row {i} output {o}: window acting {x:?}, full forward {y:?}"
+                );
+                compared += 1;
+            }
+        }
+        // Actions in the model's scale: continuous values or indices.
+        let chosen: Vec<f32> = (0..b)
+            .map(|i| match action {
+                ActionSpace::Continuous { .. } => (pred.row(i)[0] as f32).clamp(-1.0, 1.0),
+                ActionSpace::Discrete { .. } => pred.greedy()[i] as f32,
+            })
+            .collect();
+        for (h, &c) in history.iter_mut().zip(&chosen) {
+            h.last_mut().unwrap().2 = vec![c; dim];
+        }
+        match action {
+            ActionSpace::Continuous { .. } => {
+                let flat: Vec<f32> = chosen.iter().flat_map(|&c| vec![c; dim]).collect();
+                actor.record(HostActions::Continuous(&flat)).unwrap();
+            }
+            ActionSpace::Discrete { .. } => {
+                let indices: Vec<usize> = chosen.iter().map(|&c| c as usize).collect();
+                actor.record(HostActions::Discrete(&indices)).unwrap();
+            }
+        }
+    }
+    assert_eq!(compared, (6 * 3 + 5 * 2) * match action {
+        ActionSpace::Continuous { dim } => dim,
+        ActionSpace::Discrete { n } => n,
+    });
+}
+    };
+}
+
+window_acting_check!(window_acting_check_f32, f32);
+window_acting_check!(window_acting_check_f64, f64);
+
+#[test]
+fn window_acting_reads_the_full_forward_at_the_last_step() {
+    let continuous = ActionSpace::Continuous { dim: 2 };
+    let discrete = ActionSpace::Discrete { n: 3 };
+    window_acting_check_f32(AgentKind::DecisionFlowformer, continuous, 1e-5);
+    window_acting_check_f64(AgentKind::DecisionFlowformer, continuous, 1e-12);
+    window_acting_check_f32(AgentKind::DecisionTransformer, discrete, 1e-5);
+    window_acting_check_f64(AgentKind::DecisionFlowformer, discrete, 1e-12);
+}

@@ -240,10 +240,15 @@ where
                         timestep: timesteps[i],
                     });
                 }
-                let w = h.window(cfg.action, obs, width);
-                self.agent
-                    .predict_last(&self.agent.window(&w.host(cfg.action))?)?
-                    .as_vec()
+                let host = h.window(cfg.action, obs, width);
+                let w = self.agent.window(&host.host(cfg.action))?;
+                match self.agent.decision() {
+                    // Only each row's last state token is read: the last block and the
+                    // head run on those tokens alone.
+                    Some(model) => model.predict_last(self.agent.params(), &w)?,
+                    None => self.agent.predict_last(&w)?,
+                }
+                .as_vec()
             }
         };
         self.awaiting_actions = true;
@@ -268,16 +273,11 @@ where
                 let model = self.agent.decision().ok_or_else(|| {
                     AgentError::Acting("recurrent state without a sequence model".into())
                 })?;
-                model.feed_actions(self.agent.params(), state, actions)?;
+                model.feed_actions(state, actions)?;
             }
             Engine::Reencode(h) => {
                 let space = self.agent.config().action;
-                crate::decision::recurrent::host_actions::<E, D>(
-                    self.agent.device(),
-                    space,
-                    actions,
-                    b,
-                )?;
+                crate::decision::recurrent::check_actions(space, actions, b)?;
                 for (i, row) in h.rows.iter_mut().enumerate() {
                     if let Some(step) = row.back_mut() {
                         match (space, actions) {

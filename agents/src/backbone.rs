@@ -13,6 +13,7 @@
 
 mod block;
 mod config;
+mod inference;
 mod recurrent;
 
 use dfdx::prelude::*;

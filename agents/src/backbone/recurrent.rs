@@ -1,25 +1,45 @@
 //! Token-by-token inference with causal Flow-Attention: one fixed-size
-//! [`FlowState`] per block, O(1) cost per token.
+//! Flow-Attention state per block, O(1) cost per token.
+//!
+//! On `Cpu` the states live in host memory and are updated in place ([`host`]); on
+//! other devices they are [`FlowState`]s stepped with the device's ops.
+
+pub(super) mod host;
+
+use std::any::TypeId;
 
 use dfdx::prelude::*;
 
 use super::block::Block;
 use super::{Backbone, BackboneConfig, BackboneError};
 use crate::attention::{AttentionDevice, AttentionKind, FlowState};
-use crate::layers::{relu, Tensor2};
+use crate::layers::Tensor2;
 use crate::params::ParamStore;
+use host::HostFlow;
+
+/// One block's Flow-Attention state.
+#[derive(Clone, Debug)]
+enum LayerState<E: Dtype, D: Storage<E>> {
+    /// On the device, stepped token by token with the device's ops.
+    Device(FlowState<E, D>),
+    /// In host memory (`Cpu`), all tokens of a step in one pass.
+    Host(HostFlow<E>),
+}
 
 /// The recurrent state of a [`Backbone`] for a batch: one Flow-Attention state per block.
 #[derive(Clone, Debug)]
 pub struct BackboneState<E: Dtype, D: Storage<E>> {
-    layers: Vec<FlowState<E, D>>,
+    layers: Vec<LayerState<E, D>>,
     batch: usize,
 }
 
 impl<E: Dtype + num_traits::Float, D: AttentionDevice<E>> BackboneState<E, D> {
     /// How many tokens have been fed.
     pub fn position(&self) -> usize {
-        self.layers.first().map_or(0, FlowState::position)
+        self.layers.first().map_or(0, |layer| match layer {
+            LayerState::Device(flow) => flow.position(),
+            LayerState::Host(flow) => flow.position(),
+        })
     }
 
     /// The batch size (rows still held).
@@ -32,41 +52,75 @@ impl<E: Dtype + num_traits::Float, D: AttentionDevice<E>> BackboneState<E, D> {
     /// # Panics
     /// If a row index is not below the batch size.
     pub fn keep_rows(&mut self, rows: &[usize]) {
-        for flow in &mut self.layers {
-            flow.keep_rows(rows);
+        assert!(
+            rows.iter().all(|&r| r < self.batch),
+            "BackboneState::keep_rows: row index not below the batch size {}",
+            self.batch
+        );
+        for layer in &mut self.layers {
+            match layer {
+                LayerState::Device(flow) => flow.keep_rows(rows),
+                LayerState::Host(flow) => flow.keep_rows(rows),
+            }
         }
         self.batch = rows.len();
     }
 }
 
 impl Block {
-    /// The block on one token per batch row, `(B, W)`, advancing `state`.
-    fn step<E, D>(
+    /// The block on `n` consecutive tokens of every batch row, `x (n·B, W)` token-major
+    /// (rows `i·B..(i+1)·B` hold token `i`), advancing `state` by the tokens in order.
+    /// The layer norm and the projections run once on all `n·B` rows. With
+    /// `last_only`, the attention output projection and the MLP run on the last
+    /// token's rows only and the result is `(B, W)` (the state still advances by every
+    /// token); otherwise it is `(n·B, W)`.
+    fn step_tokens<E, D>(
         &self,
         store: &ParamStore<E, D>,
         x: Tensor2<E, D>,
-        state: &mut FlowState<E, D>,
+        (n, b): (usize, usize),
+        state: &mut LayerState<E, D>,
         cfg: &BackboneConfig,
+        last_only: bool,
     ) -> Tensor2<E, D>
     where
         E: Dtype + num_traits::Float,
         D: AttentionDevice<E>,
     {
-        let b = x.shape().0;
-        let (h, hw) = (cfg.heads, cfg.head_width());
+        let (h, hw, w) = (cfg.heads, cfg.head_width(), cfg.width);
         let a = self.ln_1.forward(store, x.clone());
-        let q = self
-            .query
-            .forward(store, a.clone())
-            .reshape_like(&(b, h, hw));
-        let k = self.key.forward(store, a.clone()).reshape_like(&(b, h, hw));
-        let v = self.value.forward(store, a).reshape_like(&(b, h, hw));
-        let o = state.step(q, k, v).reshape_like(&(b, cfg.width));
+        let q = self.query.forward(store, a.clone());
+        let k = self.key.forward(store, a.clone());
+        let v = self.value.forward(store, a);
+        let rows = |t: &Tensor2<E, D>, i: usize| -> Tensor2<E, D> {
+            if n == 1 {
+                t.clone()
+            } else {
+                t.clone().slice((i * b..(i + 1) * b, ..))
+            }
+        };
+        let from = if last_only { n - 1 } else { 0 };
+        let o = match state {
+            LayerState::Host(flow) => {
+                let out = flow.step_tokens(&q.as_vec(), &k.as_vec(), &v.as_vec(), n, from);
+                q.device().tensor_from_vec(out, ((n - from) * b, w))
+            }
+            LayerState::Device(flow) => {
+                let heads = |t: Tensor2<E, D>| t.reshape_like(&(b, h, hw));
+                let mut outputs = (0..n).map(|i| {
+                    flow.step(heads(rows(&q, i)), heads(rows(&k, i)), heads(rows(&v, i)))
+                        .reshape_like(&(b, w))
+                });
+                let first = outputs.by_ref().take(from + 1).last();
+                let first = first.unwrap_or_else(|| unreachable!("n >= 1 tokens"));
+                outputs.fold(first, |acc, o| (acc, o).concat_along(Axis::<0>))
+            }
+        };
+        let x = if last_only { rows(&x, n - 1) } else { x };
         let x = self.out.forward(store, o) + x;
-        let m = relu(
-            self.c_fc
-                .forward(store, self.ln_2.forward(store, x.clone())),
-        );
+        let m = self
+            .c_fc
+            .forward_relu(store, self.ln_2.forward(store, x.clone()));
         self.c_proj.forward(store, m) + x
     }
 }
@@ -87,10 +141,17 @@ impl Backbone {
             return Err(BackboneError::NoRecurrentState(self.cfg.attention));
         }
         let (h, hw) = (self.cfg.heads, self.cfg.head_width());
+        let on_cpu = TypeId::of::<D>() == TypeId::of::<Cpu>();
         let layers = self
             .blocks
             .iter()
-            .map(|_| FlowState::new(dev, batch, h, hw, hw, self.cfg.flow))
+            .map(|_| {
+                if on_cpu {
+                    LayerState::Host(HostFlow::new(batch, h, hw, hw, self.cfg.flow))
+                } else {
+                    LayerState::Device(FlowState::new(dev, batch, h, hw, hw, self.cfg.flow))
+                }
+            })
             .collect();
         Ok(BackboneState { layers, batch })
     }
@@ -108,16 +169,37 @@ impl Backbone {
         E: Dtype + num_traits::Float,
         D: AttentionDevice<E>,
     {
-        let (b, w) = *x.shape();
-        if (b, w) != (state.batch, self.cfg.width) {
+        self.step_tokens(store, state, x)
+    }
+
+    /// Feeds the next `n` tokens of every sequence at once, `x (n·B, width)` token-major
+    /// (rows `i·B..(i+1)·B` hold token `i` of every sequence), and returns the output of
+    /// the last one, `(B, width)`: what `n` calls of [`Backbone::step`] return last.
+    /// Each block's layer norm and projections run once on all `n·B` rows, and the last
+    /// block computes its output for the last token only (nobody reads the others).
+    pub fn step_tokens<E, D>(
+        &self,
+        store: &ParamStore<E, D>,
+        state: &mut BackboneState<E, D>,
+        x: Tensor2<E, D>,
+    ) -> Result<Tensor2<E, D>, BackboneError>
+    where
+        E: Dtype + num_traits::Float,
+        D: AttentionDevice<E>,
+    {
+        let (rows, w) = *x.shape();
+        let b = state.batch;
+        if b == 0 || rows == 0 || rows % b != 0 || w != self.cfg.width {
             return Err(BackboneError::Input {
-                expected: format!("(batch {}, width {})", state.batch, self.cfg.width),
-                found: vec![b, w],
+                expected: format!("(n · batch {b} rows with n >= 1, width {})", self.cfg.width),
+                found: vec![rows, w],
             });
         }
+        let n = rows / b;
+        let last = self.blocks.len().saturating_sub(1);
         let mut h = x;
-        for (block, flow) in self.blocks.iter().zip(&mut state.layers) {
-            h = block.step(store, h, flow, &self.cfg);
+        for (i, (block, flow)) in self.blocks.iter().zip(&mut state.layers).enumerate() {
+            h = block.step_tokens(store, h, (n, b), flow, &self.cfg, i == last);
         }
         Ok(self.ln_f.forward(store, h))
     }

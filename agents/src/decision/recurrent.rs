@@ -2,9 +2,15 @@
 //!
 //! Per step `t`: [`DecisionModel::observe`] feeds `R_t` and `s_t` and returns the
 //! action prediction read from the `s_t` output; after the caller has chosen (and
-//! clipped) the action, [`DecisionModel::feed_actions`] feeds `a_t`. The outputs equal
+//! clipped) the action, [`DecisionModel::feed_actions`] records `a_t`. The outputs equal
 //! those of [`crate::agent::Agent::hidden_states`] over the whole history at a cost per step
 //! that does not grow with `t` (eval mode: no dropout).
+//!
+//! The action token enters the model with the next observation: `observe` feeds
+//! `a_{t-1}`, `R_t` and `s_t` in one pass ([`crate::backbone::Backbone::step_tokens`]), so
+//! every block runs its layer norms and projections once per step on all three tokens,
+//! and the last block computes its output for `s_t` only (the outputs of `a_{t-1}` and
+//! `R_t` are never read).
 
 use dfdx::prelude::*;
 
@@ -26,13 +32,47 @@ enum Next {
     Action,
 }
 
+/// The last recorded actions, not yet fed to the model (host values, one per row).
+#[derive(Clone, Debug, PartialEq)]
+enum PendingActions {
+    /// `[B, dim]` continuous actions in `[-1, 1]`.
+    Continuous(Vec<f32>),
+    /// `[B]` action indices.
+    Discrete(Vec<usize>),
+}
+
+impl PendingActions {
+    fn host(&self) -> HostActions<'_> {
+        match self {
+            Self::Continuous(a) => HostActions::Continuous(a),
+            Self::Discrete(a) => HostActions::Discrete(a),
+        }
+    }
+
+    /// Keeps the rows `rows` (already checked against the batch size).
+    fn keep_rows(&mut self, rows: &[usize], batch: usize) {
+        match self {
+            Self::Continuous(a) => {
+                let dim = if batch == 0 { 0 } else { a.len() / batch };
+                *a = rows
+                    .iter()
+                    .flat_map(|&r| a[r * dim..(r + 1) * dim].iter().copied())
+                    .collect();
+            }
+            Self::Discrete(a) => *a = rows.iter().map(|&r| a[r]).collect(),
+        }
+    }
+}
+
 /// The recurrent state of a batch of episodes for a Decision-Flowformer: one
-/// Flow-Attention state per block, and the timesteps of the step in progress.
+/// Flow-Attention state per block, the timesteps of the last observation, and the
+/// last recorded actions (fed with the next observation).
 #[derive(Clone, Debug)]
 pub struct DecisionState<E: Dtype, D: Storage<E>> {
     backbone: BackboneState<E, D>,
     next: Next,
     timesteps: Vec<usize>,
+    pending: Option<PendingActions>,
     steps: usize,
 }
 
@@ -42,7 +82,7 @@ impl<E: Dtype + num_traits::Float, D: AttentionDevice<E>> DecisionState<E, D> {
         self.backbone.batch()
     }
 
-    /// Number of complete steps (`R`, `s`, `a`) fed so far.
+    /// Number of complete steps (`R`, `s`, `a`) recorded so far.
     pub fn steps(&self) -> usize {
         self.steps
     }
@@ -57,8 +97,11 @@ impl<E: Dtype + num_traits::Float, D: AttentionDevice<E>> DecisionState<E, D> {
             )));
         }
         self.backbone.keep_rows(rows);
-        if self.next == Next::Action {
+        if self.timesteps.len() == batch {
             self.timesteps = rows.iter().map(|&r| self.timesteps[r]).collect();
+        }
+        if let Some(pending) = &mut self.pending {
+            pending.keep_rows(rows, batch);
         }
         Ok(())
     }
@@ -88,23 +131,9 @@ impl DecisionModel {
             backbone,
             next: Next::Observation,
             timesteps: Vec::new(),
+            pending: None,
             steps: 0,
         })
-    }
-
-    /// Feeds one normalised token row `(B, width)` through the backbone.
-    fn feed<E, D>(
-        &self,
-        store: &ParamStore<E, D>,
-        state: &mut DecisionState<E, D>,
-        token: Tensor2<E, D>,
-    ) -> Result<Tensor2<E, D>, AgentError>
-    where
-        E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
-    {
-        let x = self.embed_ln.forward(store, token);
-        Ok(self.backbone.step(store, &mut state.backbone, x)?)
     }
 
     /// Feeds `R_t` (`returns [B]`, scaled) and `s_t` (`states [B, obs_dim]`,
@@ -144,27 +173,45 @@ impl DecisionModel {
             });
         }
         let dev = store.device();
-        let time: Tensor2<E, D> = self.time(store, dev.tensor_from_vec(timesteps.to_vec(), (b,)));
         let r = self
             .embed_return
-            .forward(store, dev.tensor_from_vec(to_device(returns), (b, 1)))
-            + time.clone();
+            .forward(store, dev.tensor_from_vec(to_device(returns), (b, 1)));
         let s = self
             .embed_state
-            .forward(store, dev.tensor_from_vec(to_device(states), (b, obs)))
-            + time;
-        self.feed(store, state, r)?;
-        let h = self.feed(store, state, s)?;
+            .forward(store, dev.tensor_from_vec(to_device(states), (b, obs)));
+        // Token-major rows: [a_{t-1};] R_t; s_t, each with its step's timestep embedding.
+        let (tokens, times) = match state.pending.take() {
+            Some(pending) => {
+                let inputs = host_actions(dev, self.action, pending.host(), b)?;
+                let a = self.action_tokens::<E, D, NoneTape>(store, &inputs)?;
+                let mut times = std::mem::take(&mut state.timesteps);
+                times.extend_from_slice(timesteps);
+                times.extend_from_slice(timesteps);
+                (
+                    ((a, r).concat_along(Axis::<0>), s).concat_along(Axis::<0>),
+                    times,
+                )
+            }
+            None => {
+                let mut times = timesteps.to_vec();
+                times.extend_from_slice(timesteps);
+                ((r, s).concat_along(Axis::<0>), times)
+            }
+        };
+        let n = times.len();
+        let time: Tensor2<E, D> = self.time(store, dev.tensor_from_vec(times, (n,)));
+        let x = self.embed_ln.forward(store, tokens + time);
+        let h = self.backbone.step_tokens(store, &mut state.backbone, x)?;
         state.timesteps = timesteps.to_vec();
         state.next = Next::Action;
         Ok(self.head(store, h))
     }
 
-    /// Feeds `a_t` for every episode (continuous `[B, dim]` in `[-1, 1]`, or indices
-    /// `[B]`) at the timesteps given to the last [`DecisionModel::observe`].
+    /// Records `a_t` for every episode (continuous `[B, dim]` in `[-1, 1]`, or indices
+    /// `[B]`), at the timesteps given to the last [`DecisionModel::observe`]; the next
+    /// `observe` feeds it to the model together with `R_{t+1}` and `s_{t+1}`.
     pub fn feed_actions<E, D>(
         &self,
-        store: &ParamStore<E, D>,
         state: &mut DecisionState<E, D>,
         actions: HostActions<'_>,
     ) -> Result<(), AgentError>
@@ -178,19 +225,48 @@ impl DecisionModel {
             ));
         }
         let b = state.batch();
-        let dev = store.device();
-        let inputs = host_actions(dev, self.action, actions, b)?;
-        let time: Tensor2<E, D> =
-            self.time(store, dev.tensor_from_vec(state.timesteps.clone(), (b,)));
-        let a = self.action_tokens::<E, D, NoneTape>(store, &inputs)? + time;
-        self.feed(store, state, a)?;
+        check_actions(self.action, actions, b)?;
+        state.pending = Some(match actions {
+            HostActions::Continuous(a) => PendingActions::Continuous(a.to_vec()),
+            HostActions::Discrete(a) => PendingActions::Discrete(a.to_vec()),
+        });
         state.next = Next::Observation;
         state.steps += 1;
         Ok(())
     }
 }
 
-/// Validates one action per row and copies it to the device.
+/// Checks one action per row of `b`: the kind of `space`, finite values in range.
+pub(crate) fn check_actions(
+    space: ActionSpace,
+    actions: HostActions<'_>,
+    b: usize,
+) -> Result<(), AgentError> {
+    match (space, actions) {
+        (ActionSpace::Continuous { dim }, HostActions::Continuous(a)) => {
+            check_len("actions", a.len(), b * dim, format!("[{b}, {dim}]"))?;
+            check_finite("actions", a)
+        }
+        (ActionSpace::Discrete { n }, HostActions::Discrete(a)) => {
+            check_len("actions", a.len(), b, format!("[{b}]"))?;
+            match a.iter().find(|&&i| i >= n) {
+                Some(&i) => Err(AgentError::Window {
+                    field: "actions",
+                    expected: format!("action indices below {n}"),
+                    found: i.to_string(),
+                }),
+                None => Ok(()),
+            }
+        }
+        (space, _) => Err(AgentError::Window {
+            field: "actions",
+            expected: format!("{space:?} actions"),
+            found: "actions of the other kind".into(),
+        }),
+    }
+}
+
+/// Validates one action per row ([`check_actions`]) and copies it to the device.
 pub(crate) fn host_actions<E, D>(
     dev: &D,
     space: ActionSpace,
@@ -201,31 +277,16 @@ where
     E: Dtype + num_traits::Float,
     D: Device<E>,
 {
-    match (space, actions) {
+    check_actions(space, actions, b)?;
+    Ok(match (space, actions) {
         (ActionSpace::Continuous { dim }, HostActions::Continuous(a)) => {
-            check_len("actions", a.len(), b * dim, format!("[{b}, {dim}]"))?;
-            check_finite("actions", a)?;
-            Ok(ActionInputs::Continuous(
-                dev.tensor_from_vec(to_device(a), (b, dim)),
-            ))
+            ActionInputs::Continuous(dev.tensor_from_vec(to_device(a), (b, dim)))
         }
-        (ActionSpace::Discrete { n }, HostActions::Discrete(a)) => {
-            check_len("actions", a.len(), b, format!("[{b}]"))?;
-            if let Some(&i) = a.iter().find(|&&i| i >= n) {
-                return Err(AgentError::Window {
-                    field: "actions",
-                    expected: format!("action indices below {n}"),
-                    found: i.to_string(),
-                });
-            }
-            Ok(ActionInputs::Discrete(
-                dev.tensor_from_vec(a.to_vec(), (b,)),
-            ))
+        (_, HostActions::Continuous(a)) => {
+            ActionInputs::Continuous(dev.tensor_from_vec(to_device(a), (b, a.len() / b.max(1))))
         }
-        (space, _) => Err(AgentError::Window {
-            field: "actions",
-            expected: format!("{space:?} actions"),
-            found: "actions of the other kind".into(),
-        }),
-    }
+        (_, HostActions::Discrete(a)) => {
+            ActionInputs::Discrete(dev.tensor_from_vec(a.to_vec(), (b,)))
+        }
+    })
 }

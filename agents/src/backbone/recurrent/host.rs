@@ -1,0 +1,236 @@
+//! The causal Flow-Attention state of one block kept in host memory and updated in
+//! place, for `Cpu` episode acting: each batch row's running sums and `D x M` matrix
+//! are advanced by all the tokens of a step in one pass while they are in cache, and
+//! the output is computed only for the tokens that are read. It follows the recurrence
+//! of [`crate::attention::FlowState`] (see `DESIGN.md`, causal version) term by term.
+
+use dfdx::prelude::Dtype;
+use num_traits::Float;
+use rayon::prelude::*;
+
+use crate::attention::FlowConfig;
+
+/// Values of `kv` per rayon task below which a step stays on one thread.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// The state of every (batch row, head): `sum K`, `sum Q`, `sum K O`, `sum Q I` (D
+/// each), `sum exp(Sr)`, and `sum K (C v)^T` (D x M).
+#[derive(Clone, Debug)]
+pub(super) struct HostFlow<E> {
+    /// `[B·H, 4D + 1]`.
+    sums: Vec<E>,
+    /// `[B·H, D, M]`.
+    kv: Vec<E>,
+    heads: usize,
+    d: usize,
+    m: usize,
+    eps: E,
+    clamp: E,
+    position: usize,
+}
+
+/// `sum (a + eps)(b + eps)`.
+#[inline(always)]
+fn dot_eps<E: Float>(a: &[E], b: &[E], eps: E) -> E {
+    a.iter()
+        .zip(b)
+        .fold(E::zero(), |acc, (&x, &y)| acc + (x + eps) * (y + eps))
+}
+
+/// `y += a x`.
+#[inline(always)]
+pub(in crate::backbone) fn axpy<E: Float>(y: &mut [E], a: E, x: &[E]) {
+    for (o, &b) in y.iter_mut().zip(x) {
+        *o = *o + a * b;
+    }
+}
+
+/// The logistic function.
+#[inline(always)]
+pub(in crate::backbone) fn sigmoid<E: Float>(x: E) -> E {
+    E::one() / (E::one() + (-x).exp())
+}
+
+/// Writes `sigmoid(x)` into `out`.
+#[inline(always)]
+pub(in crate::backbone) fn sigmoid_into<E: Float>(x: &[E], out: &mut [E]) {
+    for (o, &a) in out.iter_mut().zip(x) {
+        *o = sigmoid(a);
+    }
+}
+
+/// Converts an `f64` constant to the element type.
+pub(in crate::backbone) fn cast<E: Float>(x: f64) -> E {
+    E::from(x).unwrap_or_else(E::nan)
+}
+
+/// The scalars of one token that its output and the `D x M` state need.
+#[derive(Clone, Copy, Debug)]
+pub(in crate::backbone) struct TokenFlow<E> {
+    /// `A I / pos`: the factor of the output row `qf^T sum K (C v)^T`.
+    pub scale: E,
+    /// Competition `C = pos exp(Sr) / sum exp(Sr)`.
+    pub competition: E,
+}
+
+/// Advances the running sums of one (row, head) (`sums`: `sum K`, `sum Q`, `sum K O`,
+/// `sum Q I`, D each, then `sum exp(Sr)`) by the feature-mapped token `(qf, kf)` at
+/// 1-based position `pos`.
+#[inline(always)]
+pub(in crate::backbone) fn advance<E: Float>(
+    sums: &mut [E],
+    qf: &[E],
+    kf: &[E],
+    pos: E,
+    (eps, clamp): (E, E),
+) -> TokenFlow<E> {
+    let d = qf.len();
+    let (key, rest) = sums.split_at_mut(d);
+    let (query, rest) = rest.split_at_mut(d);
+    let (key_out, rest) = rest.split_at_mut(d);
+    let (query_in, exp_sum) = rest.split_at_mut(d);
+    axpy(key, E::one(), kf);
+    axpy(query, E::one(), qf);
+    let incoming = pos / dot_eps(qf, key, eps);
+    let outgoing = pos / dot_eps(kf, query, eps);
+    axpy(key_out, outgoing, kf);
+    axpy(query_in, incoming, qf);
+    let sink = dot_eps(qf, key_out, eps) / pos;
+    let source = dot_eps(kf, query_in, eps) / pos;
+    let exp = source.max(-clamp).min(clamp).exp();
+    exp_sum[0] = exp_sum[0] + exp;
+    TokenFlow {
+        scale: sigmoid(sink) * incoming / pos,
+        competition: pos * exp / exp_sum[0],
+    }
+}
+
+/// Length of the running sums of one (row, head).
+pub(in crate::backbone) fn sums_len(d: usize) -> usize {
+    4 * d + 1
+}
+
+impl<E: Dtype + Float> HostFlow<E> {
+    /// An empty state (position 0) for `batch` rows of `heads` heads, query/key size
+    /// `d` and value size `m`.
+    pub(super) fn new(batch: usize, heads: usize, d: usize, m: usize, cfg: FlowConfig) -> Self {
+        Self {
+            sums: vec![E::zero(); batch * heads * sums_len(d)],
+            kv: vec![E::zero(); batch * heads * d * m],
+            heads,
+            d,
+            m,
+            eps: cast(cfg.eps),
+            clamp: cast(cfg.clamp),
+            position: 0,
+        }
+    }
+
+    /// Tokens fed so far.
+    pub(super) fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Feeds `n` tokens of every row: `q`, `k` `[n, B, H, D]` and `v` `[n, B, H, M]`
+    /// (token-major, row-major), and returns the outputs of tokens `from..n`,
+    /// `[n - from, B, H, M]`: what `n` steps of [`crate::attention::FlowState`] return.
+    pub(super) fn step_tokens(
+        &mut self,
+        q: &[E],
+        k: &[E],
+        v: &[E],
+        n: usize,
+        from: usize,
+    ) -> Vec<E> {
+        let (d, m) = (self.d, self.m);
+        let rows = self.kv.len() / (d * m).max(1);
+        let kept = n - from.min(n);
+        let first = self.position;
+        self.position += n;
+        let (eps, clamp) = (self.eps, self.clamp);
+        // Row-major per (batch row, head): [B·H, kept, M], transposed below.
+        let mut out = vec![E::zero(); rows * kept * m];
+        let row_step = |r: usize, sums: &mut [E], kv: &mut [E], out: &mut [E]| {
+            let (mut qf, mut kf, mut w) =
+                (vec![E::zero(); d], vec![E::zero(); d], vec![E::zero(); m]);
+            for t in 0..n {
+                let at = t * rows + r;
+                sigmoid_into(&q[at * d..(at + 1) * d], &mut qf);
+                sigmoid_into(&k[at * d..(at + 1) * d], &mut kf);
+                let pos: E = cast((first + t + 1) as f64);
+                let token = advance(sums, &qf, &kf, pos, (eps, clamp));
+                let competition = token.competition;
+                for (o, &x) in w.iter_mut().zip(&v[at * m..(at + 1) * m]) {
+                    *o = competition * x;
+                }
+                if t < from {
+                    for (row, &kx) in kv.chunks_exact_mut(m).zip(&kf) {
+                        axpy(row, kx, &w);
+                    }
+                    continue;
+                }
+                // Accumulate and read out in one pass over the D x M matrix.
+                let o = &mut out[(t - from) * m..(t - from + 1) * m];
+                for ((row, &kx), &qx) in kv.chunks_exact_mut(m).zip(&kf).zip(&qf) {
+                    axpy(row, kx, &w);
+                    axpy(o, qx, row);
+                }
+                for x in o.iter_mut() {
+                    *x = *x * token.scale;
+                }
+            }
+        };
+        let sums_len = sums_len(d);
+        let per_task = (PARALLEL_MIN / (d * m).max(1)).max(1);
+        if rows > per_task {
+            self.sums
+                .par_chunks_mut(sums_len * per_task)
+                .zip(self.kv.par_chunks_mut(d * m * per_task))
+                .zip(out.par_chunks_mut(kept * m * per_task))
+                .enumerate()
+                .for_each(|(task, ((sums, kv), out))| {
+                    let parts = sums
+                        .chunks_exact_mut(sums_len)
+                        .zip(kv.chunks_exact_mut(d * m))
+                        .zip(out.chunks_exact_mut(kept * m));
+                    for (i, ((s, kv), o)) in parts.enumerate() {
+                        row_step(task * per_task + i, s, kv, o);
+                    }
+                });
+        } else {
+            let parts = self
+                .sums
+                .chunks_exact_mut(sums_len)
+                .zip(self.kv.chunks_exact_mut(d * m))
+                .zip(out.chunks_exact_mut(kept * m));
+            for (r, ((s, kv), o)) in parts.enumerate() {
+                row_step(r, s, kv, o);
+            }
+        }
+        if kept <= 1 {
+            return out;
+        }
+        let mut token_major = vec![E::zero(); out.len()];
+        for r in 0..rows {
+            for t in 0..kept {
+                token_major[(t * rows + r) * m..(t * rows + r + 1) * m]
+                    .copy_from_slice(&out[(r * kept + t) * m..(r * kept + t + 1) * m]);
+            }
+        }
+        token_major
+    }
+
+    /// Keeps only the batch rows `rows` (already checked), in that order.
+    pub(super) fn keep_rows(&mut self, rows: &[usize]) {
+        let s = self.heads * sums_len(self.d);
+        let kv = self.heads * self.d * self.m;
+        self.sums = rows
+            .iter()
+            .flat_map(|&r| self.sums[r * s..(r + 1) * s].iter().copied())
+            .collect();
+        self.kv = rows
+            .iter()
+            .flat_map(|&r| self.kv[r * kv..(r + 1) * kv].iter().copied())
+            .collect();
+    }
+}

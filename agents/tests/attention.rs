@@ -656,9 +656,10 @@ fn fused_equals_composed() {
     }
 }
 
-/// The fused kernel works in chunks of 32 positions: lengths below, at and across chunk
-/// boundaries (with a partial last chunk), a single position, D != M, and B*H > 1 all give
-/// the composed path's outputs and gradients.
+/// The fused kernel holds a short sequence in one chunk (up to 38 positions at D = M = 8)
+/// and splits longer ones into chunks of 32: lengths on both sides of that switch, whole
+/// and partial last chunks, a single position, D != M, and B*H > 1 all give the composed
+/// path's outputs and gradients.
 #[test]
 fn fused_equals_composed_across_chunk_boundaries() {
     let shapes = [
@@ -667,6 +668,8 @@ fn fused_equals_composed_across_chunk_boundaries() {
         (2, 1, 31, 5, 7),
         (1, 1, 32, 8, 8),
         (2, 2, 33, 6, 5),
+        (1, 1, 38, 8, 8),
+        (2, 1, 39, 8, 8),
         (1, 3, 64, 7, 9),
         (3, 1, 97, 4, 6),
         (1, 2, 200, 16, 12),

@@ -2,10 +2,10 @@
 //! behind the fused `Cpu` op.
 //!
 //! The five prefix sums are sequential sweeps (O(L D)). The aggregation
-//! `sum_{j<=i} K_j (C_j v_j)^T` is computed in chunks of [`CHUNK`] positions: inside a
+//! `sum_{j<=i} K_j (C_j v_j)^T` is computed in chunks of `C` positions: inside a
 //! chunk a masked `C x C` product of matrices, across chunks a running `D x M` state, so
 //! the work is dense matrix products (`gemm`) and memory stays O(L (D + M)). A sequence
-//! of at most [`CHUNK`] positions is a single masked `L x L` product.
+//! that fits one chunk is a single masked `L x L` product (see [`Dims::new`]).
 //!
 //! The forward pass keeps, per head, the unscaled output rows, the `D x M` state and the
 //! packed prefix sums before each chunk. The backward pass walks the chunks from the end:
@@ -17,23 +17,35 @@ use super::cast;
 use super::gemm::{matmul, View};
 use super::recurrence::{advance, dot, sums_len, Consts, Real, Token};
 
-/// Positions per chunk. Measured on the benchmark shapes (D = M from 32 to 128, L from 60
-/// to 64k), 32 costs less than 64 or 128: the in-chunk products grow with C, the
-/// across-chunk ones do not, and 32 rows still keep the matrix products efficient.
-pub(crate) const CHUNK: usize = 32;
+/// Positions per chunk of long sequences. Measured on the benchmark shapes (D = M from 32
+/// to 128, L from 60 to 64k), 32 costs less than 64 or 128: the in-chunk products grow
+/// with the chunk, the across-chunk ones do not, and 32 rows keep the products efficient.
+const CHUNK: usize = 32;
 
-/// Sizes of one call.
+/// Sizes of one call and the chunk length chosen for them.
 #[derive(Clone, Copy)]
 pub(crate) struct Dims {
     pub l: usize,
     pub d: usize,
     pub m: usize,
+    /// Positions per chunk of the aggregation (and per checkpoint of the prefix sums).
+    pub chunk: usize,
 }
 
 impl Dims {
+    /// Picks the chunk: per position, forward+backward, the in-chunk products cost about
+    /// `chunk (4D + 3M)` multiply-adds and the across-chunk ones `6 D M`, which a sequence
+    /// held in one chunk skips; so up to `CHUNK + 6 D M / (4D + 3M)` positions one chunk of
+    /// `L` costs less (e.g. 142 positions at D = M = 128, 59 at D = M = 32).
+    pub fn new(l: usize, d: usize, m: usize) -> Self {
+        let single = CHUNK + 6 * d * m / (4 * d + 3 * m).max(1);
+        let chunk = if l <= single { l.max(1) } else { CHUNK };
+        Self { l, d, m, chunk }
+    }
+
     /// Chunks per head.
     pub fn chunks(&self) -> usize {
-        self.l.div_ceil(CHUNK)
+        self.l.div_ceil(self.chunk)
     }
 
     /// Length of one head's saved states (a `D x M` matrix before each chunk).
@@ -66,8 +78,8 @@ pub(crate) struct HeadGrads<'a, F> {
 
 /// Positions `start..end` of the chunk `index`.
 fn span(index: usize, dims: Dims) -> (usize, usize) {
-    let start = index * CHUNK;
-    (start, (start + CHUNK).min(dims.l))
+    let start = index * dims.chunk;
+    (start, (start + dims.chunk).min(dims.l))
 }
 
 /// `scores = a b^T` (`n x n`, row-major) with the entries above the diagonal set to zero:
@@ -101,8 +113,9 @@ pub(crate) fn forward_head<F: Real>(
     dims: Dims,
     c: Consts<F>,
 ) {
-    let Dims { d, m, .. } = dims;
-    let len = CHUNK;
+    let Dims {
+        d, m, chunk: len, ..
+    } = dims;
     let width = sums_len(d);
     let chunks = dims.chunks();
     let mut sums = vec![F::zero(); width];
@@ -184,8 +197,9 @@ pub(crate) fn backward_head<F: Real>(
     dims: Dims,
     c: Consts<F>,
 ) {
-    let Dims { d, m, .. } = dims;
-    let len = CHUNK;
+    let Dims {
+        d, m, chunk: len, ..
+    } = dims;
     let width = sums_len(d);
     let chunks = dims.chunks();
     let mut rev = Reverse {

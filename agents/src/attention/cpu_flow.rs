@@ -118,7 +118,7 @@ where
 {
     let (b, h, l, d) = *q.shape();
     let m = v.shape().3;
-    let dims = Dims { l, d, m };
+    let dims = Dims::new(l, d, m);
     let c = consts::<F>(cfg);
     let (q, tape_q) = q.contiguous().split_tape();
     let (k, tape_k) = k.contiguous().split_tape();

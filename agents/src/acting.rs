@@ -147,8 +147,8 @@ pub struct Actor<'a, E: Dtype, D: Storage<E>> {
 
 impl<'a, E, D> Actor<'a, E, D>
 where
-    E: Dtype + num_traits::Float,
-    D: AttentionDevice<E>,
+    E: Dtype + num_traits::Float + Send + Sync,
+    D: AttentionDevice<E> + Send + Sync,
 {
     /// An actor for `batch` new episodes of `agent` in `mode`.
     pub fn new(
@@ -214,43 +214,49 @@ where
         check_finite("states", states)?;
         let last_time = cfg.max_ep_len.saturating_sub(1);
         let timesteps: Vec<usize> = self.steps.iter().map(|&t| t.min(last_time)).collect();
-        let values = match &mut self.engine {
-            Engine::Recurrent(state) => {
-                let model = self.agent.decision().ok_or_else(|| {
-                    AgentError::Acting("recurrent state without a sequence model".into())
-                })?;
-                model
-                    .observe(self.agent.params(), state, returns, states, &timesteps)?
-                    .as_vec()
-            }
-            Engine::Reencode(h) => {
-                let (zero, width) = match cfg.action {
-                    ActionSpace::Continuous { dim } => (vec![0.0; dim], dim),
-                    ActionSpace::Discrete { .. } => (Vec::new(), 1),
-                };
-                for (i, row) in h.rows.iter_mut().enumerate() {
-                    if h.limit.is_some_and(|k| row.len() >= k) {
-                        row.pop_front();
+        let (agent, engine) = (self.agent, &mut self.engine);
+        // One step's forward pass runs on a rayon worker thread: the parallel matrix
+        // products and kernels inside then split their work within the pool instead of
+        // handing every op over from this thread and blocking until it returns.
+        let values = rayon::scope(|_| -> Result<Vec<E>, AgentError> {
+            Ok(match engine {
+                Engine::Recurrent(state) => {
+                    let model = agent.decision().ok_or_else(|| {
+                        AgentError::Acting("recurrent state without a sequence model".into())
+                    })?;
+                    model
+                        .observe(agent.params(), state, returns, states, &timesteps)?
+                        .as_vec()
+                }
+                Engine::Reencode(h) => {
+                    let (zero, width) = match cfg.action {
+                        ActionSpace::Continuous { dim } => (vec![0.0; dim], dim),
+                        ActionSpace::Discrete { .. } => (Vec::new(), 1),
+                    };
+                    for (i, row) in h.rows.iter_mut().enumerate() {
+                        if h.limit.is_some_and(|k| row.len() >= k) {
+                            row.pop_front();
+                        }
+                        row.push_back(StepRecord {
+                            ret: returns[i],
+                            state: states[i * obs..(i + 1) * obs].to_vec(),
+                            action: zero.clone(),
+                            index: 0,
+                            timestep: timesteps[i],
+                        });
                     }
-                    row.push_back(StepRecord {
-                        ret: returns[i],
-                        state: states[i * obs..(i + 1) * obs].to_vec(),
-                        action: zero.clone(),
-                        index: 0,
-                        timestep: timesteps[i],
-                    });
+                    let host = h.window(cfg.action, obs, width);
+                    let w = agent.window(&host.host(cfg.action))?;
+                    match agent.decision() {
+                        // Only each row's last state token is read: the last block and the
+                        // head run on those tokens alone.
+                        Some(model) => model.predict_last(agent.params(), &w)?,
+                        None => agent.predict_last(&w)?,
+                    }
+                    .as_vec()
                 }
-                let host = h.window(cfg.action, obs, width);
-                let w = self.agent.window(&host.host(cfg.action))?;
-                match self.agent.decision() {
-                    // Only each row's last state token is read: the last block and the
-                    // head run on those tokens alone.
-                    Some(model) => model.predict_last(self.agent.params(), &w)?,
-                    None => self.agent.predict_last(&w)?,
-                }
-                .as_vec()
-            }
-        };
+            })
+        })?;
         self.awaiting_actions = true;
         Ok(ActionPredictions {
             batch: b,

@@ -21,7 +21,7 @@ use host::HostFlow;
 #[derive(Clone, Debug)]
 enum LayerState<E: Dtype, D: Storage<E>> {
     /// On the device, stepped token by token with the device's ops.
-    Device(FlowState<E, D>),
+    Device(Box<FlowState<E, D>>),
     /// In host memory (`Cpu`), all tokens of a step in one pass.
     Host(HostFlow<E>),
 }
@@ -149,7 +149,14 @@ impl Backbone {
                 if on_cpu {
                     LayerState::Host(HostFlow::new(batch, h, hw, hw, self.cfg.flow))
                 } else {
-                    LayerState::Device(FlowState::new(dev, batch, h, hw, hw, self.cfg.flow))
+                    LayerState::Device(Box::new(FlowState::new(
+                        dev,
+                        batch,
+                        h,
+                        hw,
+                        hw,
+                        self.cfg.flow,
+                    )))
                 }
             })
             .collect();

@@ -53,7 +53,7 @@ impl PendingActions {
     fn keep_rows(&mut self, rows: &[usize], batch: usize) {
         match self {
             Self::Continuous(a) => {
-                let dim = if batch == 0 { 0 } else { a.len() / batch };
+                let dim = a.len().checked_div(batch).unwrap_or(0);
                 *a = rows
                     .iter()
                     .flat_map(|&r| a[r * dim..(r + 1) * dim].iter().copied())

@@ -176,7 +176,7 @@ impl<E: Dtype + Float> HostFlow<E> {
                     axpy(o, qx, row);
                 }
                 for x in o.iter_mut() {
-                    *x = *x * token.scale;
+                    *x *= token.scale;
                 }
             }
         };

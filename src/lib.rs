@@ -1,6 +1,7 @@
 //! flowrl: the toolkit around the models (`flowrl-agents`) and the environments
 //! (`flowrl-envs`): trajectory datasets, collection, benchmarks and the command line.
 
+pub mod allocator;
 pub mod atomic;
 pub mod bench;
 pub mod cli;

@@ -36,9 +36,11 @@ enum Command {
     Quickstart(flowrl::quickstart::QuickstartArgs),
 }
 
-/// Runs the chosen command; errors are printed as one readable chain of causes
+/// Runs the chosen command, with freed memory kept for reuse (see
+/// [`flowrl::allocator`]); errors are printed as one readable chain of causes
 /// (no backtrace, whatever RUST_BACKTRACE says) with exit status 1.
 fn main() -> ExitCode {
+    flowrl::allocator::retain_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -7,6 +7,10 @@
 //! are contiguous chunks of the width. Sizes are runtime values: the parameters live
 //! in a [`ParamStore`] under the reference names, with GPT-2 initialisation.
 //!
+//! [`Backbone::forward_rows`] returns only some rows of the output (a loss's state
+//! tokens, an actor's last token per window) and skips the last block's output
+//! projection, MLP and `ln_f` for the others, in training as in evaluation.
+//!
 //! With causal Flow-Attention the backbone also runs token by token
 //! ([`Backbone::recurrent_state`], [`Backbone::step`]) at a cost per token that does
 //! not depend on the position, with the same outputs as [`Backbone::forward`].

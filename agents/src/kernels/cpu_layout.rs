@@ -6,7 +6,7 @@ use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use super::{read, release, CpuBackward, Tensor1, Tensor2, Tensor4};
+use super::{read, release, zeroed, CpuBackward, Tensor1, Tensor2, Tensor4};
 
 /// Calls `f(offset in the token-major layout, offset in the head-major layout)` for the
 /// `d` values of every head `i` of every token `t` of one sequence of `l` tokens with
@@ -30,7 +30,7 @@ pub(super) fn split_heads<E: Dtype + Float>(
     let w = y.shape().1;
     let d = w / h;
     let (ys, bs) = (read(&y), read(&bias));
-    let mut out = vec![E::zero(); ys.len()];
+    let mut out = zeroed(ys.len());
     let seq = l * w;
     if seq > 0 {
         out.par_chunks_mut(seq)
@@ -94,7 +94,7 @@ pub(super) fn merge_heads<E: Dtype + Float>(
     let (b, h, l, m) = *o.shape();
     let w = h * m;
     let os = read(&o);
-    let mut out = vec![E::zero(); os.len()];
+    let mut out = zeroed(os.len());
     let seq = l * w;
     if seq > 0 {
         out.par_chunks_mut(seq)
@@ -142,7 +142,7 @@ pub(super) fn gather_rows<E: Dtype + Float>(
 ) -> (Tensor2<E, Cpu>, Option<CpuBackward<E>>) {
     let w = x.shape().1;
     let xs = read(&x);
-    let mut out = vec![E::zero(); rows.len() * w];
+    let mut out = zeroed(rows.len() * w);
     if w > 0 {
         out.par_chunks_mut(w)
             .zip(rows.par_iter())

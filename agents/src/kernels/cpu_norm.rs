@@ -6,7 +6,7 @@ use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use super::{cast, read, release, rows_per_task, CpuBackward, Tensor1, Tensor2};
+use super::{cast, read, release, rows_per_task, zeroed, CpuBackward, Tensor1, Tensor2};
 
 /// Forward pass; the backward pass when `trace`.
 pub(super) fn layer_norm<E: Dtype + Float>(
@@ -21,7 +21,7 @@ pub(super) fn layer_norm<E: Dtype + Float>(
     let eps: E = cast(eps);
     let inv_w: E = cast(1.0 / w as f64);
     let width: E = cast(w as f64);
-    let mut out = vec![E::zero(); n * w];
+    let mut out = zeroed(n * w);
     // (mean, 1 / sqrt(var + eps)) per row.
     let mut stats = vec![(E::zero(), E::zero()); n];
     let rows = rows_per_task(w);

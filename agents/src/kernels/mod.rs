@@ -272,8 +272,16 @@ where
 /// The data of a contiguous `Cpu` tensor (a copy: dfdx has no borrowed view). Callers
 /// make inputs contiguous first (on the tape, so gradients reach the original).
 fn read<S: Shape, E: Dtype>(t: &Tensor<S, E, Cpu>) -> Vec<E> {
-    let mut buf = vec![E::default(); t.shape().num_elements()];
+    let mut buf = zeroed(t.shape().num_elements());
     t.copy_into(&mut buf);
+    buf
+}
+
+/// `n` zeros, written by the rayon pool: a fresh buffer's zeroing (and its page faults)
+/// is otherwise a serial pass on the calling thread.
+fn zeroed<E: Dtype>(n: usize) -> Vec<E> {
+    let mut buf = Vec::with_capacity(n);
+    buf.par_extend(rayon::iter::repeat_n(E::default(), n));
     buf
 }
 

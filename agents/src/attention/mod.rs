@@ -12,7 +12,7 @@ mod cpu_flow;
 mod cpu_softmax;
 mod gemm;
 mod prefix;
-mod recurrence;
+pub(crate) mod recurrence;
 mod state;
 
 use dfdx::prelude::*;

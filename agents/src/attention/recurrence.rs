@@ -11,7 +11,7 @@ pub(crate) trait Real: Dtype + Float {}
 impl<F: Dtype + Float> Real for F {}
 
 /// Constants of the recurrence.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Consts<F> {
     pub eps: F,
     pub clamp: F,
@@ -82,20 +82,21 @@ pub(crate) fn sigmoid_in_place<F: Real>(x: &mut [F]) {
     }
 }
 
-/// `sum (a + eps)(b + eps)`, with eight independent partial sums like [`dot`].
+/// `sum term(a_i, b_i)` with eight independent partial sums (vectorisable without
+/// reassociation), added pairwise in a fixed order.
 #[inline(always)]
-fn dot_eps<F: Real>(a: &[F], b: &[F], eps: F) -> F {
+fn sum8<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
     let mut acc = [F::zero(); 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
         for i in 0..8 {
-            acc[i] += (x[i] + eps) * (y[i] + eps);
+            acc[i] += term(x[i], y[i]);
         }
     }
     let mut tail = F::zero();
     for (&x, &y) in ar.iter().zip(br) {
-        tail += (x + eps) * (y + eps);
+        tail += term(x, y);
     }
     let pairs = [
         acc[0] + acc[4],
@@ -106,28 +107,16 @@ fn dot_eps<F: Real>(a: &[F], b: &[F], eps: F) -> F {
     (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
 }
 
+/// `sum (a + eps)(b + eps)`, summed like [`dot`].
+#[inline(always)]
+fn dot_eps<F: Real>(a: &[F], b: &[F], eps: F) -> F {
+    sum8(a, b, |x, y| (x + eps) * (y + eps))
+}
+
 /// Dot product with eight independent partial sums (vectorisable without reassociation).
 #[inline(always)]
 pub(crate) fn dot<F: Real>(a: &[F], b: &[F]) -> F {
-    let mut acc = [F::zero(); 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut tail = F::zero();
-    for (&x, &y) in ar.iter().zip(br) {
-        tail += x * y;
-    }
-    let pairs = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
+    sum8(a, b, |x, y| x * y)
 }
 
 /// `y += a x`.

@@ -17,8 +17,9 @@ use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use super::recurrent::host::{advance, axpy, cast, sigmoid_into, sums_len};
+use super::recurrent::host::cast;
 use super::{Backbone, BackboneError};
+use crate::attention::recurrence::{advance, axpy, sigmoid_into, sums_len, Consts, Real};
 use crate::attention::{AttentionDevice, AttentionKind, FlowConfig};
 use crate::layers::{Tensor2, Tensor3};
 use crate::params::ParamStore;
@@ -27,13 +28,13 @@ use crate::params::ParamStore;
 /// the head's `(positions, D)` rows with stride `stride`, `v` its `(positions, M)` rows
 /// with the same stride; the output is for position `p` (0-based) and depends on rows
 /// `0..=p`.
-fn head_readout<E: Float>(
+fn head_readout<E: Real>(
     q: &[E],
     k: &[E],
     v: &[E],
     stride: usize,
     p: usize,
-    consts: (E, E),
+    consts: Consts<E>,
     out: &mut [E],
 ) {
     // Queries, keys and values all have the head width.
@@ -53,7 +54,7 @@ fn head_readout<E: Float>(
             .fold(E::zero(), |acc, (&a, &b)| acc + a * b)
             * token.competition;
         axpy(out, weight, &v[j * stride..j * stride + d]);
-        scale = token.scale;
+        scale = token.scale();
     }
     for x in out.iter_mut() {
         *x = *x * scale;
@@ -70,7 +71,10 @@ fn flow_readout<E: Dtype + Float>(
     cfg: &FlowConfig,
 ) -> Vec<E> {
     let hw = w / heads.max(1);
-    let consts = (cast(cfg.eps), cast(cfg.clamp));
+    let consts = Consts {
+        eps: cast(cfg.eps),
+        clamp: cast(cfg.clamp),
+    };
     let mut out = vec![E::zero(); positions.len() * w];
     let row = |r: usize, out: &mut [E]| {
         let at = r * l * w;

@@ -4,10 +4,12 @@
 //! the output is computed only for the tokens that are read. It follows the recurrence
 //! of [`crate::attention::FlowState`] (see `DESIGN.md`, causal version) term by term.
 
-use dfdx::prelude::Dtype;
 use num_traits::Float;
 use rayon::prelude::*;
 
+use crate::attention::recurrence::{
+    accumulate, advance, axpy, sigmoid_into, sums_len, Consts, Real,
+};
 use crate::attention::FlowConfig;
 
 /// Values of `kv` per rayon task below which a step stays on one thread.
@@ -24,39 +26,8 @@ pub(super) struct HostFlow<E> {
     heads: usize,
     d: usize,
     m: usize,
-    eps: E,
-    clamp: E,
+    consts: Consts<E>,
     position: usize,
-}
-
-/// `sum (a + eps)(b + eps)`.
-#[inline(always)]
-fn dot_eps<E: Float>(a: &[E], b: &[E], eps: E) -> E {
-    a.iter()
-        .zip(b)
-        .fold(E::zero(), |acc, (&x, &y)| acc + (x + eps) * (y + eps))
-}
-
-/// `y += a x`.
-#[inline(always)]
-pub(in crate::backbone) fn axpy<E: Float>(y: &mut [E], a: E, x: &[E]) {
-    for (o, &b) in y.iter_mut().zip(x) {
-        *o = *o + a * b;
-    }
-}
-
-/// The logistic function.
-#[inline(always)]
-pub(in crate::backbone) fn sigmoid<E: Float>(x: E) -> E {
-    E::one() / (E::one() + (-x).exp())
-}
-
-/// Writes `sigmoid(x)` into `out`.
-#[inline(always)]
-pub(in crate::backbone) fn sigmoid_into<E: Float>(x: &[E], out: &mut [E]) {
-    for (o, &a) in out.iter_mut().zip(x) {
-        *o = sigmoid(a);
-    }
 }
 
 /// Converts an `f64` constant to the element type.
@@ -64,53 +35,7 @@ pub(in crate::backbone) fn cast<E: Float>(x: f64) -> E {
     E::from(x).unwrap_or_else(E::nan)
 }
 
-/// The scalars of one token that its output and the `D x M` state need.
-#[derive(Clone, Copy, Debug)]
-pub(in crate::backbone) struct TokenFlow<E> {
-    /// `A I / pos`: the factor of the output row `qf^T sum K (C v)^T`.
-    pub scale: E,
-    /// Competition `C = pos exp(Sr) / sum exp(Sr)`.
-    pub competition: E,
-}
-
-/// Advances the running sums of one (row, head) (`sums`: `sum K`, `sum Q`, `sum K O`,
-/// `sum Q I`, D each, then `sum exp(Sr)`) by the feature-mapped token `(qf, kf)` at
-/// 1-based position `pos`.
-#[inline(always)]
-pub(in crate::backbone) fn advance<E: Float>(
-    sums: &mut [E],
-    qf: &[E],
-    kf: &[E],
-    pos: E,
-    (eps, clamp): (E, E),
-) -> TokenFlow<E> {
-    let d = qf.len();
-    let (key, rest) = sums.split_at_mut(d);
-    let (query, rest) = rest.split_at_mut(d);
-    let (key_out, rest) = rest.split_at_mut(d);
-    let (query_in, exp_sum) = rest.split_at_mut(d);
-    axpy(key, E::one(), kf);
-    axpy(query, E::one(), qf);
-    let incoming = pos / dot_eps(qf, key, eps);
-    let outgoing = pos / dot_eps(kf, query, eps);
-    axpy(key_out, outgoing, kf);
-    axpy(query_in, incoming, qf);
-    let sink = dot_eps(qf, key_out, eps) / pos;
-    let source = dot_eps(kf, query_in, eps) / pos;
-    let exp = source.max(-clamp).min(clamp).exp();
-    exp_sum[0] = exp_sum[0] + exp;
-    TokenFlow {
-        scale: sigmoid(sink) * incoming / pos,
-        competition: pos * exp / exp_sum[0],
-    }
-}
-
-/// Length of the running sums of one (row, head).
-pub(in crate::backbone) fn sums_len(d: usize) -> usize {
-    4 * d + 1
-}
-
-impl<E: Dtype + Float> HostFlow<E> {
+impl<E: Real> HostFlow<E> {
     /// An empty state (position 0) for `batch` rows of `heads` heads, query/key size
     /// `d` and value size `m`.
     pub(super) fn new(batch: usize, heads: usize, d: usize, m: usize, cfg: FlowConfig) -> Self {
@@ -120,8 +45,10 @@ impl<E: Dtype + Float> HostFlow<E> {
             heads,
             d,
             m,
-            eps: cast(cfg.eps),
-            clamp: cast(cfg.clamp),
+            consts: Consts {
+                eps: cast(cfg.eps),
+                clamp: cast(cfg.clamp),
+            },
             position: 0,
         }
     }
@@ -147,7 +74,7 @@ impl<E: Dtype + Float> HostFlow<E> {
         let kept = n - from.min(n);
         let first = self.position;
         self.position += n;
-        let (eps, clamp) = (self.eps, self.clamp);
+        let consts = self.consts;
         // Row-major per (batch row, head): [B·H, kept, M], transposed below.
         let mut out = vec![E::zero(); rows * kept * m];
         let row_step = |r: usize, sums: &mut [E], kv: &mut [E], out: &mut [E]| {
@@ -158,16 +85,14 @@ impl<E: Dtype + Float> HostFlow<E> {
                 sigmoid_into(&q[at * d..(at + 1) * d], &mut qf);
                 sigmoid_into(&k[at * d..(at + 1) * d], &mut kf);
                 let pos: E = cast((first + t + 1) as f64);
-                let token = advance(sums, &qf, &kf, pos, (eps, clamp));
-                let competition = token.competition;
-                for (o, &x) in w.iter_mut().zip(&v[at * m..(at + 1) * m]) {
-                    *o = competition * x;
-                }
+                let token = advance(sums, &qf, &kf, pos, consts);
+                let v = &v[at * m..(at + 1) * m];
                 if t < from {
-                    for (row, &kx) in kv.chunks_exact_mut(m).zip(&kf) {
-                        axpy(row, kx, &w);
-                    }
+                    accumulate(kv, &kf, v, token.competition, &mut w);
                     continue;
+                }
+                for (o, &x) in w.iter_mut().zip(v) {
+                    *o = token.competition * x;
                 }
                 // Accumulate and read out in one pass over the D x M matrix.
                 let o = &mut out[(t - from) * m..(t - from + 1) * m];
@@ -175,8 +100,9 @@ impl<E: Dtype + Float> HostFlow<E> {
                     axpy(row, kx, &w);
                     axpy(o, qx, row);
                 }
+                let scale = token.scale();
                 for x in o.iter_mut() {
-                    *x *= token.scale;
+                    *x *= scale;
                 }
             }
         };

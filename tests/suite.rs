@@ -349,3 +349,31 @@ fn cli_reports_a_bad_suite_config_and_a_bad_filter() {
         "{stderr}"
     );
 }
+
+/// Every shipped suite (`configs/suite/*.toml`) loads, and every one of its entries
+/// resolves to a valid experiment config.
+#[test]
+fn every_ready_suite_loads_and_its_entries_resolve() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/suite");
+    let mut suites = 0;
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let spec = SuiteSpec::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let entries = suite::entry::entries(&spec);
+        assert!(!entries.is_empty(), "{}: no entries", path.display());
+        for entry in &entries {
+            let (env, agent) = (&spec.envs[entry.env], &spec.agents[entry.agent]);
+            spec.config(env, &entry.tier, agent, entry.seed)
+                .unwrap_or_else(|e| panic!("{} entry {}: {e}", path.display(), env.id));
+        }
+        suites += 1;
+    }
+    assert!(
+        suites >= 2,
+        "expected the classic and long-memory suites in {}",
+        dir.display()
+    );
+}

@@ -57,7 +57,7 @@ fn head_readout<E: Real>(
         scale = token.scale();
     }
     for x in out.iter_mut() {
-        *x = *x * scale;
+        *x *= scale;
     }
 }
 

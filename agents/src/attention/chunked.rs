@@ -69,6 +69,17 @@ pub(crate) struct Saved<S> {
     pub checkpoints: S,
 }
 
+/// One head's inputs to the kernels: the feature-mapped `qf = sigmoid(q)`, `kf =
+/// sigmoid(k)` `(L, D)` and `v (L, M)`, with the call's sizes and constants.
+#[derive(Clone, Copy)]
+pub(crate) struct Head<'a, F> {
+    pub qf: &'a [F],
+    pub kf: &'a [F],
+    pub v: &'a [F],
+    pub dims: Dims,
+    pub c: Consts<F>,
+}
+
 /// Gradients of one head (overwritten).
 pub(crate) struct HeadGrads<'a, F> {
     pub q: &'a mut [F],
@@ -101,23 +112,18 @@ fn rows_mut<F>(x: &mut [F], start: usize, end: usize, width: usize) -> &mut [F] 
     &mut x[start * width..end * width]
 }
 
-/// Forward pass of one head: feature-mapped `qf = sigmoid(q)`, `kf = sigmoid(k)` `(L,D)`
-/// and `v (L,M)` -> `out (L,M)`; fills `saved` (one head's slices) when given.
+/// Forward pass of one head -> `out (L,M)`; fills `saved` (one head's slices) when given.
 #[inline(always)]
 pub(crate) fn forward_head<F: Real>(
-    qf: &[F],
-    kf: &[F],
-    v: &[F],
+    head: Head<F>,
     out: &mut [F],
     mut saved: Option<Saved<&mut [F]>>,
-    dims: Dims,
-    c: Consts<F>,
 ) {
+    let Head { qf, kf, v, dims, c } = head;
     let Dims {
         d, m, chunk: len, ..
     } = dims;
-    let width = sums_len(d);
-    let chunks = dims.chunks();
+    let (width, chunks) = (sums_len(d), dims.chunks());
     let mut sums = vec![F::zero(); width];
     let mut state = vec![F::zero(); d * m];
     let mut scores = vec![F::zero(); len * len];
@@ -186,22 +192,17 @@ struct Reverse<F> {
 /// Backward pass of one head from the upstream gradient `dout (L,M)` and what its
 /// forward pass saved; writes (overwrites) `grads`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_head<F: Real>(
-    qf: &[F],
-    kf: &[F],
-    v: &[F],
+    head: Head<F>,
     dout: &[F],
     saved: Saved<&[F]>,
     grads: HeadGrads<F>,
-    dims: Dims,
-    c: Consts<F>,
 ) {
+    let Head { qf, kf, v, dims, c } = head;
     let Dims {
         d, m, chunk: len, ..
     } = dims;
-    let width = sums_len(d);
-    let chunks = dims.chunks();
+    let (width, chunks) = (sums_len(d), dims.chunks());
     let mut rev = Reverse {
         key: vec![F::zero(); d],
         query: vec![F::zero(); d],

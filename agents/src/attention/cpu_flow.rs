@@ -3,7 +3,7 @@
 //! rayon), O(L (C + D) M) time for chunks of C positions and O(L (D + M)) memory, and the `Cpu` step of the
 //! step-by-step state.
 
-use super::chunked::{backward_head, forward_head, Dims, HeadGrads, Saved};
+use super::chunked::{backward_head, forward_head, Dims, Head, HeadGrads, Saved};
 use super::recurrence::{forward_token, sigmoid_in_place, sigmoid_into, sums_len, Consts, Real};
 use super::{cast, cpu_data as read, FlowConfig, FlowSums, Tensor3, Tensor4};
 use dfdx::prelude::*;
@@ -20,74 +20,52 @@ fn consts<F: Real>(cfg: &FlowConfig) -> Consts<F> {
 /// (the matrix products inside pick their own). The arithmetic and its order are the same
 /// in every build (no fused multiply-add outside the products).
 mod wide {
-    use super::{Consts, Dims, HeadGrads, Real, Saved};
+    use super::{Head, HeadGrads, Real, Saved};
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn forward_head_avx2<F: Real>(
-        q: &[F],
-        k: &[F],
-        v: &[F],
-        out: &mut [F],
-        saved: Option<Saved<&mut [F]>>,
-        dims: Dims,
-        c: Consts<F>,
-    ) {
-        super::forward_head(q, k, v, out, saved, dims, c)
+    fn forward_head_avx2<F: Real>(head: Head<F>, out: &mut [F], saved: Option<Saved<&mut [F]>>) {
+        super::forward_head(head, out, saved)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
     fn backward_head_avx2<F: Real>(
-        q: &[F],
-        k: &[F],
-        v: &[F],
+        head: Head<F>,
         dout: &[F],
         saved: Saved<&[F]>,
         grads: HeadGrads<F>,
-        dims: Dims,
-        c: Consts<F>,
     ) {
-        super::backward_head(q, k, v, dout, saved, grads, dims, c)
+        super::backward_head(head, dout, saved, grads)
     }
 
     /// See [`super::forward_head`].
     pub(super) fn forward_head<F: Real>(
-        q: &[F],
-        k: &[F],
-        v: &[F],
+        head: Head<F>,
         out: &mut [F],
         saved: Option<Saved<&mut [F]>>,
-        dims: Dims,
-        c: Consts<F>,
     ) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { forward_head_avx2(q, k, v, out, saved, dims, c) };
+            return unsafe { forward_head_avx2(head, out, saved) };
         }
-        super::forward_head(q, k, v, out, saved, dims, c)
+        super::forward_head(head, out, saved)
     }
 
     /// See [`super::backward_head`].
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn backward_head<F: Real>(
-        q: &[F],
-        k: &[F],
-        v: &[F],
+        head: Head<F>,
         dout: &[F],
         saved: Saved<&[F]>,
         grads: HeadGrads<F>,
-        dims: Dims,
-        c: Consts<F>,
     ) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { backward_head_avx2(q, k, v, dout, saved, grads, dims, c) };
+            return unsafe { backward_head_avx2(head, dout, saved, grads) };
         }
-        super::backward_head(q, k, v, dout, saved, grads, dims, c)
+        super::backward_head(head, dout, saved, grads)
     }
 }
 
@@ -159,13 +137,20 @@ where
                             states,
                             checkpoints,
                         };
-                        wide::forward_head(qh, kh, vh, o, Some(head), dims, c)
+                        let inputs = Head {
+                            qf: qh,
+                            kf: kh,
+                            v: vh,
+                            dims,
+                            c,
+                        };
+                        wide::forward_head(inputs, o, Some(head))
                     },
                 );
             }
-            None => inputs
-                .zip(outputs)
-                .for_each(|(((qh, kh), vh), o)| wide::forward_head(qh, kh, vh, o, None, dims, c)),
+            None => inputs.zip(outputs).for_each(|(((qf, kf), v), o)| {
+                wide::forward_head(Head { qf, kf, v, dims, c }, o, None)
+            }),
         }
     }
     let out = q.device().tensor_from_vec(out, (b, h, l, m));
@@ -210,7 +195,14 @@ where
                             k: gkh,
                             v: gvh,
                         };
-                        wide::backward_head(qh, kh, vh, doh, saved, grads, dims, c);
+                        let head = Head {
+                            qf: qh,
+                            kf: kh,
+                            v: vh,
+                            dims,
+                            c,
+                        };
+                        wide::backward_head(head, doh, saved, grads);
                     },
                 );
         }

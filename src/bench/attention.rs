@@ -4,6 +4,7 @@
 //! figures printed beside ours were measured on the same 2-core machine.
 
 use super::memory::{allocator_counts, PeakWindow};
+use super::ms;
 use anyhow::{bail, Context};
 use dfdx::prelude::*;
 use flowrl_agents::attention::{
@@ -305,15 +306,6 @@ fn run_train_shapes(args: &AttentionArgs) -> anyhow::Result<()> {
     );
     println!("Shapes of `flowrl bench train`: C1 B64 K20 width 128 1 head; C2 B64 K20 width 256 4 heads; C3 B16 K1000 width 128 4 heads (3 tokens per step).");
     Ok(())
-}
-
-fn ms(seconds: f64) -> String {
-    let ms = seconds * 1e3;
-    if ms >= 100.0 {
-        format!("{ms:.0}")
-    } else {
-        format!("{ms:.1}")
-    }
 }
 
 /// Fastest wall-clock ms and, where known, the mean processor ms in brackets.

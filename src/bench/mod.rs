@@ -6,3 +6,14 @@ pub mod envs;
 pub mod memory;
 pub mod rollout;
 pub mod train;
+
+/// Seconds as milliseconds for a table cell: whole milliseconds from 100 ms up, one
+/// decimal below.
+pub(crate) fn ms(seconds: f64) -> String {
+    let ms = seconds * 1e3;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else {
+        format!("{ms:.1}")
+    }
+}

@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use super::ms;
+
 use anyhow::{bail, Context};
 use dfdx::prelude::*;
 use flowrl_agents::agent::{ActionSpace, Agent, AgentConfig, AgentKind, HostActions, HostWindow};
@@ -362,15 +364,6 @@ impl Batch {
             timesteps: &self.timesteps,
             mask: &self.mask,
         }
-    }
-}
-
-fn ms(seconds: f64) -> String {
-    let ms = seconds * 1e3;
-    if ms >= 100.0 {
-        format!("{ms:.0}")
-    } else {
-        format!("{ms:.1}")
     }
 }
 

@@ -26,6 +26,28 @@ pub enum CollectError {
     },
 }
 
+/// The file name under which a collected dataset is cached: env, tier, episode count
+/// and collection seed, e.g. `Pendulum-v1-medium-1000ep-seed0.safetensors`.
+pub fn dataset_file_name(env_id: &str, tier: &str, episodes: usize, seed: u64) -> String {
+    format!("{env_id}-{tier}-{episodes}ep-seed{seed}.safetensors")
+}
+
+/// [`collect_dataset`] with `bar` (sized by the caller) following the finished
+/// episodes; the bar is cleared when collection ends.
+pub fn collect_with_bar(
+    env_id: &str,
+    tier: Tier,
+    episodes: usize,
+    seed: u64,
+    bar: &indicatif::ProgressBar,
+) -> Result<Dataset, CollectError> {
+    let ds = collect_dataset(env_id, tier, episodes, seed, &mut |done| {
+        bar.set_position(done as u64)
+    });
+    bar.finish_and_clear();
+    ds
+}
+
 /// A description of the behaviour policy of a tier, recorded in the provenance.
 pub fn behaviour_policy(tier: Tier) -> &'static str {
     match tier {

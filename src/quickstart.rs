@@ -25,7 +25,7 @@ use dfdx::prelude::Cpu;
 use flowrl_agents::agent::Agent;
 use flowrl_envs::Tier;
 
-use crate::collect::collect_dataset;
+use crate::collect::{collect_with_bar, dataset_file_name};
 use crate::config::{Config, DatasetConfig, DatasetSource, Override};
 use crate::data::stats::DatasetInfo;
 use crate::data::store;
@@ -170,7 +170,7 @@ fn ensure_dataset(config: &mut Config, data_dir: &Path) -> anyhow::Result<PathBu
             episodes,
             seed,
         } => {
-            let path = data_dir.join(format!("{env}-{tier}-{episodes}ep-seed{seed}.safetensors"));
+            let path = data_dir.join(dataset_file_name(&env, &tier, episodes, seed));
             if path.is_file() {
                 println!("using the dataset {} (already collected)", path.display());
             } else {
@@ -179,10 +179,7 @@ fn ensure_dataset(config: &mut Config, data_dir: &Path) -> anyhow::Result<PathBu
                     .with_context(|| format!("cannot create the folder {}", data_dir.display()))?;
                 let bar = crate::progress::bar(episodes as u64, "episodes");
                 bar.set_message(format!("collecting {env} {tier}"));
-                let ds = collect_dataset(&env, tier_value, episodes, seed, &mut |done| {
-                    bar.set_position(done as u64)
-                })?;
-                bar.finish_and_clear();
+                let ds = collect_with_bar(&env, tier_value, episodes, seed, &bar)?;
                 store::save(&ds, &path)?;
                 println!(
                     "collected {episodes} episodes of {env} ({tier}) into {}",

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use anyhow::Context;
 use flowrl_envs::Tier;
 
-use crate::collect::collect_dataset;
+use crate::collect::collect_with_bar;
 use crate::data::stats::DatasetInfo;
 use crate::data::store;
 
@@ -35,11 +35,8 @@ pub fn run(args: CollectArgs) -> anyhow::Result<()> {
     let tier = Tier::from_str(&args.tier).context("invalid --tier")?;
     let bar = crate::progress::bar(args.episodes as u64, "episodes");
     bar.set_message(format!("{} {}", args.env, tier));
-    let dataset = collect_dataset(&args.env, tier, args.episodes, args.seed, &mut |done| {
-        bar.set_position(done as u64)
-    })
-    .with_context(|| format!("cannot collect {} into {}", args.env, args.out.display()))?;
-    bar.finish_and_clear();
+    let dataset = collect_with_bar(&args.env, tier, args.episodes, args.seed, &bar)
+        .with_context(|| format!("cannot collect {} into {}", args.env, args.out.display()))?;
     store::save(&dataset, &args.out)?;
     let info = DatasetInfo::of(&dataset);
     let score = info

@@ -14,7 +14,7 @@ use super::entry::{entries, same_training, Entry, EntryState, Filter};
 use super::record::{process_cpu_seconds, DatasetFacts, EntryRecord, TrainFacts, RECORD_FORMAT};
 use super::report::write_report;
 use super::spec::SuiteSpec;
-use crate::collect::collect_dataset;
+use crate::collect::{collect_with_bar, dataset_file_name};
 use crate::config::{Config, DatasetConfig};
 use crate::data::stats::DatasetInfo;
 use crate::data::store;
@@ -269,8 +269,7 @@ impl DatasetCache {
         episodes: usize,
         seed: u64,
     ) -> anyhow::Result<(PathBuf, DatasetFacts)> {
-        let name = format!("{env}-{tier}-{episodes}ep-seed{seed}.safetensors");
-        let path = self.dir.join(&name);
+        let path = self.dir.join(dataset_file_name(env, tier, episodes, seed));
         if let Some(f) = self.facts.get(&path) {
             return Ok((path, f.clone()));
         }
@@ -285,10 +284,7 @@ impl DatasetCache {
                 indicatif::ProgressBar::hidden()
             };
             bar.set_message(format!("collecting {env} {tier}"));
-            let ds = collect_dataset(env, tier_value, episodes, seed, &mut |done| {
-                bar.set_position(done as u64)
-            })?;
-            bar.finish_and_clear();
+            let ds = collect_with_bar(env, tier_value, episodes, seed, &bar)?;
             store::save(&ds, &path)?;
             println!(
                 "  collected {episodes} episodes of {env} ({tier}) into {}",

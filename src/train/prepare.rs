@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use flowrl_agents::agent::{self, ActionSpace};
 use serde::{Deserialize, Serialize};
 
-use crate::collect::collect_dataset;
+use crate::collect::collect_with_bar;
 use crate::config::{AgentKind, Config, ContextMode, DatasetSource};
 use crate::data::stats::Normalisation;
 use crate::data::windows::{RewardMode, WindowConfig, WindowMode};
@@ -157,11 +157,8 @@ pub fn load_dataset(cfg: &Config, collected: &Path) -> anyhow::Result<Dataset> {
                 .map_err(|e| anyhow::anyhow!("dataset.tier: {e}"))?;
             let bar = crate::progress::bar(episodes as u64, "episodes");
             bar.set_message(format!("collecting {env} {tier}"));
-            let ds = collect_dataset(&env, tier, episodes, seed, &mut |done| {
-                bar.set_position(done as u64)
-            })
-            .with_context(|| format!("cannot collect the dataset of `{env}`"))?;
-            bar.finish_and_clear();
+            let ds = collect_with_bar(&env, tier, episodes, seed, &bar)
+                .with_context(|| format!("cannot collect the dataset of `{env}`"))?;
             store::save(&ds, collected).with_context(|| {
                 format!("cannot save the collected dataset {}", collected.display())
             })?;

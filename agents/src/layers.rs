@@ -78,6 +78,11 @@ impl Linear {
         self.outputs
     }
 
+    /// The weight's id and layout and the bias's id (host-side inference copies the values).
+    pub(crate) fn parts(&self) -> (ParamId, WeightLayout, Option<ParamId>) {
+        (self.weight, self.layout, self.bias)
+    }
+
     /// `(N, inputs) -> (N, outputs)`: one gemm plus the broadcast bias.
     ///
     /// # Panics
@@ -220,6 +225,11 @@ impl LayerNorm {
             width,
             eps,
         })
+    }
+
+    /// The ids of the scale and the shift, and eps (host-side inference copies the values).
+    pub(crate) fn parts(&self) -> (ParamId, ParamId, f64) {
+        (self.weight, self.bias, self.eps)
     }
 
     /// `(N, width) -> (N, width)`: `(x - mean) / sqrt(var + eps) * weight + bias` per row,

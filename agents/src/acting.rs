@@ -21,6 +21,7 @@
 //! Timesteps count from 0 at the episode start and are clamped to `max_ep_len - 1`,
 //! as the data layer does.
 
+use std::any::TypeId;
 use std::collections::VecDeque;
 
 use dfdx::prelude::*;
@@ -32,6 +33,7 @@ use crate::agent::{
 };
 use crate::attention::AttentionDevice;
 use crate::decision::DecisionState;
+use crate::host_inference::{HostDecision, StepRecord};
 use crate::params::to_f64;
 
 /// How much history the policy sees when acting.
@@ -111,16 +113,6 @@ impl<E: num_traits::Float> ActionPredictions<E> {
     }
 }
 
-/// One step of an episode's history, host-side.
-#[derive(Clone, Debug)]
-struct StepRecord {
-    ret: f32,
-    state: Vec<f32>,
-    action: Vec<f32>,
-    index: usize,
-    timestep: usize,
-}
-
 /// Re-encoding: each episode's last `limit` steps (all of them for `None`).
 #[derive(Clone, Debug)]
 struct Histories {
@@ -128,10 +120,27 @@ struct Histories {
     rows: Vec<VecDeque<StepRecord>>,
 }
 
+/// How an actor re-encodes histories (`window` mode, and `episode` mode of the softmax
+/// Decision Transformer and the MLP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Encoder {
+    /// The fastest path available: on `Cpu`, the sequence models run on a copy of
+    /// their parameters in host memory, on plain slices with buffers reused from step
+    /// to step; elsewhere, and for the MLP, as [`Encoder::Tensors`].
+    #[default]
+    Auto,
+    /// dfdx tensors on the agent's device ([`Agent::predict_last`]'s forward pass).
+    Tensors,
+}
+
 /// How the actor computes predictions.
 #[derive(Clone, Debug)]
 enum Engine<E: Dtype, D: Storage<E>> {
+    /// Re-encoding through dfdx tensors.
     Reencode(Histories),
+    /// Re-encoding a sequence model's host copy (`Cpu`).
+    Host(Histories, Box<HostDecision<E>>),
+    /// The Decision-Flowformer's recurrent state.
     Recurrent(DecisionState<E, D>),
 }
 
@@ -150,29 +159,42 @@ where
     E: Dtype + num_traits::Float + Send + Sync,
     D: AttentionDevice<E> + Send + Sync,
 {
-    /// An actor for `batch` new episodes of `agent` in `mode`.
+    /// An actor for `batch` new episodes of `agent` in `mode` ([`Encoder::Auto`]).
     pub fn new(
         agent: &'a Agent<E, D>,
         mode: ContextMode,
         batch: usize,
     ) -> Result<Self, AgentError> {
+        Self::with_encoder(agent, mode, batch, Encoder::Auto)
+    }
+
+    /// An actor for `batch` new episodes of `agent` in `mode` that re-encodes
+    /// histories with `encoder` (the recurrent `episode` mode of the
+    /// Decision-Flowformer does not re-encode and ignores it).
+    pub fn with_encoder(
+        agent: &'a Agent<E, D>,
+        mode: ContextMode,
+        batch: usize,
+        encoder: Encoder,
+    ) -> Result<Self, AgentError> {
         let cfg = agent.config();
-        let engine = match (mode, cfg.kind) {
-            (ContextMode::Episode, AgentKind::DecisionFlowformer) => {
-                Engine::Recurrent(agent.recurrent_state(batch)?)
+        let histories = |limit| Histories {
+            limit,
+            rows: vec![VecDeque::new(); batch],
+        };
+        let limit = match (mode, cfg.kind) {
+            (ContextMode::Episode, AgentKind::DecisionFlowformer) => None,
+            (ContextMode::Episode, AgentKind::DecisionTransformer) => Some(None),
+            (ContextMode::Episode, AgentKind::MlpBc) => Some(Some(1)),
+            (ContextMode::Window, _) => Some(Some(cfg.context)),
+        };
+        let on_cpu = TypeId::of::<D>() == TypeId::of::<Cpu>();
+        let engine = match (limit, agent.decision()) {
+            (None, _) => Engine::Recurrent(agent.recurrent_state(batch)?),
+            (Some(limit), Some(model)) if on_cpu && encoder == Encoder::Auto => {
+                Engine::Host(histories(limit), Box::new(model.host(agent.params())))
             }
-            (ContextMode::Episode, AgentKind::DecisionTransformer) => Engine::Reencode(Histories {
-                limit: None,
-                rows: vec![VecDeque::new(); batch],
-            }),
-            (ContextMode::Episode, AgentKind::MlpBc) => Engine::Reencode(Histories {
-                limit: Some(1),
-                rows: vec![VecDeque::new(); batch],
-            }),
-            (ContextMode::Window, _) => Engine::Reencode(Histories {
-                limit: Some(cfg.context),
-                rows: vec![VecDeque::new(); batch],
-            }),
+            (Some(limit), _) => Engine::Reencode(histories(limit)),
         };
         Ok(Self {
             agent,
@@ -228,23 +250,16 @@ where
                         .observe(agent.params(), state, returns, states, &timesteps)?
                         .as_vec()
                 }
+                Engine::Host(h, model) => {
+                    h.push(cfg.action, returns, states, &timesteps);
+                    model.predict_last(&h.rows)
+                }
                 Engine::Reencode(h) => {
-                    let (zero, width) = match cfg.action {
-                        ActionSpace::Continuous { dim } => (vec![0.0; dim], dim),
-                        ActionSpace::Discrete { .. } => (Vec::new(), 1),
+                    h.push(cfg.action, returns, states, &timesteps);
+                    let width = match cfg.action {
+                        ActionSpace::Continuous { dim } => dim,
+                        ActionSpace::Discrete { .. } => 1,
                     };
-                    for (i, row) in h.rows.iter_mut().enumerate() {
-                        if h.limit.is_some_and(|k| row.len() >= k) {
-                            row.pop_front();
-                        }
-                        row.push_back(StepRecord {
-                            ret: returns[i],
-                            state: states[i * obs..(i + 1) * obs].to_vec(),
-                            action: zero.clone(),
-                            index: 0,
-                            timestep: timesteps[i],
-                        });
-                    }
                     let host = h.window(cfg.action, obs, width);
                     let w = agent.window(&host.host(cfg.action))?;
                     match agent.decision() {
@@ -281,7 +296,7 @@ where
                 })?;
                 model.feed_actions(state, actions)?;
             }
-            Engine::Reencode(h) => {
+            Engine::Reencode(h) | Engine::Host(h, _) => {
                 let space = self.agent.config().action;
                 crate::decision::recurrent::check_actions(space, actions, b)?;
                 for (i, row) in h.rows.iter_mut().enumerate() {
@@ -313,7 +328,9 @@ where
         }
         match &mut self.engine {
             Engine::Recurrent(state) => state.keep_rows(rows)?,
-            Engine::Reencode(h) => h.rows = rows.iter().map(|&r| h.rows[r].clone()).collect(),
+            Engine::Reencode(h) | Engine::Host(h, _) => {
+                h.rows = rows.iter().map(|&r| h.rows[r].clone()).collect()
+            }
         }
         self.steps = rows.iter().map(|&r| self.steps[r]).collect();
         Ok(())
@@ -350,6 +367,28 @@ impl HostBuffers {
 }
 
 impl Histories {
+    /// Appends every episode's new step (the action slot holds a zero action or index
+    /// 0 until [`Actor::record`]), dropping the oldest beyond the limit.
+    fn push(&mut self, space: ActionSpace, returns: &[f32], states: &[f32], timesteps: &[usize]) {
+        let obs = states.len() / returns.len().max(1);
+        let zero = match space {
+            ActionSpace::Continuous { dim } => vec![0.0; dim],
+            ActionSpace::Discrete { .. } => Vec::new(),
+        };
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            if self.limit.is_some_and(|k| row.len() >= k) {
+                row.pop_front();
+            }
+            row.push_back(StepRecord {
+                ret: returns[i],
+                state: states[i * obs..(i + 1) * obs].to_vec(),
+                action: zero.clone(),
+                index: 0,
+                timestep: timesteps[i],
+            });
+        }
+    }
+
     /// The histories as one window, rows padded on the right to the longest.
     fn window(&self, space: ActionSpace, obs: usize, act: usize) -> HostBuffers {
         let b = self.rows.len();

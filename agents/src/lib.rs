@@ -9,6 +9,7 @@ pub mod agent;
 pub mod attention;
 pub mod backbone;
 pub mod decision;
+pub(crate) mod host_inference;
 pub mod kernels;
 pub mod layers;
 pub mod mlp_bc;

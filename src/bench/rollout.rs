@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use dfdx::prelude::Cpu;
-use flowrl_agents::acting::{Actor, ContextMode};
+use flowrl_agents::acting::{Actor, ContextMode, Encoder};
 use flowrl_agents::agent::{ActionSpace, Agent, AgentConfig, AgentKind, HostActions};
 
 use crate::data::stats::Normalisation;
@@ -57,9 +57,10 @@ const OBS: usize = 3;
 fn episode_latencies(
     agent: &Agent<f32, Cpu>,
     mode: ContextMode,
+    encoder: Encoder,
     steps: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let mut actor = Actor::new(agent, mode, 1)?;
+    let mut actor = Actor::with_encoder(agent, mode, 1, encoder)?;
     let mut out = Vec::with_capacity(steps);
     for t in 0..steps {
         let x = t as f32 * 0.01;
@@ -128,15 +129,18 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
     println!("| mode | steps | flowrl ms/step | fastest | PyTorch softmax | PyTorch Flowformer |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
     let steps = args.episode_steps;
-    let window = episode_latencies(&agent, ContextMode::Window, steps.min(200))?;
     let k = args.context;
-    let (median, fastest) = median_fastest_ms(&window, k, window.len());
-    println!(
-        "| window {k} | {}..{} | {median:.3} | {fastest:.3} | 3.1 ms | 19 ms |",
-        k.min(window.len()),
-        window.len(),
-    );
-    let episode = episode_latencies(&agent, ContextMode::Episode, steps)?;
+    // The host path and, for comparison under the same load, dfdx tensors.
+    for (encoder, label) in [(Encoder::Auto, ""), (Encoder::Tensors, " (dfdx tensors)")] {
+        let window = episode_latencies(&agent, ContextMode::Window, encoder, steps.min(200))?;
+        let (median, fastest) = median_fastest_ms(&window, k, window.len());
+        println!(
+            "| window {k}{label} | {}..{} | {median:.3} | {fastest:.3} | 3.1 ms | 19 ms |",
+            k.min(window.len()),
+            window.len(),
+        );
+    }
+    let episode = episode_latencies(&agent, ContextMode::Episode, Encoder::Auto, steps)?;
     for at in [1usize, 100, 500, 1000] {
         if at > steps {
             continue;

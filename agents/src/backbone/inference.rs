@@ -7,9 +7,9 @@
 //! MLP and the final LayerNorm run on the read rows only
 //! ([`Backbone::forward_rows`]). On `Cpu`, the last block's causal Flow-Attention is
 //! evaluated at the read positions only as well
-//! ([`flow_readout`]): `A_p (Q_p I_p / p)^T sum_{j<=p} K_j (C_j v_j)^T` equals
-//! `A_p I_p / p sum_{j<=p} (Q_p . K_j) C_j v_j`, which needs the running sums of the
-//! tokens up to `p` but no `D x M` state.
+//! ([`flow_readout`], through the host kernel of [`crate::host_inference`]).
+//!
+//! [`Backbone::host`] copies the backbone into host memory for the CPU acting path.
 
 use std::any::TypeId;
 
@@ -19,47 +19,11 @@ use rayon::prelude::*;
 
 use super::recurrent::host::cast;
 use super::{Backbone, BackboneError};
-use crate::attention::recurrence::{advance, axpy, sigmoid_into, sums_len, Consts, Real};
+use crate::attention::recurrence::{Consts, Real};
 use crate::attention::{AttentionDevice, AttentionKind, FlowConfig};
+use crate::host_inference::{flow, Head, HostBackbone, HostBlock, HostLinear, HostNorm, Out};
 use crate::layers::{Tensor2, Tensor3};
 use crate::params::ParamStore;
-
-/// Causal Flow-Attention of one head at one position only, `out (M)`: `q`, `k` hold
-/// the head's `(positions, D)` rows with stride `stride`, `v` its `(positions, M)` rows
-/// with the same stride; the output is for position `p` (0-based) and depends on rows
-/// `0..=p`.
-fn head_readout<E: Real>(
-    q: &[E],
-    k: &[E],
-    v: &[E],
-    stride: usize,
-    p: usize,
-    consts: Consts<E>,
-    out: &mut [E],
-) {
-    // Queries, keys and values all have the head width.
-    let d = out.len();
-    let (mut qp, mut qf, mut kf) = (vec![E::zero(); d], vec![E::zero(); d], vec![E::zero(); d]);
-    let mut sums = vec![E::zero(); sums_len(d)];
-    sigmoid_into(&q[p * stride..p * stride + d], &mut qp);
-    out.fill(E::zero());
-    let mut scale = E::zero();
-    for j in 0..=p {
-        sigmoid_into(&q[j * stride..j * stride + d], &mut qf);
-        sigmoid_into(&k[j * stride..j * stride + d], &mut kf);
-        let token = advance(&mut sums, &qf, &kf, cast((j + 1) as f64), consts);
-        let weight = qp
-            .iter()
-            .zip(&kf)
-            .fold(E::zero(), |acc, (&a, &b)| acc + a * b)
-            * token.competition;
-        axpy(out, weight, &v[j * stride..j * stride + d]);
-        scale = token.scale();
-    }
-    for x in out.iter_mut() {
-        *x *= scale;
-    }
-}
 
 /// Causal Flow-Attention outputs at position `positions[r]` of every batch row `r`
 /// only, `[B, W]`: `q`, `k`, `v` are `[B, L, W]` with `heads` contiguous heads of the
@@ -78,17 +42,19 @@ fn flow_readout<E: Dtype + Float>(
     let mut out = vec![E::zero(); positions.len() * w];
     let row = |r: usize, out: &mut [E]| {
         let at = r * l * w;
+        let mut scratch = Vec::new();
         for (h, o) in out.chunks_exact_mut(hw).enumerate() {
             let head = at + h * hw..at + l * w;
-            head_readout(
-                &q[head.clone()],
-                &k[head.clone()],
-                &v[head],
-                w,
-                positions[r],
-                consts,
-                o,
-            );
+            let head = Head {
+                q: &q[head.clone()],
+                k: &k[head.clone()],
+                v: &v[head],
+                stride: w,
+                len: positions[r] + 1,
+                width: hw,
+            };
+            let out = Out { data: o, stride: w };
+            flow(head, positions[r], consts, &mut scratch, out);
         }
     };
     if positions.len() >= 8 {
@@ -156,5 +122,37 @@ impl Backbone {
             .c_fc
             .forward_relu(store, last.ln_2.forward(store, h.clone()));
         Ok(self.ln_f.forward(store, last.c_proj.forward(store, m) + h))
+    }
+}
+
+impl Backbone {
+    /// A copy of the backbone in host memory ([`crate::host_inference`]).
+    pub(crate) fn host<E, D>(&self, store: &ParamStore<E, D>) -> HostBackbone<E>
+    where
+        E: Real,
+        D: Device<E>,
+    {
+        let linear = |layer| HostLinear::new(store, layer);
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                HostBlock::new((
+                    HostNorm::new(store, &b.ln_1),
+                    [linear(&b.query), linear(&b.key), linear(&b.value)],
+                    linear(&b.out),
+                    HostNorm::new(store, &b.ln_2),
+                    linear(&b.c_fc),
+                    linear(&b.c_proj),
+                ))
+            })
+            .collect();
+        HostBackbone::new(
+            blocks,
+            HostNorm::new(store, &self.ln_f),
+            (self.cfg.width, self.cfg.heads),
+            self.cfg.attention,
+            &self.cfg.flow,
+        )
     }
 }

@@ -1,12 +1,17 @@
 //! Eval-mode prediction of each window row's next action only (acting in `window`
 //! mode), through [`crate::backbone::Backbone::forward_readout`]: the backbone's last
-//! block and the head run on the last real state token of each row only.
+//! block and the head run on the last real state token of each row only. On the CPU,
+//! acting uses the model's host copy instead ([`DecisionModel::host`]).
 
 use dfdx::prelude::*;
 
-use super::DecisionModel;
+use super::{ActionEmbedding, DecisionModel};
 use crate::agent::{AgentError, Window};
+use crate::attention::recurrence::Real;
 use crate::attention::AttentionDevice;
+use crate::host_inference::{
+    HostActionEmbedding, HostDecision, HostEmbedding, HostLinear, HostNorm,
+};
 use crate::layers::Tensor2;
 use crate::params::ParamStore;
 
@@ -35,5 +40,34 @@ impl DecisionModel {
             &positions,
         )?;
         Ok(self.head(store, h))
+    }
+}
+
+impl DecisionModel {
+    /// A copy of the model in host memory for window acting on the CPU
+    /// ([`crate::host_inference`]).
+    pub(crate) fn host<E, D>(&self, store: &ParamStore<E, D>) -> HostDecision<E>
+    where
+        E: Real,
+        D: Device<E>,
+    {
+        let embedding = HostEmbedding {
+            timestep: store.values(self.embed_timestep),
+            ret: HostLinear::new(store, &self.embed_return),
+            state: HostLinear::new(store, &self.embed_state),
+            action: match self.embed_action {
+                ActionEmbedding::Linear(map) => {
+                    HostActionEmbedding::Linear(HostLinear::new(store, &map))
+                }
+                ActionEmbedding::Table(table) => HostActionEmbedding::Table(store.values(table)),
+            },
+            norm: HostNorm::new(store, &self.embed_ln),
+        };
+        HostDecision::new(
+            embedding,
+            self.backbone.host(store),
+            HostLinear::new(store, &self.predict_action),
+            self.action,
+        )
     }
 }

@@ -1,0 +1,157 @@
+//! Causal attention of one head of one short sequence on row-major slices, with the
+//! outputs of its last positions only when asked.
+//!
+//! Causal Flow-Attention's output at position `p` (DESIGN.md, causal version) is
+//! `A_p (Q_p I_p / p)^T sum_{j<=p} K_j (C_j v_j)^T`, which equals
+//! `A_p I_p / p sum_{j<=p} (Q_p . K_j) C_j v_j`: the scalars of every position come from
+//! the running sums ([`advance`]), and the output from a causal attention-like sum over
+//! the earlier tokens, which costs less than the `D x M` state while the sequence is
+//! shorter than that state is wide. Longer sequences use the state
+//! ([`forward_token`]).
+
+use crate::attention::recurrence::{
+    accumulate, advance, axpy, dot, forward_token, sigmoid_in_place, sigmoid_into, sums_len,
+    Consts, Real,
+};
+use crate::params::from_f64;
+
+/// One head of one sequence: token `j`'s query, key and value are the `width` values
+/// at `j * stride` of `q`, `k` and `v`.
+#[derive(Clone, Copy)]
+pub(crate) struct Head<'a, E> {
+    pub q: &'a [E],
+    pub k: &'a [E],
+    pub v: &'a [E],
+    pub stride: usize,
+    pub len: usize,
+    pub width: usize,
+}
+
+impl<E> Head<'_, E> {
+    fn q(&self, j: usize) -> &[E] {
+        &self.q[j * self.stride..j * self.stride + self.width]
+    }
+    fn k(&self, j: usize) -> &[E] {
+        &self.k[j * self.stride..j * self.stride + self.width]
+    }
+    fn v(&self, j: usize) -> &[E] {
+        &self.v[j * self.stride..j * self.stride + self.width]
+    }
+}
+
+/// Where a head writes: the output of position `from + i` is the `width` values at
+/// `i * stride` of `data`.
+pub(crate) struct Out<'a, E> {
+    pub data: &'a mut [E],
+    pub stride: usize,
+}
+
+impl<E> Out<'_, E> {
+    fn row(&mut self, i: usize, width: usize) -> &mut [E] {
+        &mut self.data[i * self.stride..i * self.stride + width]
+    }
+}
+
+/// Causal Flow-Attention outputs of positions `from..head.len`; `scratch` is reused
+/// between calls.
+pub(crate) fn flow<E: Real>(
+    head: Head<E>,
+    from: usize,
+    c: Consts<E>,
+    scratch: &mut Vec<E>,
+    mut out: Out<E>,
+) {
+    let (n, d) = (head.len, head.width);
+    let outputs = n - from.min(n);
+    // Multiply-adds: the pairwise sums against the D x M state (accumulated for every
+    // token, read for the outputs).
+    let pairwise = outputs * (n + from + 1) / 2 * 2 * d;
+    if pairwise > (n + outputs) * d * d {
+        return flow_by_state(head, from, c, scratch, out);
+    }
+    scratch.clear();
+    scratch.resize(2 * n * d + 2 * n + sums_len(d), E::zero());
+    let (qf, rest) = scratch.split_at_mut(n * d);
+    let (kf, rest) = rest.split_at_mut(n * d);
+    let (weights, rest) = rest.split_at_mut(n);
+    let (scale, sums) = rest.split_at_mut(n);
+    for j in 0..n {
+        let (qj, kj) = (&mut qf[j * d..(j + 1) * d], &mut kf[j * d..(j + 1) * d]);
+        sigmoid_into(head.q(j), qj);
+        sigmoid_into(head.k(j), kj);
+        let token = advance(sums, qj, kj, from_f64((j + 1) as f64), c);
+        weights[j] = token.competition;
+        scale[j] = token.scale();
+    }
+    for p in from..n {
+        let o = out.row(p - from, d);
+        o.fill(E::zero());
+        let qp = &qf[p * d..(p + 1) * d];
+        for (j, kj) in kf.chunks_exact(d).take(p + 1).enumerate() {
+            axpy(o, dot(qp, kj) * weights[j], head.v(j));
+        }
+        for x in o.iter_mut() {
+            *x *= scale[p];
+        }
+    }
+}
+
+/// [`flow`] through the `D x M` state, token by token.
+fn flow_by_state<E: Real>(
+    head: Head<E>,
+    from: usize,
+    c: Consts<E>,
+    scratch: &mut Vec<E>,
+    mut out: Out<E>,
+) {
+    let d = head.width;
+    scratch.clear();
+    scratch.resize(d * d + 3 * d + sums_len(d), E::zero());
+    let (kv, rest) = scratch.split_at_mut(d * d);
+    let (qf, rest) = rest.split_at_mut(d);
+    let (kf, rest) = rest.split_at_mut(d);
+    let (w, sums) = rest.split_at_mut(d);
+    for j in 0..head.len {
+        qf.copy_from_slice(head.q(j));
+        kf.copy_from_slice(head.k(j));
+        sigmoid_in_place(qf);
+        sigmoid_in_place(kf);
+        let pos = from_f64((j + 1) as f64);
+        if j < from {
+            let token = advance(sums, qf, kf, pos, c);
+            accumulate(kv, kf, head.v(j), token.competition, w);
+        } else {
+            forward_token(sums, kv, qf, kf, head.v(j), pos, c, w, out.row(j - from, d));
+        }
+    }
+}
+
+/// Causal softmax attention (scale `1/sqrt(D)`) outputs of positions `from..head.len`.
+pub(crate) fn softmax<E: Real>(head: Head<E>, from: usize, scratch: &mut Vec<E>, mut out: Out<E>) {
+    let d = head.width;
+    let scale: E = from_f64(1.0 / (d as f64).sqrt());
+    scratch.clear();
+    scratch.resize(head.len, E::zero());
+    for p in from..head.len {
+        let qp = head.q(p);
+        let mut top = E::neg_infinity();
+        for (j, s) in scratch[..=p].iter_mut().enumerate() {
+            *s = scale * dot(qp, head.k(j));
+            top = top.max(*s);
+        }
+        let mut total = E::zero();
+        for s in scratch[..=p].iter_mut() {
+            *s = (*s - top).exp();
+            total += *s;
+        }
+        let o = out.row(p - from, d);
+        o.fill(E::zero());
+        for (j, &s) in scratch[..=p].iter().enumerate() {
+            axpy(o, s, head.v(j));
+        }
+        let inv = E::one() / total;
+        for x in o.iter_mut() {
+            *x *= inv;
+        }
+    }
+}

@@ -246,6 +246,14 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Steps between checkpoints; 0 saves only the final one.
     pub checkpoint_every: usize,
+    /// Warm start: a run folder (its newest checkpoint) or one checkpoint folder
+    /// (`<run>/checkpoints/step-<N>`) whose parameters initialise this run's agent
+    /// instead of the random initialisation. Only parameters are copied: the optimiser,
+    /// the step count (0), the random streams and the preprocessing are this run's own.
+    /// A timestep table of another size is stretched over the new one (see
+    /// [`crate::train::warm_start`]). Relative paths are relative to the working folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -264,6 +272,7 @@ impl Default for TrainConfig {
             delayed_reward: false,
             log_every: 100,
             checkpoint_every: 10_000,
+            init_from: None,
         }
     }
 }

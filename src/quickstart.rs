@@ -98,14 +98,15 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     );
     let history: RefCell<Vec<Evaluation>> = RefCell::new(Vec::new());
     let hook_config = config.clone();
-    let mut hook = |step: u64, agent: &Agent<f32, Cpu>, pre: &Preprocessing| {
-        let mut plan = plan_for(&hook_config, pre, &EvalOverrides::default());
-        plan.checkpoint_step = Some(step);
-        let report = evaluate(&policy_of(agent, pre), &plan, false)?;
-        let scalars = report.scalars();
-        history.borrow_mut().push((step, report));
-        Ok(scalars)
-    };
+    let mut hook =
+        |_: &std::path::Path, step: u64, agent: &Agent<f32, Cpu>, pre: &Preprocessing| {
+            let mut plan = plan_for(&hook_config, pre, &EvalOverrides::default());
+            plan.checkpoint_step = Some(step);
+            let report = evaluate(&policy_of(agent, pre), &plan, false)?;
+            let scalars = report.scalars();
+            history.borrow_mut().push((step, report));
+            Ok(scalars)
+        };
     let train_start = Instant::now();
     let outcome = train::start(
         config.clone(),

@@ -350,7 +350,8 @@ fn evaluation_hook_runs_on_schedule_and_is_logged_as_eval_scalars() {
         &["train.steps=12", "eval.every=5", "eval.episodes=1"],
     );
     let mut calls = Vec::new();
-    let mut hook = |step: u64,
+    let mut hook = |_: &Path,
+                    step: u64,
                     agent: &flowrl_agents::agent::Agent<f32, dfdx::prelude::Cpu>,
                     prep: &train::Preprocessing| {
         calls.push((step, agent.config().context, prep.env_id.clone()));
@@ -488,7 +489,8 @@ fn failing_evaluation_stops_training_with_a_resumable_checkpoint() {
         &data,
         &["train.steps=12", "eval.every=7", "eval.episodes=1"],
     );
-    let mut hook = |step: u64,
+    let mut hook = |_: &Path,
+                    step: u64,
                     _: &flowrl_agents::agent::Agent<f32, dfdx::prelude::Cpu>,
                     _: &train::Preprocessing| {
         anyhow::ensure!(step < 7, "no such environment");
@@ -504,4 +506,164 @@ fn failing_evaluation_stops_training_with_a_resumable_checkpoint() {
     let done = train::resume(&dir, &TrainOptions::default(), None).unwrap();
     assert!(done.finished());
     assert_eq!(losses(&dir).len(), 12);
+}
+
+#[test]
+fn cli_train_prints_each_evaluation_and_writes_its_json_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pendulum_file(tmp.path());
+    let cfg = config(
+        &path_line(&data),
+        &[
+            "train.steps=12",
+            "eval.every=8",
+            "eval.episodes=2",
+            "eval.seed=5",
+        ],
+    );
+    let file = tmp.path().join("exp.toml");
+    std::fs::write(&file, cfg.to_toml_string().unwrap()).unwrap();
+    let dir = tmp.path().join("run");
+    let out = flowrl()
+        .args(["train", "--config", file.to_str().unwrap(), "--run-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The table of `flowrl eval` after step 8 and after the last step, each with its file.
+    for step in [8, 12] {
+        let json = dir.join(format!("eval/step-{step}-window-seed-5.json"));
+        assert!(
+            stdout.contains(&format!("checkpoint step {step}"))
+                && stdout.contains(&format!("wrote {}", json.display())),
+            "{stdout}"
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(report["checkpoint_step"], step);
+        assert_eq!(report["seed"], 5);
+        assert_eq!(report["targets"][0]["episodes"], 2);
+    }
+    assert_eq!(stdout.matches("return (mean ± std)").count(), 2, "{stdout}");
+    assert_eq!(std::fs::read_dir(dir.join("eval")).unwrap().count(), 2);
+}
+
+#[test]
+fn init_from_copies_parameters_stretches_the_timestep_table_and_rejects_mismatches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = path_line(&pendulum_file(tmp.path()));
+    let source = tmp.path().join("source");
+    run(
+        config(&data, &["train.steps=10", "agent.max_episode_length=50"]),
+        &source,
+        None,
+    );
+    let trained = param_bits(&source, 10);
+
+    // A checkpoint folder or a run folder; the timestep table 50 -> 200 rows, stretched.
+    let warm = tmp.path().join("warm");
+    let from = run_dir::checkpoint_dir(&source, 10);
+    let cfg = config(
+        &data,
+        &[
+            "train.steps=1",
+            "agent.max_episode_length=200",
+            &format!("train.init_from={:?}", from.display().to_string()),
+        ],
+    );
+    let seen = std::sync::Mutex::new(Vec::new());
+    let mut hook = |_: &Path,
+                    _: u64,
+                    agent: &flowrl_agents::agent::Agent<f32, dfdx::prelude::Cpu>,
+                    _: &train::Preprocessing| {
+        let p = agent.params();
+        seen.lock().unwrap().extend(p.ids().map(|id| {
+            let bits: Vec<u32> = p.values(id).into_iter().map(f32::to_bits).collect();
+            (p.name(id).to_string(), bits)
+        }));
+        Ok(Vec::new())
+    };
+    // Step 0 is the warm start itself: read the parameters before any update through
+    // a zero learning rate.
+    let cfg = Config {
+        train: flowrl::config::TrainConfig {
+            lr: 1e-12,
+            weight_decay: 0.0,
+            ..cfg.train
+        },
+        eval: flowrl::config::EvalConfig {
+            episodes: 1,
+            every: 0,
+            ..cfg.eval
+        },
+        ..cfg
+    };
+    train::start(cfg, &warm, &TrainOptions::default(), Some(&mut hook)).unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), trained.len());
+    for ((name, old), (new_name, new)) in trained.iter().zip(&seen) {
+        assert_eq!(name, new_name);
+        if name == "embed_timestep.weight" {
+            let width = 16;
+            assert_eq!((old.len(), new.len()), (50 * width, 200 * width));
+            for t in [0usize, 1, 2, 100, 199] {
+                let r = train::warm_start::stretched_row(t, 50, 200);
+                assert_eq!(
+                    &new[t * width..(t + 1) * width],
+                    &old[r * width..(r + 1) * width]
+                );
+            }
+            assert_eq!(train::warm_start::stretched_row(199, 50, 200), 49);
+        } else {
+            // One step at lr 1e-12 moves no f32 parameter of this size measurably.
+            let moved = old
+                .iter()
+                .zip(new)
+                .filter(|(a, b)| (f32::from_bits(**a) - f32::from_bits(**b)).abs() > 1e-6)
+                .count();
+            assert_eq!(moved, 0, "{name}");
+        }
+    }
+
+    // Mismatches name the parameter, both shapes, or the kind.
+    let err = |overrides: &[&str]| {
+        let mut o = vec!["train.steps=1".to_string()];
+        o.push(format!(
+            "train.init_from={:?}",
+            source.display().to_string()
+        ));
+        o.extend(overrides.iter().map(|s| s.to_string()));
+        let o: Vec<&str> = o.iter().map(String::as_str).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let e = train::start(
+            config(&data, &o),
+            dir.path(),
+            &TrainOptions::default(),
+            None,
+        )
+        .unwrap_err();
+        format!("{e:#}")
+    };
+    let e = err(&["agent.width=32"]);
+    assert!(
+        e.contains("train.init_from") && e.contains("[16]") && e.contains("[32]"),
+        "{e}"
+    );
+    let e = err(&["agent.layers=1"]);
+    assert!(
+        e.contains("does not have") || e.contains("has no parameter"),
+        "{e}"
+    );
+    let e = err(&["agent.kind=\"decision-transformer\""]);
+    assert!(
+        e.contains("DecisionFlowformer") && e.contains("DecisionTransformer"),
+        "{e}"
+    );
+    let e = err(&["train.init_from=\"nowhere\""]);
+    assert!(e.contains("nowhere") && e.contains("no such folder"), "{e}");
 }

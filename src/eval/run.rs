@@ -1,12 +1,18 @@
 //! Evaluating trained runs: the rollout plan of a run's config (with command-line
 //! overrides), the policy of a checkpoint, and the evaluation hook of training.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use dfdx::prelude::Cpu;
 use flowrl_agents::acting::ContextMode;
 use flowrl_agents::agent::Agent;
 
 use super::report::Scalars;
-use super::{context_mode, evaluate, ActionChoice, EvalPlan, Policy, RolloutSettings};
+use super::{
+    context_mode, context_name, evaluate, ActionChoice, EvalPlan, EvalReport, Policy,
+    RolloutSettings,
+};
 use crate::config::Config;
 use crate::train::{ActionScaling, Preprocessing};
 
@@ -74,17 +80,40 @@ pub fn policy_of<'a>(agent: &'a Agent<f32, Cpu>, pre: &'a Preprocessing) -> Poli
     }
 }
 
+/// Where `flowrl eval` and the training hook write the JSON report of an evaluation:
+/// `<run>/eval/step-<N>-<context>-seed-<S>.json`.
+pub fn report_file(run: &Path, step: u64, context: ContextMode, seed: u64) -> PathBuf {
+    run.join("eval").join(format!(
+        "step-{step}-{}-seed-{seed}.json",
+        context_name(context)
+    ))
+}
+
+/// Writes `report` as JSON to `path` atomically, creating its folder.
+pub fn write_report_file(path: &Path, report: &EvalReport) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    crate::atomic::write_bytes_atomic(path, report.to_json()?.as_bytes())
+}
+
 /// The evaluation hook of training: every evaluation runs the plan of `config` (no
-/// overrides, no progress bar) and returns the report's scalars, which the trainer
-/// logs as `eval/<tag>`.
+/// overrides, no progress bar), prints the table `flowrl eval` prints, writes the same
+/// JSON report into the run folder ([`report_file`]) and returns the report's scalars,
+/// which the trainer logs as `eval/<tag>`.
 pub fn training_hook(
     config: &Config,
-) -> impl FnMut(u64, &Agent<f32, Cpu>, &Preprocessing) -> anyhow::Result<Scalars> {
+) -> impl FnMut(&Path, u64, &Agent<f32, Cpu>, &Preprocessing) -> anyhow::Result<Scalars> {
     let config = config.clone();
-    move |step, agent, pre| {
+    move |run, step, agent, pre| {
         let mut plan = plan_for(&config, pre, &EvalOverrides::default());
         plan.checkpoint_step = Some(step);
         let report = evaluate(&policy_of(agent, pre), &plan, false)?;
+        print!("{}", report.table());
+        let path = report_file(run, step, plan.settings.context, plan.settings.seed);
+        write_report_file(&path, &report)?;
+        println!("wrote {}", path.display());
         Ok(report.scalars())
     }
 }

@@ -39,6 +39,7 @@ pub mod run_dir;
 pub mod schedule;
 pub mod streams;
 mod trainer;
+pub mod warm_start;
 
 pub use checkpoint::{load, LoadedRun};
 pub use prepare::{ActionScaling, Preprocessing};

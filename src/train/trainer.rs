@@ -17,16 +17,18 @@ use super::prepare::{self, Plan, Preprocessing};
 use super::run_dir::{self, CONFIG_FILE, TRAIN_LOG};
 use super::schedule::warmup_lr;
 use super::streams::{self, Seeds};
+use super::warm_start;
 use crate::atomic::write_atomic;
 use crate::config::Config;
 use crate::data::windows::{Batch, Sampler};
 use crate::data::Dataset;
 use crate::logging::RunLogger;
 
-/// An evaluation callback: given the step, the agent and its preprocessing, returns
-/// `(tag, value)` pairs, logged as `eval/<tag>`.
-pub type EvalHook<'a> =
-    dyn FnMut(u64, &Agent<f32, Cpu>, &Preprocessing) -> anyhow::Result<Vec<(String, f64)>> + 'a;
+/// An evaluation callback: given the run folder, the step, the agent and its
+/// preprocessing, returns `(tag, value)` pairs, logged as `eval/<tag>`. The progress
+/// bar is hidden while it runs, so it may print.
+pub type EvalHook<'a> = dyn FnMut(&Path, u64, &Agent<f32, Cpu>, &Preprocessing) -> anyhow::Result<Vec<(String, f64)>>
+    + 'a;
 
 /// How a call to [`start`] or [`resume`] runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,7 +154,19 @@ pub fn start(
     let plan = prepare::plan(&config, &ds, seeds.sampler)?;
     config.save(&run.join(CONFIG_FILE))?;
     let dev = Cpu::seed_from_u64(seeds.dropout);
-    let agent = Agent::new(&dev, plan.agent, seeds.init).context("cannot build the agent")?;
+    let mut agent = Agent::new(&dev, plan.agent, seeds.init).context("cannot build the agent")?;
+    if let Some(source) = &config.train.init_from {
+        let warm = warm_start::init_parameters(&mut agent, source)?;
+        let table = warm.stretched.map_or(String::new(), |(old, new)| {
+            format!(", timestep table stretched from {old} to {new} rows")
+        });
+        eprintln!(
+            "initialised {} parameters from {} (step {}){table}",
+            warm.params,
+            warm.run_dir.display(),
+            warm.step
+        );
+    }
     let optimizer = AdamW::new(agent.params(), adamw_config(&config))?;
     let draws_per_step = streams::draws_per_step(&plan.agent)?;
     let sampler =
@@ -370,7 +384,10 @@ impl Session<'_> {
                 let due =
                     (eval_every > 0 && self.step.is_multiple_of(eval_every)) || self.step == total;
                 if evaluating && due {
-                    let values = match hook(self.step, &self.agent, &self.plan.preprocessing) {
+                    let outcome = bar.suspend(|| {
+                        hook(self.run, self.step, &self.agent, &self.plan.preprocessing)
+                    });
+                    let values = match outcome {
                         Ok(values) => values,
                         Err(e) => {
                             // Keep the steps done so far: the run can be resumed.

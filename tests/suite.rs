@@ -377,3 +377,134 @@ fn every_ready_suite_loads_and_its_entries_resolve() {
         dir.display()
     );
 }
+
+/// A curriculum: the second T-Maze starts each agent from its model on the first.
+const CURRICULUM: &str = r#"
+[suite]
+seeds = [0]
+tiers = ["medium-expert"]
+
+[dataset]
+episodes = 6
+
+[eval]
+episodes = 2
+
+[base]
+agent.width = 16
+agent.layers = 1
+agent.dropout = 0.0
+agent.context = 4
+train.steps = 6
+train.batch = 4
+train.warmup_steps = 2
+train.reward_scale = 1.0
+
+[[env]]
+id = "TMaze-Passive-L4"
+targets = [1.0]
+
+[[env]]
+id = "TMaze-Passive-L9"
+targets = [1.0]
+warm_start = "TMaze-Passive-L4"
+
+[[agent]]
+name = "dff-ep"
+kind = "decision-flowformer"
+context_mode = "episode"
+
+[[agent]]
+name = "dt"
+kind = "decision-transformer"
+"#;
+
+#[test]
+fn warm_start_entries_start_from_the_earlier_environments_trained_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_suite(dir.path(), CURRICULUM);
+    let out = dir.path().join("out");
+
+    // The warm-started entries alone cannot run before their sources.
+    let alone = SuiteOptions {
+        filters: vec!["env=TMaze-Passive-L9".parse().unwrap()],
+        ..options(&config, &out)
+    };
+    let err = format!("{:#}", suite::run(&alone).unwrap_err());
+    assert!(
+        err.contains("TMaze-Passive-L4/medium-expert/dff-ep/seed0") && err.contains("not finished"),
+        "{err}"
+    );
+
+    let done = suite::run(&options(&config, &out)).unwrap();
+    assert_eq!(done.ran, 4);
+    for agent in ["dff-ep", "dt"] {
+        let source = out.join(format!("runs/TMaze-Passive-L4/medium-expert/{agent}/seed0"));
+        let first = EntryRecord::read(&out.join(format!(
+            "results/TMaze-Passive-L4/medium-expert/{agent}/seed0.json"
+        )))
+        .unwrap();
+        assert_eq!(first.config().unwrap().train.init_from, None);
+        let record = EntryRecord::read(&out.join(format!(
+            "results/TMaze-Passive-L9/medium-expert/{agent}/seed0.json"
+        )))
+        .unwrap();
+        assert_eq!(
+            record.config().unwrap().train.init_from,
+            Some(source.clone())
+        );
+        // The L9 run's timestep table (10 rows) is the trained L4 table (5 rows)
+        // stretched, moved by 6 small steps only.
+        let (old, new) = (
+            flowrl::train::load(&source, None).unwrap(),
+            flowrl::train::load(
+                &out.join(format!("runs/TMaze-Passive-L9/medium-expert/{agent}/seed0")),
+                None,
+            )
+            .unwrap(),
+        );
+        let table = |run: &flowrl::train::LoadedRun| {
+            let p = run.agent.params();
+            let id = p.id("embed_timestep.weight").unwrap();
+            (p.shape(id).to_vec(), p.values(id))
+        };
+        let ((old_shape, old_rows), (new_shape, new_rows)) = (table(&old), table(&new));
+        assert_eq!((old_shape[0], new_shape[0]), (5, 10), "{agent}");
+        let w = old_shape[1];
+        let row = |v: &[f32], r: usize| v[r * w..(r + 1) * w].to_vec();
+        let dist = |a: Vec<f32>, b: Vec<f32>| {
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        // Row 9 (the junction) comes from row 4, not from a fresh random row.
+        assert!(dist(row(&new_rows, 9), row(&old_rows, 4)) < 0.1, "{agent}");
+        assert!(dist(row(&new_rows, 0), row(&old_rows, 0)) < 0.1, "{agent}");
+    }
+
+    // Rerunning with the same output folder finds every entry done.
+    let again = suite::run(&options(&config, &out)).unwrap();
+    assert_eq!(again.ran, 0);
+
+    // Bad warm starts are rejected when the suite loads.
+    for (to, expected) in [
+        (
+            "warm_start = \"TMaze-Passive-L9\"",
+            "listed before this one",
+        ),
+        ("warm_start = \"Pendulum-v1\"", "listed before this one"),
+        ("set.train.init_from = \"x\"", "use `warm_start`"),
+    ] {
+        let text = CURRICULUM.replace("warm_start = \"TMaze-Passive-L4\"", to);
+        let err = load_error(&text);
+        assert!(err.contains("env[1]") && err.contains(expected), "{err}");
+    }
+    let text = CURRICULUM.replacen(
+        "targets = [1.0]\n",
+        "targets = [1.0]\ntiers = [\"expert\"]\n",
+        1,
+    );
+    let err = load_error(&text);
+    assert!(err.contains("no `medium-expert` tier"), "{err}");
+}

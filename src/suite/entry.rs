@@ -77,15 +77,31 @@ impl Entry {
         )
     }
 
-    /// The entry's resolved experiment config.
-    pub fn config(&self, spec: &SuiteSpec) -> anyhow::Result<Config> {
-        spec.config(
-            &spec.envs[self.env],
-            &self.tier,
-            &spec.agents[self.agent],
-            self.seed,
-        )
-        .with_context(|| format!("entry {}: invalid experiment config", self.id(spec)))
+    /// The entry's resolved experiment config in the output folder `out`: the suite's
+    /// keys, and for an environment with `warm_start`, `train.init_from` = the run
+    /// folder of the [`Entry::warm_start`] entry.
+    pub fn config(&self, spec: &SuiteSpec, out: &Path) -> anyhow::Result<Config> {
+        let mut config = spec
+            .config(
+                &spec.envs[self.env],
+                &self.tier,
+                &spec.agents[self.agent],
+                self.seed,
+            )
+            .with_context(|| format!("entry {}: invalid experiment config", self.id(spec)))?;
+        if let Some(source) = self.warm_start(spec) {
+            config.train.init_from = Some(source.run_dir(out, spec));
+        }
+        Ok(config)
+    }
+
+    /// The entry whose trained model initialises this one: the same tier, agent and
+    /// seed on the environment's `warm_start` environment.
+    pub fn warm_start(&self, spec: &SuiteSpec) -> Option<Entry> {
+        spec.envs[self.env].warm_start.map(|env| Entry {
+            env,
+            ..self.clone()
+        })
     }
 
     /// The training run folder.

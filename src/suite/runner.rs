@@ -65,7 +65,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<SuiteOutcome> {
         .iter()
         .filter(|e| opts.filters.iter().all(|f| f.accepts(&spec, e)))
     {
-        let config = entry.config(&spec)?;
+        let config = entry.config(&spec, &out)?;
         let state = entry.state(&out, &spec, &config)?;
         selected.push((entry.clone(), config, state));
     }
@@ -176,7 +176,7 @@ fn done_records(
         let path = entry.result_file(out, spec);
         if path.exists() {
             let record = EntryRecord::read(&path)?;
-            if record.config()? == entry.config(spec)? {
+            if record.config()? == entry.config(spec, out)? {
                 done.push((entry.clone(), record));
             }
         }
@@ -334,6 +334,15 @@ fn run_entry(
         ..DatasetConfig::default()
     };
     let run = entry.run_dir(out, spec);
+    if let (Some(source), EntryState::Pending) = (entry.warm_start(spec), state) {
+        if !source.result_file(out, spec).is_file() {
+            bail!(
+                "it starts from the trained model of entry {}, which is not finished: \
+                 run that entry first (the suite runs it first when both are selected)",
+                source.id(spec)
+            );
+        }
+    }
     let opts = TrainOptions::default();
     let train_start = Instant::now();
     let train_cpu = process_cpu_seconds();

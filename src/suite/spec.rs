@@ -58,6 +58,10 @@ pub struct EnvSpec {
     pub dataset_episodes: u64,
     /// Experiment-config keys for this environment's entries.
     pub set: Vec<Setting>,
+    /// Curriculum: index into [`SuiteSpec::envs`] of an earlier environment whose
+    /// trained model (same tier, agent and seed) initialises each entry of this one
+    /// (`train.init_from`).
+    pub warm_start: Option<usize>,
 }
 
 /// One agent (a column of `results.md`).
@@ -210,7 +214,14 @@ impl SuiteSpec {
             r.only_keys(
                 t,
                 &p,
-                &["id", "targets", "tiers", "dataset_episodes", "set"],
+                &[
+                    "id",
+                    "targets",
+                    "tiers",
+                    "dataset_episodes",
+                    "set",
+                    "warm_start",
+                ],
             )?;
             let id = r
                 .string(t, &p, "id")?
@@ -241,12 +252,27 @@ impl SuiteSpec {
                 .integer(t, &p, "dataset_episodes", 1)?
                 .unwrap_or(dataset_episodes);
             let set = settings(r, &r.table(t, &p, "set")?, &join(&p, "set"))?;
+            if let Some(s) = set.iter().find(|s| s.key == "train.init_from") {
+                return Err(r.error(
+                    &join(&join(&join(&p, "set"), "train"), "init_from"),
+                    format!(
+                        "use `warm_start` (an earlier environment's id) to start this \
+                         environment's entries from trained models; found {}",
+                        s.value
+                    ),
+                ));
+            }
+            let warm_start = match r.string(t, &p, "warm_start")? {
+                None => None,
+                Some(from) => Some(warm_start_source(r, &envs, &p, &from, &tiers)?),
+            };
             envs.push(EnvSpec {
                 id,
                 targets,
                 tiers,
                 dataset_episodes,
                 set,
+                warm_start,
             });
         }
 
@@ -470,6 +496,40 @@ impl SuiteSpec {
         }
         Ok(())
     }
+}
+
+/// The index of `from`, the `warm_start` of the environment at `p` with `tiers`: an
+/// environment listed before it that has every one of those tiers.
+fn warm_start_source(
+    r: &Reader<'_>,
+    earlier: &[EnvSpec],
+    p: &[Segment],
+    from: &str,
+    tiers: &[String],
+) -> Result<usize, SuiteError> {
+    let key = join(p, "warm_start");
+    let Some(i) = earlier.iter().position(|e| e.id == from) else {
+        let known: Vec<&str> = earlier.iter().map(|e| e.id.as_str()).collect();
+        return Err(r.error(
+            &key,
+            format!(
+                "expected the id of an environment listed before this one (its entries \
+                 must be trained first): {}; found \"{from}\"",
+                if known.is_empty() {
+                    "none is".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    };
+    if let Some(missing) = tiers.iter().find(|t| !earlier[i].tiers.contains(t)) {
+        return Err(r.error(
+            &key,
+            format!("`{from}` has no `{missing}` tier to start this environment's `{missing}` entries from"),
+        ));
+    }
+    Ok(i)
 }
 
 /// The experiment-config keys of a `[base]` or `set` table.

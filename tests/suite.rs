@@ -487,6 +487,35 @@ fn warm_start_entries_start_from_the_earlier_environments_trained_models() {
     let again = suite::run(&options(&config, &out)).unwrap();
     assert_eq!(again.ran, 0);
 
+    // The report plots success against memory length for the T-Maze family.
+    let md = std::fs::read_to_string(again.report.unwrap()).unwrap();
+    let section = md
+        .split("### TMaze-Passive\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no memory-length section in:\n{md}"));
+    let rows: Vec<Vec<&str>> = section
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter(|l| !l.contains("---"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{section}");
+    assert_eq!(rows[0], ["medium-expert: memory length", "dff-ep", "dt"]);
+    assert_eq!((rows[1][0], rows[2][0]), ("4", "9"));
+    assert!(
+        rows[1..]
+            .iter()
+            .flatten()
+            .skip(1)
+            .all(|c| c.ends_with('%') || c.parse::<u32>().is_ok()),
+        "{rows:?}"
+    );
+    assert!(md.contains("](plots/TMaze-Passive-success-vs-memory.png)"));
+    assert!(out
+        .join("plots/TMaze-Passive-success-vs-memory.png")
+        .is_file());
+
     // Bad warm starts are rejected when the suite loads.
     for (to, expected) in [
         (

@@ -39,10 +39,15 @@ pub struct LineChart {
     /// Label of the y axis.
     pub y_label: String,
     /// The lines; points of a series with at most [`LineChart::MARKER_LIMIT`] points
-    /// are also marked with dots.
+    /// are also marked with dots, and such a series is drawn wider (line and dots) than
+    /// the ones after it, so that series that coincide (e.g. two agents at the same
+    /// success rate) stay visible as nested lines.
     pub series: Vec<Series>,
     /// Horizontal reference lines, dashed.
     pub references: Vec<Reference>,
+    /// Fixed y range `(low, high)` (e.g. 0 to 100 for a rate), widened by 2% on each
+    /// side so that points on its ends stay visible; `None` fits the data.
+    pub y_range: Option<(f64, f64)>,
     /// Image size in pixels (width, height).
     pub size: (u32, u32),
 }
@@ -59,6 +64,7 @@ impl LineChart {
             y_label: y_label.into(),
             series: Vec::new(),
             references: Vec::new(),
+            y_range: None,
             size: DEFAULT_SIZE,
         }
     }
@@ -78,6 +84,12 @@ impl LineChart {
             label: label.into(),
             y,
         });
+        self
+    }
+
+    /// Fixes the y axis to `low..high` (see [`LineChart::y_range`]).
+    pub fn y_range(mut self, low: f64, high: f64) -> Self {
+        self.y_range = Some((low, high));
         self
     }
 
@@ -106,6 +118,14 @@ impl LineChart {
                     "chart \"{}\", series \"{}\": point {i} is ({x}, {y}); expected finite numbers",
                     self.title,
                     s.name
+                );
+            }
+        }
+        if let Some((lo, hi)) = self.y_range {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                bail!(
+                    "chart \"{}\": y range {lo}..{hi}; expected finite bounds, low < high",
+                    self.title
                 );
             }
         }
@@ -163,7 +183,10 @@ pub fn line_chart_png(chart: &LineChart) -> anyhow::Result<Vec<u8>> {
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .chain(chart.references.iter().map(|r| r.y));
-    let (y0, y1) = padded_range(ys, 0.06);
+    let (y0, y1) = match chart.y_range {
+        Some((lo, hi)) => padded_range([lo, hi].into_iter(), 0.02),
+        None => padded_range(ys, 0.06),
+    };
     render(&chart.title, chart.size, &legend, |area| {
         let mut ctx = ChartBuilder::on(area)
             .margin(12)
@@ -191,15 +214,19 @@ pub fn line_chart_png(chart: &LineChart) -> anyhow::Result<Vec<u8>> {
             ))
             .map_err(draw_error)?;
         }
-        for (s, entry) in chart.series.iter().zip(&legend) {
-            let style = entry.colour.stroke_width(2);
+        let n = chart.series.len();
+        for (i, (s, entry)) in chart.series.iter().zip(&legend).enumerate() {
+            let marked = s.points.len() <= LineChart::MARKER_LIMIT;
+            // Marked series: each one wider than the ones drawn over it.
+            let extra = if marked { 2 * (n - 1 - i) as u32 } else { 0 };
+            let style = entry.colour.stroke_width(2 + extra);
             ctx.draw_series(LineSeries::new(s.points.iter().copied(), style))
                 .map_err(draw_error)?;
-            if s.points.len() <= LineChart::MARKER_LIMIT {
+            if marked {
                 ctx.draw_series(
                     s.points
                         .iter()
-                        .map(|&p| Circle::new(p, 4, entry.colour.filled())),
+                        .map(|&p| Circle::new(p, 4 + extra, entry.colour.filled())),
                 )
                 .map_err(draw_error)?;
             }

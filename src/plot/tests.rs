@@ -168,3 +168,27 @@ fn ranges_hold_the_data() {
     assert!((lo + 16.0).abs() < 1e-9 && (hi - 96.0).abs() < 1e-9);
     assert_eq!(bar_range([0.0].into_iter()), (-1.0, 1.0));
 }
+
+#[test]
+fn fixed_y_range_is_validated_and_drawn() {
+    let rates = LineChart::new("Success", "memory length", "success rate (%)")
+        .series("a", vec![(50.0, 100.0), (250.0, 100.0), (1000.0, 100.0)])
+        .series("b", vec![(50.0, 52.0), (250.0, 52.0), (1000.0, 52.0)]);
+    // Fitted to the data, the axis spans 52..100; fixed, 0..100: the flat lines move.
+    let fitted = decode(&line_chart_png(&rates).unwrap()).2;
+    let fixed = decode(&line_chart_png(&rates.clone().y_range(0.0, 100.0)).unwrap()).2;
+    assert_ne!(fitted, fixed);
+    assert!(count(&fixed, COLOURS[0]) > 300 && count(&fixed, COLOURS[1]) > 300);
+    // Two coinciding series: the first, drawn wider, still shows around the second.
+    let same = LineChart::new("Success", "memory length", "success rate (%)")
+        .series("a", vec![(50.0, 52.0), (1000.0, 52.0)])
+        .series("b", vec![(50.0, 52.0), (1000.0, 52.0)])
+        .y_range(0.0, 100.0);
+    let rgb = decode(&line_chart_png(&same).unwrap()).2;
+    assert!(count(&rgb, COLOURS[0]) > 300, "the first series is hidden");
+    assert!(count(&rgb, COLOURS[1]) > 300, "the second series is hidden");
+    let err = line_chart_png(&rates.y_range(100.0, 0.0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("y range 100..0"), "{err}");
+}

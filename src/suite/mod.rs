@@ -13,6 +13,7 @@
 //!   results.md                          one table per environment, with the plots
 //!   plots/<env>.png                     normalised score per tier and agent
 //!   plots/<env>-success.png             success rate, for tasks that define success
+//!   plots/<family>-success-vs-memory.png   success rate against memory length (`-L<n>` ids)
 //!   results/<env>/<tier>/<agent>/seed<N>.json   one finished entry (see [`record`])
 //!   runs/<env>/<tier>/<agent>/seed<N>/  the training run folder (see [`crate::train`])
 //!   datasets/<env>-<tier>-<episodes>ep-seed<S>.safetensors   cached datasets

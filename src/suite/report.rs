@@ -1,6 +1,7 @@
 //! `results.md` and the bar charts of a suite: one table per environment (rows =
 //! tiers, columns = agents, cells = normalised score mean ± std over seeds at the
-//! headline target, plus the success rate for tasks that define success).
+//! headline target, plus the success rate for tasks that define success), and for
+//! environments that differ only in their memory length, success against that length.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use super::entry::Entry;
 use super::record::EntryRecord;
 use super::spec::{EnvSpec, SuiteSpec};
 use crate::eval::MeanStd;
-use crate::plot::{write_bar_chart, Bar, BarChart};
+use crate::plot::{write_bar_chart, write_line_chart, Bar, BarChart, LineChart};
 
 /// The statistics of one table cell over the seeds recorded for it.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +61,8 @@ impl Cell {
 }
 
 /// Writes `<out>/results.md` and `<out>/plots/<env>.png` (and `<env>-success.png`
-/// where success is defined) from the finished entries; returns the report's path.
+/// where success is defined, `<family>-success-vs-memory.png` for families of memory
+/// lengths) from the finished entries; returns the report's path.
 pub fn write_report(
     spec: &SuiteSpec,
     out: &Path,
@@ -91,12 +93,146 @@ pub fn write_report(
         spec.eval_episodes, spec.eval_seed
     );
     let plots = out.join("plots");
+    memory_section(&mut md, spec, done, &plots)?;
     for env in &spec.envs {
         env_section(&mut md, spec, env, done, &plots)?;
     }
     let path = out.join("results.md");
     crate::atomic::write_bytes_atomic(&path, md.as_bytes())?;
     Ok(path)
+}
+
+/// An environment id's family and memory length: `TMaze-Passive-L250` is
+/// `("TMaze-Passive", 250)`; `None` for ids without a `-L<digits>` suffix.
+pub fn memory_length(id: &str) -> Option<(&str, u64)> {
+    let (family, digits) = id.rsplit_once("-L")?;
+    let length = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse().ok())??;
+    (!family.is_empty()).then_some((family, length))
+}
+
+/// The families of the suite's environments that differ only in their memory length
+/// (at least two lengths), each with its environments sorted by length.
+fn memory_families(spec: &SuiteSpec) -> Vec<(&str, Vec<(u64, &EnvSpec)>)> {
+    let mut families: Vec<(&str, Vec<(u64, &EnvSpec)>)> = Vec::new();
+    for env in &spec.envs {
+        let Some((family, length)) = memory_length(&env.id) else {
+            continue;
+        };
+        match families.iter_mut().find(|(f, _)| *f == family) {
+            Some((_, members)) => members.push((length, env)),
+            None => families.push((family, vec![(length, env)])),
+        }
+    }
+    families.retain(|(_, members)| members.len() >= 2);
+    for (_, members) in &mut families {
+        members.sort_by_key(|(length, _)| *length);
+    }
+    families
+}
+
+/// "Success rate against memory length": for each family of environments that differ
+/// only in their memory length, a table (rows = lengths, columns = agents, cells = the
+/// success rate at the headline target, mean over seeds) and a line chart
+/// `plots/<family>-success-vs-memory.png` (one line per agent and tier).
+fn memory_section(
+    md: &mut String,
+    spec: &SuiteSpec,
+    done: &[(Entry, EntryRecord)],
+    plots: &Path,
+) -> anyhow::Result<()> {
+    let families = memory_families(spec);
+    let success = |env: &str, tier: &str, agent: &str| -> Option<f64> {
+        let records: Vec<&EntryRecord> = done
+            .iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.env == env && r.tier == tier && r.agent == agent)
+            .collect();
+        Cell::of(&records, 0)?.success
+    };
+    let mut header = false;
+    for (family, members) in families {
+        let mut tiers: Vec<&str> = Vec::new();
+        for (_, env) in &members {
+            for t in &env.tiers {
+                if !tiers.contains(&t.as_str()) {
+                    tiers.push(t);
+                }
+            }
+        }
+        let mut lines = Vec::new();
+        for tier in &tiers {
+            for agent in &spec.agents {
+                let points: Vec<(f64, f64)> = members
+                    .iter()
+                    .filter_map(|(length, env)| {
+                        success(&env.id, tier, &agent.name).map(|s| (*length as f64, 100.0 * s))
+                    })
+                    .collect();
+                let label = if tiers.len() > 1 {
+                    format!("{} ({tier})", agent.name)
+                } else {
+                    agent.name.clone()
+                };
+                if !points.is_empty() {
+                    lines.push((label, points));
+                }
+            }
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        if !header {
+            let _ = writeln!(
+                md,
+                "## Success rate against memory length
+"
+            );
+            let _ = writeln!(
+                md,
+                "Environments that differ only in their memory length (`-L<length>`): success \
+                 rate at the headline target, mean over seeds.\n"
+            );
+            header = true;
+        }
+        let names: Vec<&str> = spec.agents.iter().map(|a| a.name.as_str()).collect();
+        let _ = writeln!(md, "### {family}\n");
+        for tier in &tiers {
+            let _ = writeln!(md, "| {tier}: memory length | {} |", names.join(" | "));
+            let _ = writeln!(md, "| ---: |{}", " ---: |".repeat(names.len()));
+            for (length, env) in &members {
+                let cells: Vec<String> = names
+                    .iter()
+                    .map(|a| {
+                        success(&env.id, tier, a)
+                            .map_or("–".into(), |s| format!("{:.0}%", 100.0 * s))
+                    })
+                    .collect();
+                let _ = writeln!(md, "| {length} | {} |", cells.join(" | "));
+            }
+            let _ = writeln!(md);
+        }
+        std::fs::create_dir_all(plots)
+            .with_context(|| format!("cannot create the folder {}", plots.display()))?;
+        let mut chart = LineChart::new(
+            &format!("{family}: success rate against memory length"),
+            "memory length L",
+            "success rate (%)",
+        )
+        .y_range(0.0, 100.0);
+        for (label, points) in lines {
+            chart = chart.series(&label, points);
+        }
+        let file = format!("{family}-success-vs-memory.png");
+        write_line_chart(&plots.join(&file), &chart)?;
+        let _ = writeln!(
+            md,
+            "![{family} success against memory length](plots/{file})\n"
+        );
+    }
+    Ok(())
 }
 
 fn env_section(
@@ -236,4 +372,22 @@ fn env_section(
     }
     let _ = writeln!(md);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_length;
+
+    #[test]
+    fn memory_length_is_the_numeric_l_suffix() {
+        assert_eq!(
+            memory_length("TMaze-Passive-L250"),
+            Some(("TMaze-Passive", 250))
+        );
+        assert_eq!(memory_length("KeyToDoor-L60"), Some(("KeyToDoor", 60)));
+        assert_eq!(memory_length("Pendulum-v1"), None);
+        assert_eq!(memory_length("Foo-Lx"), None);
+        assert_eq!(memory_length("Foo-L"), None);
+        assert_eq!(memory_length("-L5"), None);
+    }
 }

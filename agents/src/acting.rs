@@ -18,6 +18,11 @@
 //!   softmax Decision Transformer re-encodes the whole history every step (O(t²)); the
 //!   MLP needs no context.
 //!
+//! Re-encoding runs on `Cpu` through a copy of the sequence model in host memory (plain
+//! slices, buffers reused from step to step, `gemm` called directly); on other devices,
+//! or with [`Encoder::Tensors`], through the dfdx forward pass of
+//! [`Agent::predict_last`]. Both predict the same up to rounding.
+//!
 //! Timesteps count from 0 at the episode start and are clamped to `max_ep_len - 1`,
 //! as the data layer does.
 

@@ -1,7 +1,8 @@
-//! `flowrl bench rollout`: per-step decision latency of one episode (`window 20`, and
-//! `episode` mode at several steps of a 1000-step episode) and the throughput of many
-//! episodes in lockstep, for a Decision-Flowformer (random init), next to the figures
-//! of the PyTorch original.
+//! `flowrl bench rollout`: per-step decision latency of one episode (`window 20`, on
+//! the host path acting uses and, for comparison under the same load, through dfdx
+//! tensors; and `episode` mode at several steps of a 1000-step episode) and the
+//! throughput of many episodes in lockstep, for a Decision-Flowformer (random init),
+//! next to the figures of the PyTorch original.
 
 use std::time::Instant;
 

@@ -9,9 +9,9 @@
 //! shorter than that state is wide. Longer sequences use the state
 //! ([`forward_token`]).
 
+use super::dense::{product, Mat};
 use crate::attention::recurrence::{
-    accumulate, advance, axpy, dot, forward_token, sigmoid_in_place, sigmoid_into, sums_len,
-    Consts, Real,
+    accumulate, advance, forward_token, sigmoid_in_place, sigmoid_into, sums_len, Consts, Real,
 };
 use crate::params::from_f64;
 
@@ -70,11 +70,12 @@ pub(crate) fn flow<E: Real>(
         return flow_by_state(head, from, c, scratch, out);
     }
     scratch.clear();
-    scratch.resize(2 * n * d + 2 * n + sums_len(d), E::zero());
+    scratch.resize(2 * n * d + 2 * n + sums_len(d) + outputs * n, E::zero());
     let (qf, rest) = scratch.split_at_mut(n * d);
     let (kf, rest) = rest.split_at_mut(n * d);
     let (weights, rest) = rest.split_at_mut(n);
-    let (scale, sums) = rest.split_at_mut(n);
+    let (scale, rest) = rest.split_at_mut(n);
+    let (sums, scores) = rest.split_at_mut(sums_len(d));
     for j in 0..n {
         let (qj, kj) = (&mut qf[j * d..(j + 1) * d], &mut kf[j * d..(j + 1) * d]);
         sigmoid_into(head.q(j), qj);
@@ -83,15 +84,27 @@ pub(crate) fn flow<E: Real>(
         weights[j] = token.competition;
         scale[j] = token.scale();
     }
-    for p in from..n {
-        let o = out.row(p - from, d);
-        o.fill(E::zero());
-        let qp = &qf[p * d..(p + 1) * d];
-        for (j, kj) in kf.chunks_exact(d).take(p + 1).enumerate() {
-            axpy(o, dot(qp, kj) * weights[j], head.v(j));
+    // scores[i][j] = (Q_p . K_j) C_j for p = from + i and j <= p, 0 after p.
+    let queries = Mat::rows(&qf[from * d..], outputs, d);
+    product(scores, n, queries, Mat::rows(kf, n, d).t(), false);
+    for (i, row) in scores.chunks_exact_mut(n).enumerate() {
+        let (seen, unseen) = row.split_at_mut(from + i + 1);
+        for (s, &w) in seen.iter_mut().zip(weights.iter()) {
+            *s *= w;
         }
-        for x in o.iter_mut() {
-            *x *= scale[p];
+        unseen.fill(E::zero());
+    }
+    let values = Mat::strided(head.v, n, d, head.stride);
+    product(
+        out.data,
+        out.stride,
+        Mat::rows(scores, outputs, n),
+        values,
+        false,
+    );
+    for (i, &s) in scale[from..].iter().enumerate() {
+        for x in out.row(i, d) {
+            *x *= s;
         }
     }
 }
@@ -126,32 +139,46 @@ fn flow_by_state<E: Real>(
     }
 }
 
-/// Causal softmax attention (scale `1/sqrt(D)`) outputs of positions `from..head.len`.
-pub(crate) fn softmax<E: Real>(head: Head<E>, from: usize, scratch: &mut Vec<E>, mut out: Out<E>) {
-    let d = head.width;
+/// Output rows per block of the softmax scores.
+const SOFTMAX_BLOCK: usize = 64;
+
+/// Causal softmax attention (scale `1/sqrt(D)`) outputs of positions `from..head.len`,
+/// in blocks of [`SOFTMAX_BLOCK`] positions.
+pub(crate) fn softmax<E: Real>(head: Head<E>, from: usize, scratch: &mut Vec<E>, out: Out<E>) {
+    let (n, d) = (head.len, head.width);
     let scale: E = from_f64(1.0 / (d as f64).sqrt());
-    scratch.clear();
-    scratch.resize(head.len, E::zero());
-    for p in from..head.len {
-        let qp = head.q(p);
-        let mut top = E::neg_infinity();
-        for (j, s) in scratch[..=p].iter_mut().enumerate() {
-            *s = scale * dot(qp, head.k(j));
-            top = top.max(*s);
+    let mut start = from;
+    while start < n {
+        let end = (start + SOFTMAX_BLOCK).min(n);
+        let rows = end - start;
+        scratch.clear();
+        scratch.resize(rows * end, E::zero());
+        let queries = Mat::strided(&head.q[start * head.stride..], rows, d, head.stride);
+        let keys = Mat::strided(head.k, end, d, head.stride);
+        product(scratch, end, queries, keys.t(), false);
+        for (i, row) in scratch.chunks_exact_mut(end).enumerate() {
+            let (seen, unseen) = row.split_at_mut(start + i + 1);
+            let top = seen.iter().fold(E::neg_infinity(), |m, &s| m.max(s));
+            let mut total = E::zero();
+            for s in seen.iter_mut() {
+                *s = ((*s - top) * scale).exp();
+                total += *s;
+            }
+            let inv = E::one() / total;
+            for s in seen.iter_mut() {
+                *s *= inv;
+            }
+            unseen.fill(E::zero());
         }
-        let mut total = E::zero();
-        for s in scratch[..=p].iter_mut() {
-            *s = (*s - top).exp();
-            total += *s;
-        }
-        let o = out.row(p - from, d);
-        o.fill(E::zero());
-        for (j, &s) in scratch[..=p].iter().enumerate() {
-            axpy(o, s, head.v(j));
-        }
-        let inv = E::one() / total;
-        for x in o.iter_mut() {
-            *x *= inv;
-        }
+        let values = Mat::strided(head.v, end, d, head.stride);
+        let at = (start - from) * out.stride;
+        product(
+            &mut out.data[at..],
+            out.stride,
+            Mat::rows(scratch, rows, end),
+            values,
+            false,
+        );
+        start = end;
     }
 }

@@ -84,10 +84,6 @@ impl<E: Real> HostLinear<E> {
     /// or `y += x W + b` with `accumulate` (a residual connection); `relu` after.
     pub(crate) fn apply(&self, x: &[E], y: &mut [E], rows: usize, accumulate: bool, relu: bool) {
         let (k, n) = (self.inputs, self.outputs);
-        assert!(
-            x.len() >= rows * k && y.len() >= rows * n,
-            "host linear map: buffers smaller than {rows} rows"
-        );
         if rows == 0 || n == 0 {
             return;
         }
@@ -96,40 +92,13 @@ impl<E: Real> HostLinear<E> {
                 row.copy_from_slice(&self.bias);
             }
         }
-        let parallelism = if rows * k * n >= PARALLEL_MIN {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
-        if k > 0 {
-            // SAFETY: `y` holds `rows x n`, `x` `rows x k` and the weight `k x n` values,
-            // all row-major (checked above and by construction); `y` is exclusively
-            // borrowed and does not overlap the shared inputs; `E` is f32 or f64, the
-            // types `gemm` takes (`Real` is implemented for the CPU float types).
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    n,
-                    k,
-                    y.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    true,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    self.weight.as_ptr(),
-                    1,
-                    n as isize,
-                    E::one(),
-                    E::one(),
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
-        }
+        product(
+            y,
+            n,
+            Mat::rows(x, rows, k),
+            Mat::rows(&self.weight, k, n),
+            true,
+        );
         if accumulate || relu {
             for row in y[..rows * n].chunks_exact_mut(n) {
                 if accumulate {
@@ -144,6 +113,116 @@ impl<E: Real> HostLinear<E> {
                 }
             }
         }
+    }
+}
+
+/// A read-only strided matrix: element `(r, c)` is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a, E> {
+    data: &'a [E],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, E> Mat<'a, E> {
+    /// The `rows x cols` matrix at the start of `data`, rows `rs` apart.
+    pub(crate) fn strided(data: &'a [E], rows: usize, cols: usize, rs: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs,
+            cs: 1,
+        }
+    }
+
+    /// The row-major `rows x cols` matrix at the start of `data`.
+    pub(crate) fn rows(data: &'a [E], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols)
+    }
+
+    /// The transposed matrix (no copy).
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = a b`, or `dst += a b` with `accumulate`; `dst` holds `a.rows` rows of
+/// `b.cols` values, `dst_rs` apart. Large products are split over the rayon pool.
+///
+/// # Panics
+/// If the inner sizes differ or a matrix does not fit its slice (a bug in the caller).
+pub(crate) fn product<E: Real>(
+    dst: &mut [E],
+    dst_rs: usize,
+    a: Mat<E>,
+    b: Mat<E>,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "host product: inner sizes differ");
+    let dst_fits = m == 0 || n == 0 || (n <= dst_rs && (m - 1) * dst_rs + n <= dst.len());
+    assert!(
+        a.in_bounds() && b.in_bounds() && dst_fits,
+        "host product: a matrix does not fit its slice"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(E::zero());
+            }
+        }
+        return;
+    }
+    let parallelism = if m * k * n >= PARALLEL_MIN {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every index the product reads or writes is in bounds (checked above),
+    // `dst` is exclusively borrowed and does not overlap the shared `a` and `b`, and
+    // `E` is f32 or f64, the types `gemm` takes (`Real` is implemented for the CPU
+    // float types).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            E::one(),
+            E::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
 }
 
@@ -169,11 +248,8 @@ impl<E: Real> HostNorm<E> {
     /// The mean and `sqrt(var + eps)` of a row (biased variance, as PyTorch).
     fn moments(&self, x: &[E]) -> (E, E) {
         let width: E = from_f64(x.len() as f64);
-        let mean = x.iter().fold(E::zero(), |a, &v| a + v) / width;
-        let var = x
-            .iter()
-            .fold(E::zero(), |a, &v| a + (v - mean) * (v - mean))
-            / width;
+        let mean = lane_sum(x, |v| v) / width;
+        let var = lane_sum(x, |v| (v - mean) * (v - mean)) / width;
         (mean, (var + self.eps).sqrt())
     }
 
@@ -198,4 +274,19 @@ impl<E: Real> HostNorm<E> {
             }
         }
     }
+}
+
+/// `sum f(x_i)` in eight independent partial sums (vectorisable without
+/// reassociation; a plain fold is one chain of dependent additions).
+#[inline(always)]
+fn lane_sum<E: Real>(x: &[E], f: impl Fn(E) -> E) -> E {
+    let mut acc = [E::zero(); 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(E::zero(), |a, &v| a + f(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
 }

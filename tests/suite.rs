@@ -512,6 +512,19 @@ fn warm_start_entries_start_from_the_earlier_environments_trained_models() {
         "{rows:?}"
     );
     assert!(md.contains("](plots/TMaze-Passive-success-vs-memory.png)"));
+    let l9 = md.split("## TMaze-Passive-L9\n").nth(1).unwrap();
+    assert!(
+        l9.split("## ")
+            .next()
+            .unwrap()
+            .contains("trained model of the same agent, tier and seed on TMaze-Passive-L4"),
+        "{l9}"
+    );
+    let l4 = md.split("## TMaze-Passive-L4\n").nth(1).unwrap();
+    assert!(
+        !l4.split("## ").next().unwrap().contains("Curriculum"),
+        "{l4}"
+    );
     assert!(out
         .join("plots/TMaze-Passive-success-vs-memory.png")
         .is_file());

@@ -252,6 +252,14 @@ fn env_section(
     let names: Vec<&str> = spec.agents.iter().map(|a| a.name.as_str()).collect();
     let _ = writeln!(md, "## {}\n", env.id);
     let _ = writeln!(md, "Headline target {}.\n", env.targets[0]);
+    if let Some(source) = env.warm_start {
+        let _ = writeln!(
+            md,
+            "Curriculum (`warm_start`): each entry starts from the trained model of the \
+             same agent, tier and seed on {}, then trains as configured.\n",
+            spec.envs[source].id
+        );
+    }
     let _ = writeln!(md, "| tier | {} | dataset |", names.join(" | "));
     let _ = writeln!(md, "| --- |{} ---: |", " ---: |".repeat(names.len()));
     let mut series: Vec<(Vec<Bar>, Vec<Bar>)> = vec![(Vec::new(), Vec::new()); names.len()];

@@ -8,7 +8,7 @@
 use dfdx::prelude::*;
 
 use crate::attention::Tensor4;
-use crate::kernels::{self, Activation};
+use crate::kernels::{self, Activation, Affine};
 use crate::params::{Init, ParamError, ParamId, ParamStore};
 
 /// Row-major token matrix `(tokens, features)` with runtime sizes.
@@ -83,7 +83,7 @@ impl Linear {
         (self.weight, self.layout, self.bias)
     }
 
-    /// `(N, inputs) -> (N, outputs)`: one gemm plus the broadcast bias.
+    /// `(N, inputs) -> (N, outputs)`: one gemm plus the broadcast bias (one fused op on `Cpu`).
     ///
     /// # Panics
     /// If `x` does not have `inputs` columns.
@@ -130,12 +130,7 @@ impl Linear {
         T: Tape<E, D>,
     {
         assert_eq!(x.shape().1, self.inputs, "linear map: input width");
-        let y = self.product(store, x);
-        match (self.bias, act) {
-            (Some(b), act) => kernels::bias_act(y, store.vector(b), act),
-            (None, Activation::Identity) => y,
-            (None, Activation::Relu) => y.relu(),
-        }
+        kernels::linear(x, self.affine(store), act)
     }
 
     /// `(B·L, inputs) -> (B, H, L, outputs / H)`: [`Linear::forward`] with its output
@@ -156,26 +151,46 @@ impl Linear {
         D: Device<E>,
         T: Tape<E, D>,
     {
-        assert_eq!(x.shape().1, self.inputs, "linear map: input width");
-        let y = self.product(store, x);
-        let bias = match self.bias {
-            Some(b) => store.vector(b),
-            None => store.device().zeros_like(&(self.outputs,)),
-        };
-        kernels::split_heads(y, bias, (b, l, heads))
+        Self::forward_heads_of(&[self], store, x, (b, l, heads))
+            .pop()
+            .unwrap_or_else(|| unreachable!("one map gives one output"))
     }
 
-    /// `x W` without the bias: one gemm.
-    fn product<E, D, T>(&self, store: &ParamStore<E, D>, x: Tensor2<E, D, T>) -> Tensor2<E, D, T>
+    /// [`Linear::forward_heads`] of several maps of the same input (an attention's
+    /// queries, keys and values), in the order of `maps`: on `Cpu` one product of the
+    /// maps' weights side by side, the same values as one map at a time.
+    ///
+    /// # Panics
+    /// If `maps` is empty, a map's input width is not `x`'s, `x` does not have `b·l`
+    /// rows, or `heads` does not divide a map's output width.
+    pub fn forward_heads_of<E, D, T>(
+        maps: &[&Self],
+        store: &ParamStore<E, D>,
+        x: Tensor2<E, D, T>,
+        (b, l, heads): (usize, usize, usize),
+    ) -> Vec<Tensor4<E, D, T>>
     where
         E: Dtype + num_traits::Float,
         D: Device<E>,
         T: Tape<E, D>,
     {
-        let w = store.matrix(self.weight);
-        match self.layout {
-            WeightLayout::OutIn => x.matmul(w.permute::<_, Axes2<1, 0>>()),
-            WeightLayout::InOut => x.matmul(w),
+        for map in maps {
+            assert_eq!(x.shape().1, map.inputs, "linear map: input width");
+        }
+        let affine = maps.iter().map(|m| m.affine(store)).collect();
+        kernels::linear_heads(x, affine, (b, l, heads))
+    }
+
+    /// The parameters as the kernels take them.
+    fn affine<E, D>(&self, store: &ParamStore<E, D>) -> Affine<E, D>
+    where
+        E: Dtype + num_traits::Float,
+        D: Device<E>,
+    {
+        Affine {
+            weight: store.matrix(self.weight),
+            out_in: self.layout == WeightLayout::OutIn,
+            bias: self.bias.map(|b| store.vector(b)),
         }
     }
 

@@ -161,12 +161,14 @@ impl Model {
     }
 }
 
-/// Seconds of the three phases of one step.
+/// Seconds of the three phases of one step, and the CPU seconds of all its threads.
 #[derive(Clone, Copy)]
 struct Split {
     forward: f64,
     backward: f64,
     update: f64,
+    /// User plus system time of the whole process during the step (`None`: unknown).
+    cpu: Option<f64>,
 }
 
 impl Split {
@@ -237,7 +239,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         print_table(setup, &rows);
     }
     println!();
-    println!("ms/step = forward + backward + update; median and best of the timed steps; split columns are medians.");
+    println!("ms/step = forward + backward + update; median and best of the timed steps; CPU ms = median user + system time of all threads per step; split columns are medians.");
     println!("peak MB = most bytes allocated at once above the start of the case: parameters, AdamW moments, the batch, activations, gradients and dfdx's buffer cache.");
     Ok(())
 }
@@ -295,6 +297,7 @@ fn step(
     opt: &mut AdamW<f32, Cpu>,
     w: &flowrl_agents::agent::Window<f32, Cpu>,
 ) -> anyhow::Result<Split> {
+    let cpu_start = process_cpu_seconds();
     let start = Instant::now();
     let loss = agent.loss(w, true)?;
     let forward = start.elapsed().as_secs_f64();
@@ -307,11 +310,36 @@ fn step(
     clip_grad_norm(&mut grads, GRAD_CLIP)?;
     opt.update(agent.params_mut(), &grads)?;
     let update = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds()
+        .zip(cpu_start)
+        .map(|(end, start)| end - start);
     Ok(Split {
         forward,
         backward,
         update,
+        cpu,
     })
+}
+
+/// CPU seconds (user plus system, all threads) the process has used so far; `None`
+/// where the platform does not say. On a loaded machine this moves less than wall time.
+fn process_cpu_seconds() -> Option<f64> {
+    #[cfg(unix)]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage only writes the struct it is given, which is large enough.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: getrusage succeeded, so it filled the struct (which started zeroed).
+        let usage = unsafe { usage.assume_init() };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        Some(secs(usage.ru_utime) + secs(usage.ru_stime))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// A random full batch (no padding) in the data layer's host layout.
@@ -383,11 +411,12 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 fn print_table(setup: Setup, rows: &[(Model, Measured)]) {
     println!(
-        "| {:<30} | {:>5} | {:>9} | {:>8} | {:>7} | {:>7} | {:>6} | {:>7} | {:>10} | {:>10} |",
+        "| {:<30} | {:>5} | {:>9} | {:>8} | {:>8} | {:>7} | {:>7} | {:>6} | {:>7} | {:>10} | {:>10} |",
         "model",
         "steps",
         "median ms",
         "best ms",
+        "CPU ms",
         "fwd ms",
         "bwd ms",
         "upd ms",
@@ -395,7 +424,7 @@ fn print_table(setup: Setup, rows: &[(Model, Measured)]) {
         "PyTorch ms",
         "PyTorch MB"
     );
-    println!("|--------------------------------|-------|-----------|----------|---------|---------|--------|---------|------------|------------|");
+    println!("|--------------------------------|-------|-----------|----------|----------|---------|---------|--------|---------|------------|------------|");
     for (model, m) in rows {
         let of = |f: fn(&Split) -> f64| median(m.steps.iter().map(f).collect());
         let best = m
@@ -407,12 +436,14 @@ fn print_table(setup: Setup, rows: &[(Model, Measured)]) {
             Reference::Measured(ms, bytes) => (ms.to_string(), bytes.map_or(String::new(), mb)),
             Reference::OutOfMemory => ("OOM".to_string(), "> 17000".to_string()),
         };
+        let cpu: Option<Vec<f64>> = m.steps.iter().map(|s| s.cpu).collect();
         println!(
-            "| {:<30} | {:>5} | {:>9} | {:>8} | {:>7} | {:>7} | {:>6} | {:>7} | {:>10} | {:>10} |",
+            "| {:<30} | {:>5} | {:>9} | {:>8} | {:>8} | {:>7} | {:>7} | {:>6} | {:>7} | {:>10} | {:>10} |",
             model.label(),
             m.steps.len(),
             ms(of(Split::total)),
             ms(best),
+            cpu.map_or_else(|| "n/a".into(), |c| ms(median(c))),
             ms(of(|s| s.forward)),
             ms(of(|s| s.backward)),
             ms(of(|s| s.update)),

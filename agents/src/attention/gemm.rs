@@ -1,5 +1,6 @@
-//! Small dense matrix products on slices for the chunked CPU kernel, through the `gemm`
-//! crate (single-threaded: the kernels already run one head per rayon task).
+//! Dense matrix products on slices through the `gemm` crate: single-threaded for the
+//! chunked CPU kernel (it already runs one head per rayon task), on the rayon pool for
+//! the fused linear maps' large products.
 
 use super::recurrence::Real;
 
@@ -50,6 +51,27 @@ impl<'a, F> View<'a, F> {
 /// # Panics
 /// If the inner sizes differ or a matrix does not fit its slice (a bug in the kernel).
 pub(crate) fn matmul<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate: bool) {
+    product(dst, a, b, accumulate, gemm::Parallelism::None);
+}
+
+/// [`matmul`] split over the threads of the current rayon pool (as dfdx's own `Cpu`
+/// matmul runs it).
+///
+/// # Panics
+/// As [`matmul`].
+pub(crate) fn matmul_parallel<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate: bool) {
+    let threads = rayon::current_num_threads();
+    product(dst, a, b, accumulate, gemm::Parallelism::Rayon(threads));
+}
+
+/// `dst = a b` (or `+=`) with the given parallelism.
+fn product<F: Real>(
+    dst: &mut [F],
+    a: View<F>,
+    b: View<F>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner sizes differ");
     assert!(
@@ -88,7 +110,7 @@ pub(crate) fn matmul<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate:
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

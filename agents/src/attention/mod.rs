@@ -10,7 +10,7 @@ mod chunked;
 pub mod composed;
 mod cpu_flow;
 mod cpu_softmax;
-mod gemm;
+pub(crate) mod gemm;
 mod prefix;
 pub(crate) mod recurrence;
 mod state;

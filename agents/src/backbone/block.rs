@@ -119,9 +119,10 @@ impl Block {
     {
         let heads = (b, l, cfg.heads);
         let a = self.ln_1.forward(store, x.with_empty_tape());
-        let q = self.query.forward_heads(store, a.with_empty_tape(), heads);
-        let k = self.key.forward_heads(store, a.with_empty_tape(), heads);
-        let v = self.value.forward_heads(store, a, heads);
+        let qkv = [&self.query, &self.key, &self.value];
+        let [q, k, v]: [_; 3] = Linear::forward_heads_of(&qkv, store, a, heads)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
         let o = match cfg.attention {
             AttentionKind::CausalFlow => causal_flow(q, k, v, &cfg.flow),
             AttentionKind::CausalSoftmax => causal_softmax(q, k, v),

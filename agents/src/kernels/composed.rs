@@ -4,7 +4,7 @@
 use dfdx::prelude::*;
 use num_traits::Float;
 
-use super::{Activation, Tensor1, Tensor2, Tensor4};
+use super::{Activation, Affine, Tensor1, Tensor2, Tensor4};
 
 /// See [`super::layer_norm`].
 pub fn layer_norm<E, D, T>(
@@ -21,6 +21,76 @@ where
     let shape = *x.shape();
     x.normalize::<Axis<1>>(eps) * weight.broadcast_like::<_, Axis<0>>(&shape)
         + bias.broadcast_like::<_, Axis<0>>(&shape)
+}
+
+/// `x W` without the bias.
+fn product<E, D, T>(x: Tensor2<E, D, T>, map: &Affine<E, D>) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let w = map.weight.clone();
+    if map.out_in {
+        x.matmul(w.permute::<_, Axes2<1, 0>>())
+    } else {
+        x.matmul(w)
+    }
+}
+
+/// See [`super::linear`].
+pub fn linear<E, D, T>(x: Tensor2<E, D, T>, map: Affine<E, D>, act: Activation) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let y = product(x, &map);
+    match (map.bias, act) {
+        (Some(b), act) => bias_act(y, b, act),
+        (None, Activation::Identity) => y,
+        (None, Activation::Relu) => y.relu(),
+    }
+}
+
+/// See [`super::linear_heads`].
+pub fn linear_heads<E, D, T>(
+    x: Tensor2<E, D, T>,
+    maps: Vec<Affine<E, D>>,
+    heads: (usize, usize, usize),
+) -> Vec<Tensor4<E, D, T>>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    // Extra uses of x carry empty tapes; the last map takes x's tape.
+    let mut outs: Vec<Tensor4<E, D, T>> = maps[..maps.len().saturating_sub(1)]
+        .iter()
+        .map(|map| head_split(product(x.with_empty_tape(), map), map, heads))
+        .collect();
+    if let Some(map) = maps.last() {
+        outs.push(head_split(product(x, map), map, heads));
+    }
+    outs
+}
+
+/// A product `x W` plus the map's bias (zeros without one), split into heads.
+fn head_split<E, D, T>(
+    y: Tensor2<E, D, T>,
+    map: &Affine<E, D>,
+    heads: (usize, usize, usize),
+) -> Tensor4<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let bias = match &map.bias {
+        Some(b) => b.clone(),
+        None => y.device().zeros_like(&(map.outputs(),)),
+    };
+    split_heads(y, bias, heads)
 }
 
 /// See [`super::bias_act`].

@@ -150,13 +150,16 @@ pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
 }
 
 /// One bit per value.
-struct BitMask {
+pub(super) struct BitMask {
     words: Vec<u64>,
 }
 
 impl BitMask {
     /// Bit `i` is `keep(values[i])`; blocks of words in parallel.
-    fn from_values<E: Copy + Sync>(values: &[E], keep: impl Fn(E) -> bool + Sync) -> Self {
+    pub(super) fn from_values<E: Copy + Sync>(
+        values: &[E],
+        keep: impl Fn(E) -> bool + Sync,
+    ) -> Self {
         let mut words = vec![0u64; values.len().div_ceil(64)];
         words
             .par_chunks_mut(BLOCK / 64)
@@ -198,7 +201,7 @@ impl BitMask {
     }
 
     /// Zeroes `values[i]` where bit `i` is unset; blocks in parallel.
-    fn zero_unset<E: Float + Send>(&self, values: &mut [E]) {
+    pub(super) fn zero_unset<E: Float + Send>(&self, values: &mut [E]) {
         values
             .par_chunks_mut(BLOCK)
             .zip(self.words.par_chunks(BLOCK / 64))

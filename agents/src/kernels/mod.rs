@@ -19,6 +19,7 @@
 
 pub mod composed;
 mod cpu_layout;
+mod cpu_linear;
 mod cpu_norm;
 mod cpu_pointwise;
 
@@ -41,6 +42,40 @@ pub enum Activation {
     Identity,
     /// `max(y + b, 0)`.
     Relu,
+}
+
+/// A linear map's parameters as the kernels take them: `y = x W + b`.
+#[derive(Clone, Debug)]
+pub struct Affine<E: Dtype, D: Storage<E>> {
+    /// The weight as stored: `[outputs, inputs]` when `out_in` (PyTorch `nn.Linear`,
+    /// `y = x Wᵀ + b`), else `[inputs, outputs]`.
+    pub weight: Tensor2<E, D>,
+    /// Whether `weight` is stored `[outputs, inputs]`.
+    pub out_in: bool,
+    /// The bias `(outputs,)`, if any.
+    pub bias: Option<Tensor1<E, D>>,
+}
+
+impl<E: Dtype, D: Storage<E>> Affine<E, D> {
+    /// Input width.
+    pub fn inputs(&self) -> usize {
+        let (r, c) = *self.weight.shape();
+        if self.out_in {
+            c
+        } else {
+            r
+        }
+    }
+
+    /// Output width.
+    pub fn outputs(&self) -> usize {
+        let (r, c) = *self.weight.shape();
+        if self.out_in {
+            r
+        } else {
+            c
+        }
+    }
 }
 
 /// The backward pass of a fused `Cpu` op.
@@ -87,6 +122,95 @@ where
             backward(grads).unwrap_or_else(|e| panic!("fused Cpu kernel, backward pass: {e}"));
             Ok(())
         });
+    }
+}
+
+/// Whether `E` is a type the `gemm` crate multiplies (the fused linear maps need it).
+fn gemm_element<E: Dtype>() -> bool {
+    TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>()
+}
+
+/// `act(x W + b)` for `x (N, I)`: a linear map, its bias and the activation after it.
+/// On `Cpu` one product and one pass forward, and the input's and parameters'
+/// gradients straight from the output's gradient backward.
+///
+/// # Panics
+/// If `x` does not have the map's `I` columns or the bias width differs from the map's.
+pub fn linear<E, D, T>(x: Tensor2<E, D, T>, map: Affine<E, D>, act: Activation) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    check_affine(x.shape().1, &map);
+    if !(on_cpu::<E, D>() && gemm_element::<E>()) {
+        return composed::linear(x, map, act);
+    }
+    let (x, mut tape) = x.contiguous().split_tape();
+    let map = Affine {
+        weight: same::<Tensor2<E, D>, Tensor2<E, Cpu>>(map.weight),
+        out_in: map.out_in,
+        bias: map.bias.map(same::<Tensor1<E, D>, Tensor1<E, Cpu>>),
+    };
+    let (out, backward) = cpu_linear::linear(same(x), map, act, T::OWNS_TAPE);
+    record::<E, D, T>(&mut tape, backward);
+    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
+}
+
+/// Several linear maps of one input `x (B·L, I)`, each output split into `h`
+/// attention heads as [`split_heads`] does: `[split_heads(x W_j + b_j)]` (an
+/// attention's queries, keys and values). On `Cpu` the maps run as one product of
+/// their weights side by side; the first output carries the tape.
+///
+/// # Panics
+/// If the sizes disagree (`I` columns for every map, `B·L` rows, `h` dividing every
+/// output width) or `maps` is empty.
+pub fn linear_heads<E, D, T>(
+    x: Tensor2<E, D, T>,
+    maps: Vec<Affine<E, D>>,
+    (b, l, h): (usize, usize, usize),
+) -> Vec<Tensor4<E, D, T>>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    assert!(!maps.is_empty(), "linear_heads: no maps");
+    let n = x.shape().0;
+    assert_eq!(n, b * l, "linear_heads: {n} rows for {b} sequences of {l}");
+    for map in &maps {
+        check_affine(x.shape().1, map);
+        let o = map.outputs();
+        assert!(h > 0 && o % h == 0, "linear_heads: {h} heads of width {o}");
+    }
+    if !(on_cpu::<E, D>() && gemm_element::<E>()) {
+        return composed::linear_heads(x, maps, (b, l, h));
+    }
+    let (x, mut tape) = x.contiguous().split_tape();
+    let maps = maps
+        .into_iter()
+        .map(|m| Affine {
+            weight: same::<Tensor2<E, D>, Tensor2<E, Cpu>>(m.weight),
+            out_in: m.out_in,
+            bias: m.bias.map(same::<Tensor1<E, D>, Tensor1<E, Cpu>>),
+        })
+        .collect();
+    let (outs, backward) = cpu_linear::linear_heads(same(x), maps, (b, l, h), T::OWNS_TAPE);
+    record::<E, D, T>(&mut tape, backward);
+    let mut tape = Some(tape);
+    outs.into_iter()
+        .map(|o| {
+            let o = same::<Tensor4<E, Cpu>, Tensor4<E, D>>(o);
+            o.put_tape(tape.take().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Checks a map against its input width.
+fn check_affine<E: Dtype, D: Storage<E>>(inputs: usize, map: &Affine<E, D>) {
+    assert_eq!(inputs, map.inputs(), "linear map: input width");
+    if let Some(bias) = &map.bias {
+        assert_eq!(bias.shape().0, map.outputs(), "linear map: bias width");
     }
 }
 

@@ -1,0 +1,229 @@
+//! The fused `Cpu` linear maps (one map with its bias and activation; several maps of
+//! one input split into attention heads) against their compositions of stock dfdx ops:
+//! forward values and the gradients of the input, the weights and the biases, in f64
+//! and f32, for both weight layouts, with and without a bias, and through a strided input.
+
+use dfdx::prelude::*;
+use flowrl_agents::kernels::{self, composed, Activation, Affine, Tensor2};
+
+/// Max absolute difference relative to `1 + max |b|`.
+fn rel_err<E: num_traits::Float>(a: &[E], b: &[E]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    let scale = 1.0
+        + b.iter()
+            .map(|v| v.to_f64().unwrap_or(f64::NAN).abs())
+            .fold(0.0, f64::max);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x.to_f64().unwrap_or(f64::NAN) - y.to_f64().unwrap_or(f64::NAN)).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+/// The gradient of `t` (zeros when the loss does not reach it).
+fn grad_of<S: Shape, E>(grads: &mut Gradients<E, Cpu>, t: &Tensor<S, E, Cpu>) -> Vec<E>
+where
+    E: Dtype,
+    Cpu: Device<E>,
+{
+    grads
+        .try_alloc_for(t)
+        .unwrap_or_else(|e| panic!("allocating a gradient: {e}"));
+    grads.get(t).as_vec()
+}
+
+/// A map of `inputs -> outputs` with random parameters stored in `layout` order.
+fn affine<E>(dev: &Cpu, (i, o): (usize, usize), out_in: bool, bias: bool) -> Affine<E, Cpu>
+where
+    E: Dtype + num_traits::Float,
+    Cpu: Device<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let shape = if out_in { (o, i) } else { (i, o) };
+    Affine {
+        weight: dev.sample_normal_like(&shape),
+        out_in,
+        bias: bias.then(|| dev.sample_normal_like(&(o,))),
+    }
+}
+
+/// Everything one case compares: forward values, then the gradients of the input and of
+/// every map's weight and bias (empty without a bias).
+type Outcome<E> = (Vec<E>, Vec<Vec<E>>);
+
+/// `act(x W + b)` and its gradients under the loss `sum(out * probe)`, fused or composed.
+/// With `strided`, the input is the transposed view of a `(I, N)` tensor.
+fn run_linear<E>(
+    out_in: bool,
+    bias: bool,
+    act: Activation,
+    strided: bool,
+    fused: bool,
+) -> Outcome<E>
+where
+    E: Dtype + num_traits::Float,
+    Cpu: Device<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let dev = Cpu::seed_from_u64(11);
+    let (n, i, o) = (37, 9, 14);
+    let map = affine::<E>(&dev, (i, o), out_in, bias);
+    let x: Tensor2<E, Cpu> = dev.sample_normal_like(&(n, i));
+    let xt: Tensor2<E, Cpu> = dev.tensor_from_vec(x.as_vec(), (n, i));
+    let xt_base = dev.tensor_from_vec(xt.permute::<_, Axes2<1, 0>>().as_vec(), (i, n));
+    let traced: Tensor2<E, Cpu, OwnedTape<E, Cpu>> = if strided {
+        xt_base.leaky_trace().permute::<_, Axes2<1, 0>>()
+    } else {
+        x.leaky_trace()
+    };
+    let y = if fused {
+        kernels::linear(traced, map.clone(), act)
+    } else {
+        composed::linear(traced, map.clone(), act)
+    };
+    let values = y.as_vec();
+    let probe: Tensor2<E, Cpu> = Cpu::seed_from_u64(12).sample_normal_like(&(n, o));
+    let mut grads = (y * probe).sum::<Rank0, _>().backward();
+    let gx = if strided {
+        // The base is (I, N): read its gradient back in (N, I) order.
+        let g = grad_of(&mut grads, &xt_base);
+        (0..n * i).map(|at| g[(at % i) * n + at / i]).collect()
+    } else {
+        grad_of(&mut grads, &x)
+    };
+    let gw = grad_of(&mut grads, &map.weight);
+    let gb = map
+        .bias
+        .as_ref()
+        .map_or_else(Vec::new, |b| grad_of(&mut grads, b));
+    (values, vec![gx, gw, gb])
+}
+
+/// Three maps of one input split into `heads` heads, and their gradients under
+/// `sum(out_j * probe_j)`, fused or composed. The maps differ in layout, width and bias.
+fn run_heads<E>(heads: usize, fused: bool) -> Outcome<E>
+where
+    E: Dtype + num_traits::Float,
+    Cpu: Device<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let dev = Cpu::seed_from_u64(21);
+    let (b, l, i) = (3, 7, 10);
+    let maps = vec![
+        affine::<E>(&dev, (i, 4 * heads), true, true),
+        affine::<E>(&dev, (i, 2 * heads), false, true),
+        affine::<E>(&dev, (i, 3 * heads), true, false),
+    ];
+    let x: Tensor2<E, Cpu> = dev.sample_normal_like(&(b * l, i));
+    let outs = if fused {
+        kernels::linear_heads(x.leaky_trace(), maps.clone(), (b, l, heads))
+    } else {
+        composed::linear_heads(x.leaky_trace(), maps.clone(), (b, l, heads))
+    };
+    assert_eq!(outs.len(), 3, "one output per map");
+    let mut values = Vec::new();
+    let mut loss: Option<Tensor<Rank0, E, Cpu, OwnedTape<E, Cpu>>> = None;
+    for (j, out) in outs.into_iter().enumerate() {
+        let shape = *out.shape();
+        assert_eq!(shape.0, b, "batch");
+        assert_eq!(shape.1, heads, "heads");
+        assert_eq!(shape.2, l, "length");
+        values.extend(out.as_vec());
+        let probe: Tensor<_, E, Cpu> = Cpu::seed_from_u64(30 + j as u64).sample_normal_like(&shape);
+        let term = (out * probe).sum::<Rank0, _>();
+        loss = Some(match loss {
+            None => term,
+            Some(acc) => acc + term,
+        });
+    }
+    let mut grads = loss.expect("three outputs").backward();
+    let mut all = vec![grad_of(&mut grads, &x)];
+    for map in &maps {
+        all.push(grad_of(&mut grads, &map.weight));
+        all.push(
+            map.bias
+                .as_ref()
+                .map_or_else(Vec::new, |b| grad_of(&mut grads, b)),
+        );
+    }
+    (values, all)
+}
+
+/// Fused and composed outcomes agree within `tol`.
+fn assert_close<E: num_traits::Float>(
+    case: &str,
+    fused: &Outcome<E>,
+    composed: &Outcome<E>,
+    tol: f64,
+) {
+    let e = rel_err(&fused.0, &composed.0);
+    assert!(e <= tol, "{case}: forward error {e:e}");
+    assert_eq!(fused.1.len(), composed.1.len(), "{case}: gradient count");
+    for (k, (f, c)) in fused.1.iter().zip(&composed.1).enumerate() {
+        let e = rel_err(f, c);
+        assert!(e <= tol, "{case}: gradient {k} error {e:e}");
+    }
+}
+
+fn check_linear<E>(tol: f64)
+where
+    E: Dtype + num_traits::Float,
+    Cpu: Device<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    for out_in in [true, false] {
+        for bias in [true, false] {
+            for act in [Activation::Identity, Activation::Relu] {
+                for strided in [false, true] {
+                    let case = format!("out_in {out_in}, bias {bias}, {act:?}, strided {strided}");
+                    let fused = run_linear::<E>(out_in, bias, act, strided, true);
+                    let composed = run_linear::<E>(out_in, bias, act, strided, false);
+                    assert_close(&case, &fused, &composed, tol);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_linear_matches_composed_ops_in_f64() {
+    check_linear::<f64>(1e-12);
+}
+
+#[test]
+fn fused_linear_matches_composed_ops_in_f32() {
+    check_linear::<f32>(1e-5);
+}
+
+#[test]
+fn fused_linear_heads_match_composed_ops() {
+    for heads in [1, 2] {
+        let fused = run_heads::<f64>(heads, true);
+        let composed = run_heads::<f64>(heads, false);
+        assert_close(&format!("f64, {heads} heads"), &fused, &composed, 1e-12);
+        let fused = run_heads::<f32>(heads, true);
+        let composed = run_heads::<f32>(heads, false);
+        assert_close(&format!("f32, {heads} heads"), &fused, &composed, 1e-5);
+    }
+}
+
+#[test]
+fn untraced_linear_maps_give_the_traced_values() {
+    let dev = Cpu::seed_from_u64(3);
+    let map = affine::<f32>(&dev, (6, 8), true, true);
+    let other = affine::<f32>(&dev, (6, 4), false, false);
+    let x: Tensor2<f32, Cpu> = dev.sample_normal_like(&(10, 6));
+    let traced = kernels::linear(x.leaky_trace(), map.clone(), Activation::Relu).as_vec();
+    let plain = kernels::linear(x.clone(), map.clone(), Activation::Relu).as_vec();
+    assert_eq!(traced, plain);
+    let maps = vec![map, other];
+    let traced: Vec<Vec<f32>> = kernels::linear_heads(x.leaky_trace(), maps.clone(), (2, 5, 2))
+        .iter()
+        .map(|t| t.as_vec())
+        .collect();
+    let plain: Vec<Vec<f32>> = kernels::linear_heads(x, maps, (2, 5, 2))
+        .iter()
+        .map(|t| t.as_vec())
+        .collect();
+    assert_eq!(traced, plain);
+}

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use flowrl_agents::acting::ContextMode;
 
-use crate::eval::run::{plan_for, policy_of, EvalOverrides};
-use crate::eval::{context_name, evaluate, ActionChoice};
+use crate::eval::run::{plan_for, policy_of, report_file, write_report_file, EvalOverrides};
+use crate::eval::{evaluate, ActionChoice};
 use crate::train;
 
 /// Arguments of `flowrl eval`.
@@ -92,18 +92,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let report = evaluate(&policy, &plan, true)?;
     print!("{}", report.table());
     let path = args.json.unwrap_or_else(|| {
-        args.run.join("eval").join(format!(
-            "step-{}-{}-seed-{}.json",
+        report_file(
+            &args.run,
             loaded.step,
-            context_name(plan.settings.context),
-            plan.settings.seed
-        ))
+            plan.settings.context,
+            plan.settings.seed,
+        )
     });
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
-    }
-    crate::atomic::write_bytes_atomic(&path, report.to_json()?.as_bytes())?;
+    write_report_file(&path, &report)?;
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -8,8 +8,8 @@ use super::recurrence::Real;
 #[derive(Clone, Copy)]
 pub(crate) struct View<'a, F> {
     data: &'a [F],
-    pub(crate) rows: usize,
-    pub(crate) cols: usize,
+    rows: usize,
+    cols: usize,
     rs: usize,
     cs: usize,
 }
@@ -17,16 +17,11 @@ pub(crate) struct View<'a, F> {
 impl<'a, F> View<'a, F> {
     /// The row-major `rows x cols` matrix at the start of `data`.
     pub fn rows(data: &'a [F], rows: usize, cols: usize) -> Self {
-        Self::strided(data, rows, cols, cols)
-    }
-
-    /// The `rows x cols` matrix at the start of `data`, rows `rs` apart.
-    pub fn strided(data: &'a [F], rows: usize, cols: usize, rs: usize) -> Self {
         Self {
             data,
             rows,
             cols,
-            rs,
+            rs: cols,
             cs: 1,
         }
     }
@@ -56,7 +51,7 @@ impl<'a, F> View<'a, F> {
 /// # Panics
 /// If the inner sizes differ or a matrix does not fit its slice (a bug in the kernel).
 pub(crate) fn matmul<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate: bool) {
-    product(dst, b.cols, a, b, accumulate, gemm::Parallelism::None);
+    product(dst, a, b, accumulate, gemm::Parallelism::None);
 }
 
 /// [`matmul`] split over the threads of the current rayon pool (as dfdx's own `Cpu`
@@ -66,24 +61,12 @@ pub(crate) fn matmul<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate:
 /// As [`matmul`].
 pub(crate) fn matmul_parallel<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate: bool) {
     let threads = rayon::current_num_threads();
-    product(
-        dst,
-        b.cols,
-        a,
-        b,
-        accumulate,
-        gemm::Parallelism::Rayon(threads),
-    );
+    product(dst, a, b, accumulate, gemm::Parallelism::Rayon(threads));
 }
 
-/// `dst = a b` (or `+=`) with the given parallelism; `dst` holds `a.rows` rows of
-/// `b.cols` values, `dst_rs` apart.
-///
-/// # Panics
-/// If the inner sizes differ or a matrix does not fit its slice (a bug in the caller).
-pub(crate) fn product<F: Real>(
+/// `dst = a b` (or `+=`) with the given parallelism.
+fn product<F: Real>(
     dst: &mut [F],
-    dst_rs: usize,
     a: View<F>,
     b: View<F>,
     accumulate: bool,
@@ -91,9 +74,8 @@ pub(crate) fn product<F: Real>(
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner sizes differ");
-    let dst_fits = m == 0 || n == 0 || (n <= dst_rs && (m - 1) * dst_rs + n <= dst.len());
     assert!(
-        a.in_bounds() && b.in_bounds() && dst_fits,
+        a.in_bounds() && b.in_bounds() && m * n <= dst.len(),
         "matmul: a matrix does not fit its slice"
     );
     if m == 0 || n == 0 {
@@ -101,9 +83,7 @@ pub(crate) fn product<F: Real>(
     }
     if k == 0 {
         if !accumulate {
-            for row in dst.chunks_mut(dst_rs).take(m) {
-                row[..n].fill(F::zero());
-            }
+            dst[..m * n].fill(F::zero());
         }
         return;
     }
@@ -117,7 +97,7 @@ pub(crate) fn product<F: Real>(
             k,
             dst.as_mut_ptr(),
             1,
-            dst_rs as isize,
+            n as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,

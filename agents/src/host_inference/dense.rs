@@ -3,7 +3,6 @@
 
 use dfdx::prelude::*;
 
-pub(crate) use crate::attention::gemm::View as Mat;
 use crate::attention::recurrence::Real;
 use crate::layers::{LayerNorm, Linear, WeightLayout};
 use crate::params::{from_f64, ParamStore};
@@ -118,6 +117,51 @@ impl<E: Real> HostLinear<E> {
 }
 
 /// A read-only strided matrix: element `(r, c)` is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a, E> {
+    data: &'a [E],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, E> Mat<'a, E> {
+    /// The `rows x cols` matrix at the start of `data`, rows `rs` apart.
+    pub(crate) fn strided(data: &'a [E], rows: usize, cols: usize, rs: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs,
+            cs: 1,
+        }
+    }
+
+    /// The row-major `rows x cols` matrix at the start of `data`.
+    pub(crate) fn rows(data: &'a [E], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols)
+    }
+
+    /// The transposed matrix (no copy).
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
 /// `dst = a b`, or `dst += a b` with `accumulate`; `dst` holds `a.rows` rows of
 /// `b.cols` values, `dst_rs` apart. Large products are split over the rayon pool.
 ///
@@ -130,12 +174,56 @@ pub(crate) fn product<E: Real>(
     b: Mat<E>,
     accumulate: bool,
 ) {
-    let parallelism = if a.rows * a.cols * b.cols >= PARALLEL_MIN {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "host product: inner sizes differ");
+    let dst_fits = m == 0 || n == 0 || (n <= dst_rs && (m - 1) * dst_rs + n <= dst.len());
+    assert!(
+        a.in_bounds() && b.in_bounds() && dst_fits,
+        "host product: a matrix does not fit its slice"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(E::zero());
+            }
+        }
+        return;
+    }
+    let parallelism = if m * k * n >= PARALLEL_MIN {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    crate::attention::gemm::product(dst, dst_rs, a, b, accumulate, parallelism);
+    // SAFETY: every index the product reads or writes is in bounds (checked above),
+    // `dst` is exclusively borrowed and does not overlap the shared `a` and `b`, and
+    // `E` is f32 or f64, the types `gemm` takes (`Real` is implemented for the CPU
+    // float types).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            E::one(),
+            E::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 /// LayerNorm with its scale and shift.

@@ -4,7 +4,8 @@
 //! step-by-step state.
 
 use super::chunked::{backward_head, forward_head, Dims, Head, HeadGrads, Saved};
-use super::recurrence::{forward_token, sigmoid_in_place, sigmoid_into, sums_len, Consts, Real};
+use super::logistic::{sigmoid_in_place, sigmoid_into};
+use super::recurrence::{forward_token, sums_len, Consts, Real};
 use super::{cast, cpu_data as read, FlowConfig, FlowSums, Tensor3, Tensor4};
 use dfdx::prelude::*;
 use rayon::prelude::*;

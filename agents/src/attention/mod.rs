@@ -11,6 +11,7 @@ pub mod composed;
 mod cpu_flow;
 mod cpu_softmax;
 pub(crate) mod gemm;
+pub(crate) mod logistic;
 mod prefix;
 pub(crate) mod recurrence;
 mod state;

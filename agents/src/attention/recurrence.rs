@@ -66,22 +66,6 @@ pub(crate) fn sigmoid<F: Real>(x: F) -> F {
     F::one() / (F::one() + (-x).exp())
 }
 
-/// Writes `sigmoid(x)` into `out`.
-#[inline(always)]
-pub(crate) fn sigmoid_into<F: Real>(x: &[F], out: &mut [F]) {
-    for (o, &a) in out.iter_mut().zip(x) {
-        *o = sigmoid(a);
-    }
-}
-
-/// Replaces every value by its sigmoid.
-#[inline(always)]
-pub(crate) fn sigmoid_in_place<F: Real>(x: &mut [F]) {
-    for a in x.iter_mut() {
-        *a = sigmoid(*a);
-    }
-}
-
 /// `sum term(a_i, b_i)` with eight independent partial sums (vectorisable without
 /// reassociation), added pairwise in a fixed order.
 #[inline(always)]

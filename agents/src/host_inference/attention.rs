@@ -9,10 +9,9 @@
 //! shorter than that state is wide. Longer sequences use the state
 //! ([`forward_token`]).
 
-use super::dense::{product, Mat};
-use crate::attention::recurrence::{
-    accumulate, advance, forward_token, sigmoid_in_place, sigmoid_into, sums_len, Consts, Real,
-};
+use super::dense::{product, Accumulate, Mat, Split};
+use crate::attention::logistic::{sigmoid_in_place, sigmoid_into};
+use crate::attention::recurrence::{accumulate, advance, forward_token, sums_len, Consts, Real};
 use crate::params::from_f64;
 
 /// One head of one sequence: token `j`'s query, key and value are the `width` values
@@ -86,7 +85,14 @@ pub(crate) fn flow<E: Real>(
     }
     // scores[i][j] = (Q_p . K_j) C_j for p = from + i and j <= p, 0 after p.
     let queries = Mat::rows(&qf[from * d..], outputs, d);
-    product(scores, n, queries, Mat::rows(kf, n, d).t(), false);
+    product(
+        scores,
+        n,
+        queries,
+        Mat::rows(kf, n, d).t(),
+        Accumulate::Overwrite,
+        Split::WhenLarge,
+    );
     for (i, row) in scores.chunks_exact_mut(n).enumerate() {
         let (seen, unseen) = row.split_at_mut(from + i + 1);
         for (s, &w) in seen.iter_mut().zip(weights.iter()) {
@@ -100,7 +106,8 @@ pub(crate) fn flow<E: Real>(
         out.stride,
         Mat::rows(scores, outputs, n),
         values,
-        false,
+        Accumulate::Overwrite,
+        Split::WhenLarge,
     );
     for (i, &s) in scale[from..].iter().enumerate() {
         for x in out.row(i, d) {
@@ -155,7 +162,14 @@ pub(crate) fn softmax<E: Real>(head: Head<E>, from: usize, scratch: &mut Vec<E>,
         scratch.resize(rows * end, E::zero());
         let queries = Mat::strided(&head.q[start * head.stride..], rows, d, head.stride);
         let keys = Mat::strided(head.k, end, d, head.stride);
-        product(scratch, end, queries, keys.t(), false);
+        product(
+            scratch,
+            end,
+            queries,
+            keys.t(),
+            Accumulate::Overwrite,
+            Split::WhenLarge,
+        );
         for (i, row) in scratch.chunks_exact_mut(end).enumerate() {
             let (seen, unseen) = row.split_at_mut(start + i + 1);
             let top = seen.iter().fold(E::neg_infinity(), |m, &s| m.max(s));
@@ -177,7 +191,8 @@ pub(crate) fn softmax<E: Real>(head: Head<E>, from: usize, scratch: &mut Vec<E>,
             out.stride,
             Mat::rows(scratch, rows, end),
             values,
-            false,
+            Accumulate::Overwrite,
+            Split::WhenLarge,
         );
         start = end;
     }

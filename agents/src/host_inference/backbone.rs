@@ -2,6 +2,13 @@
 //! of every sequence: every block but the last runs on every token; the last one
 //! computes its attention output, output projection, MLP and the final LayerNorm at
 //! the last tokens only (what [`crate::backbone::Backbone::forward_readout`] computes).
+//!
+//! Everything between two attentions works on each token alone (the output map, both
+//! residual connections, the MLP, the next block's LayerNorm and query/key/value map),
+//! so it runs as one job per chunk of tokens, each chunk on one thread with its own
+//! buffers; the products inside stay on that thread.
+
+use std::sync::{Mutex, PoisonError};
 
 use rayon::prelude::*;
 
@@ -13,6 +20,13 @@ use crate::params::from_f64;
 
 /// Sequences per step below which the attention runs on the calling thread.
 const PARALLEL_SEQUENCES: usize = 2;
+
+/// Fewest tokens per chunk of the token-wise work: smaller chunks are not worth
+/// handing to another thread.
+const CHUNK_MIN: usize = 8;
+/// Most tokens per chunk of the token-wise work (many episodes in lockstep make many
+/// chunks, which balance across the threads).
+const CHUNK_MAX: usize = 64;
 
 /// One pre-LayerNorm block, its query, key and value maps fused into one.
 #[derive(Clone, Debug)]
@@ -48,6 +62,24 @@ impl<E: Real> HostBlock<E> {
             c_proj,
         }
     }
+
+    /// The attention's input: `qkv (rows, 3 width) = ln_1(x) W_qkv + b_qkv`.
+    fn start(&self, x: &[E], qkv: &mut [E], rows: usize, buf: &mut RowBuffers<E>) {
+        let a = sized(&mut buf.normed, x.len());
+        self.ln_1.apply(x, a);
+        self.qkv.apply(a, qkv, rows, false, false);
+    }
+
+    /// The rest of the block from the attention output `o (rows, width)`, into the
+    /// residual stream: `x += o W_out + b_out`, then `x += MLP(ln_2(x))`.
+    fn finish(&self, o: &[E], x: &mut [E], rows: usize, buf: &mut RowBuffers<E>) {
+        self.out.apply(o, x, rows, true, false);
+        let a = sized(&mut buf.normed, x.len());
+        self.ln_2.apply(x, a);
+        let h = sized(&mut buf.hidden, rows * self.c_fc.outputs());
+        self.c_fc.apply(a, h, rows, false, true);
+        self.c_proj.apply(h, x, rows, true, false);
+    }
 }
 
 /// The backbone's blocks and final LayerNorm with its attention settings.
@@ -62,14 +94,34 @@ pub(crate) struct HostBackbone<E> {
 }
 
 /// Reusable buffers of the forward pass (grown on demand, never shrunk).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Scratch<E> {
-    normed: Vec<E>,
     qkv: Vec<E>,
     attended: Vec<E>,
-    hidden: Vec<E>,
     last: Vec<E>,
     head: Vec<E>,
+    /// One set of token-wise buffers per rayon thread.
+    rows: Vec<Mutex<RowBuffers<E>>>,
+}
+
+impl<E> Clone for Scratch<E> {
+    /// Fresh buffers (they hold nothing between calls).
+    fn clone(&self) -> Self {
+        Self {
+            qkv: Vec::new(),
+            attended: Vec::new(),
+            last: Vec::new(),
+            head: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+}
+
+/// The buffers of one chunk of token-wise work.
+#[derive(Debug, Default)]
+struct RowBuffers<E> {
+    normed: Vec<E>,
+    hidden: Vec<E>,
 }
 
 /// `buf` with at least `n` values.
@@ -114,42 +166,39 @@ impl<E: Real> HostBackbone<E> {
     ) {
         let (w, b) = (self.width, lens.len());
         let n: usize = lens.iter().sum();
-        let Some((last, blocks)) = self.blocks.split_last() else {
+        let (Some(first), Some(last)) = (self.blocks.first(), self.blocks.last()) else {
             for (o, &end) in out.chunks_exact_mut(w).zip(&ends(lens)) {
                 self.ln_f.apply(&x[(end - 1) * w..end * w], o);
             }
             return;
         };
-        for block in blocks {
-            let a = sized(&mut scratch.normed, n * w);
-            block.ln_1.apply(x, a);
-            let qkv = sized(&mut scratch.qkv, n * 3 * w);
-            block.qkv.apply(a, qkv, n, false, false);
-            let o = sized(&mut scratch.attended, n * w);
-            self.attend(qkv, lens, false, o, &mut scratch.head);
-            block.out.apply(o, x, n, true, false);
-            let a = sized(&mut scratch.normed, n * w);
-            block.ln_2.apply(x, a);
-            let h = sized(&mut scratch.hidden, n * block.c_fc.outputs());
-            block.c_fc.apply(a, h, n, false, true);
-            block.c_proj.apply(h, x, n, true, false);
-        }
-        let a = sized(&mut scratch.normed, n * w);
-        last.ln_1.apply(x, a);
         let qkv = sized(&mut scratch.qkv, n * 3 * w);
-        last.qkv.apply(a, qkv, n, false, false);
-        let o = sized(&mut scratch.attended, b * w);
+        let o = sized(&mut scratch.attended, n * w);
+        let pool = &mut scratch.rows;
+        by_rows(pool, w, x, o, qkv, |x, _, qkv, rows, buf| {
+            first.start(x, qkv, rows, buf)
+        });
+        for pair in self.blocks.windows(2) {
+            self.attend(qkv, lens, false, o, &mut scratch.head);
+            by_rows(pool, w, x, o, qkv, |x, o, qkv, rows, buf| {
+                pair[0].finish(o, x, rows, buf);
+                pair[1].start(x, qkv, rows, buf);
+            });
+        }
+        let o = &mut o[..b * w];
         self.attend(qkv, lens, true, o, &mut scratch.head);
         let r = sized(&mut scratch.last, b * w);
         for (r, &end) in r.chunks_exact_mut(w).zip(&ends(lens)) {
             r.copy_from_slice(&x[(end - 1) * w..end * w]);
         }
-        last.out.apply(o, r, b, true, false);
-        let a = sized(&mut scratch.normed, b * w);
-        last.ln_2.apply(r, a);
-        let h = sized(&mut scratch.hidden, b * last.c_fc.outputs());
-        last.c_fc.apply(a, h, b, false, true);
-        last.c_proj.apply(h, r, b, true, false);
+        by_rows(
+            pool,
+            w,
+            r,
+            o,
+            &mut qkv[..b * 3 * w],
+            |x, o, _, rows, buf| last.finish(o, x, rows, buf),
+        );
         self.ln_f.apply(r, out);
     }
 
@@ -216,6 +265,38 @@ impl<E: Real> HostBackbone<E> {
             }
         }
     }
+}
+
+/// Runs `f(x, o, qkv, rows, buffers)` on chunks of the rows of `x (n, w)` with the
+/// same rows of `o (n, w)` and `qkv (n, 3w)`: in parallel, each chunk on one rayon
+/// thread with that thread's buffers from `pool`, once there are enough rows.
+fn by_rows<E: Real>(
+    pool: &mut Vec<Mutex<RowBuffers<E>>>,
+    w: usize,
+    x: &mut [E],
+    o: &[E],
+    qkv: &mut [E],
+    f: impl Fn(&mut [E], &[E], &mut [E], usize, &mut RowBuffers<E>) + Sync,
+) {
+    let n = x.len() / w.max(1);
+    let threads = rayon::current_num_threads().max(1);
+    if pool.len() < threads {
+        pool.resize_with(threads, Default::default);
+    }
+    let chunk = n.div_ceil(threads).clamp(CHUNK_MIN, CHUNK_MAX);
+    if chunk >= n {
+        let buf = pool[0].get_mut().unwrap_or_else(PoisonError::into_inner);
+        return f(x, o, qkv, n, buf);
+    }
+    let pool = &*pool;
+    x.par_chunks_mut(chunk * w)
+        .zip(o.par_chunks(chunk * w))
+        .zip(qkv.par_chunks_mut(chunk * 3 * w))
+        .for_each(|((x, o), qkv)| {
+            let at = rayon::current_thread_index().unwrap_or(0) % pool.len();
+            let mut buf = pool[at].lock().unwrap_or_else(PoisonError::into_inner);
+            f(x, o, qkv, x.len() / w, &mut buf);
+        });
 }
 
 /// The end (exclusive) of every sequence in the concatenated tokens.

@@ -12,13 +12,25 @@ use crate::params::{from_f64, ParamStore};
 /// much as it saves.
 const PARALLEL_MIN: usize = 1 << 20;
 
-/// An affine map `y = x W + b` with `W` stored `[inputs, outputs]` row-major.
+/// Bytes added to every row of a stored weight: with power-of-two widths, the
+/// weight's rows would start the same distance apart as the cache's sets repeat, and
+/// the product's reads down a column would evict each other.
+const ROW_PAD_BYTES: usize = 64;
+
+/// An affine map `y = x W + b` with `W` stored `[inputs, outputs]` row-major, rows
+/// `stride` values apart (`outputs` and a pad of [`ROW_PAD_BYTES`]).
 #[derive(Clone, Debug)]
 pub(crate) struct HostLinear<E> {
     weight: Vec<E>,
     bias: Vec<E>,
     inputs: usize,
     outputs: usize,
+    stride: usize,
+}
+
+/// The row stride of a stored weight with `outputs` columns.
+fn padded<E>(outputs: usize) -> usize {
+    outputs + ROW_PAD_BYTES / std::mem::size_of::<E>().max(1)
 }
 
 impl<E: Real> HostLinear<E> {
@@ -27,17 +39,22 @@ impl<E: Real> HostLinear<E> {
         let (weight, layout, bias) = layer.parts();
         let (inputs, outputs) = (layer.inputs(), layer.outputs());
         let values = store.values(weight);
-        let weight = match layout {
-            WeightLayout::InOut => values,
-            WeightLayout::OutIn => (0..inputs * outputs)
-                .map(|at| values[(at % outputs) * inputs + at / outputs])
-                .collect(),
-        };
+        let stride = padded::<E>(outputs);
+        let mut stored = vec![E::zero(); inputs * stride];
+        for (i, row) in stored.chunks_exact_mut(stride).enumerate() {
+            for (o, w) in row[..outputs].iter_mut().enumerate() {
+                *w = match layout {
+                    WeightLayout::InOut => values[i * outputs + o],
+                    WeightLayout::OutIn => values[o * inputs + i],
+                };
+            }
+        }
         Self {
-            weight,
+            weight: stored,
             bias: bias.map_or_else(|| vec![E::zero(); outputs], |b| store.values(b)),
             inputs,
             outputs,
+            stride,
         }
     }
 
@@ -46,17 +63,20 @@ impl<E: Real> HostLinear<E> {
     pub(crate) fn concat(parts: &[Self]) -> Self {
         let inputs = parts.first().map_or(0, |p| p.inputs);
         let outputs = parts.iter().map(|p| p.outputs).sum();
-        let mut weight = Vec::with_capacity(inputs * outputs);
+        let stride = padded::<E>(outputs);
+        let mut weight = Vec::with_capacity(inputs * stride);
         for i in 0..inputs {
             for p in parts {
-                weight.extend_from_slice(&p.weight[i * p.outputs..(i + 1) * p.outputs]);
+                weight.extend_from_slice(p.weight_row(i));
             }
+            weight.resize((i + 1) * stride, E::zero());
         }
         Self {
             weight,
             bias: parts.iter().flat_map(|p| p.bias.iter().copied()).collect(),
             inputs,
             outputs,
+            stride,
         }
     }
 
@@ -72,7 +92,7 @@ impl<E: Real> HostLinear<E> {
 
     /// Row `i` of the weight (`outputs` values): the map of a one-hot input.
     pub(crate) fn weight_row(&self, i: usize) -> &[E] {
-        &self.weight[i * self.outputs..(i + 1) * self.outputs]
+        &self.weight[i * self.stride..i * self.stride + self.outputs]
     }
 
     /// The bias.
@@ -81,7 +101,8 @@ impl<E: Real> HostLinear<E> {
     }
 
     /// `y = x W + b` for the `rows` rows of `x (rows, inputs)` into `y (rows, outputs)`,
-    /// or `y += x W + b` with `accumulate` (a residual connection); `relu` after.
+    /// or `y += x W + b` with `accumulate` (a residual connection); `relu` after. Runs
+    /// on the calling thread (callers split the rows).
     pub(crate) fn apply(&self, x: &[E], y: &mut [E], rows: usize, accumulate: bool, relu: bool) {
         let (k, n) = (self.inputs, self.outputs);
         if rows == 0 || n == 0 {
@@ -96,8 +117,9 @@ impl<E: Real> HostLinear<E> {
             y,
             n,
             Mat::rows(x, rows, k),
-            Mat::rows(&self.weight, k, n),
-            true,
+            Mat::strided(&self.weight, k, n, self.stride),
+            Accumulate::Into,
+            Split::Never,
         );
         if accumulate || relu {
             for row in y[..rows * n].chunks_exact_mut(n) {
@@ -162,8 +184,26 @@ impl<'a, E> Mat<'a, E> {
     }
 }
 
-/// `dst = a b`, or `dst += a b` with `accumulate`; `dst` holds `a.rows` rows of
-/// `b.cols` values, `dst_rs` apart. Large products are split over the rayon pool.
+/// Whether a product overwrites its destination or adds to it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accumulate {
+    /// `dst = a b`.
+    Overwrite,
+    /// `dst += a b`.
+    Into,
+}
+
+/// Whether a product may be split over the rayon pool.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// From [`PARALLEL_MIN`] multiply-adds on.
+    WhenLarge,
+    /// Never: the caller already runs on one of several threads.
+    Never,
+}
+
+/// `dst = a b`, or `dst += a b`; `dst` holds `a.rows` rows of `b.cols` values,
+/// `dst_rs` apart.
 ///
 /// # Panics
 /// If the inner sizes differ or a matrix does not fit its slice (a bug in the caller).
@@ -172,8 +212,10 @@ pub(crate) fn product<E: Real>(
     dst_rs: usize,
     a: Mat<E>,
     b: Mat<E>,
-    accumulate: bool,
+    accumulate: Accumulate,
+    split: Split,
 ) {
+    let accumulate = accumulate == Accumulate::Into;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "host product: inner sizes differ");
     let dst_fits = m == 0 || n == 0 || (n <= dst_rs && (m - 1) * dst_rs + n <= dst.len());
@@ -192,7 +234,7 @@ pub(crate) fn product<E: Real>(
         }
         return;
     }
-    let parallelism = if m * k * n >= PARALLEL_MIN {
+    let parallelism = if split == Split::WhenLarge && m * k * n >= PARALLEL_MIN {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

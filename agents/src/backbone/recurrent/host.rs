@@ -7,9 +7,8 @@
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::attention::recurrence::{
-    accumulate, advance, axpy, sigmoid_into, sums_len, Consts, Real,
-};
+use crate::attention::logistic::sigmoid_into;
+use crate::attention::recurrence::{accumulate, advance, axpy, sums_len, Consts, Real};
 use crate::attention::FlowConfig;
 
 /// Values of `kv` per rayon task below which a step stays on one thread.

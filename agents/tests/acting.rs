@@ -92,8 +92,9 @@ where
 }
 
 /// Both sequence models, both action spaces, short windows at the episode start and
-/// sliding ones later, rows dropped mid-way: (width, heads, K) 16/2/6 uses the
-/// Flow-Attention state for long windows, 32/1/6 the pairwise sums throughout.
+/// sliding ones later, rows dropped mid-way, and a batch of one episode: (width, heads,
+/// K) 16/2/6 uses the Flow-Attention state for long windows, 32/1/6 the pairwise sums
+/// throughout.
 fn check_all<E>(tolerance: f64)
 where
     E: Dtype + num_traits::Float + Send + Sync + Into<f64>,
@@ -112,6 +113,12 @@ where
                 assert!(
                     err <= tolerance,
                     "{kind:?} {action:?} {shape:?}: host path differs by {err:e}"
+                );
+                // One episode alone: its attention is shared between two threads.
+                let err = host_vs_tensors(&agent, ContextMode::Window, 1, 12, &[]);
+                assert!(
+                    err <= tolerance,
+                    "{kind:?} {action:?} {shape:?}, batch 1: host path differs by {err:e}"
                 );
             }
         }

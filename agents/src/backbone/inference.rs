@@ -40,6 +40,7 @@ fn flow_readout<E: Dtype + Float>(
         clamp: cast(cfg.clamp),
     };
     let mut out = vec![E::zero(); positions.len() * w];
+    let parallel = positions.len() >= 8;
     let row = |r: usize, out: &mut [E]| {
         let at = r * l * w;
         let mut scratch = Vec::new();
@@ -54,10 +55,10 @@ fn flow_readout<E: Dtype + Float>(
                 width: hw,
             };
             let out = Out { data: o, stride: w };
-            flow(head, positions[r], consts, &mut scratch, out);
+            flow(head, positions[r], consts, &mut scratch, out, !parallel);
         }
     };
-    if positions.len() >= 8 {
+    if parallel {
         out.par_chunks_mut(w)
             .enumerate()
             .for_each(|(r, o)| row(r, o));

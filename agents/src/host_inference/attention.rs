@@ -51,14 +51,19 @@ impl<E> Out<'_, E> {
     }
 }
 
+/// Tokens from which one sequence's attention is split between two threads.
+const SPLIT_MIN_TOKENS: usize = 16;
+
 /// Causal Flow-Attention outputs of positions `from..head.len`; `scratch` is reused
-/// between calls.
+/// between calls. With `split` (one sequence on its own, nothing else running in
+/// parallel), the feature maps and the output rows are shared with a second thread.
 pub(crate) fn flow<E: Real>(
     head: Head<E>,
     from: usize,
     c: Consts<E>,
     scratch: &mut Vec<E>,
-    mut out: Out<E>,
+    out: Out<E>,
+    split: bool,
 ) {
     let (n, d) = (head.len, head.width);
     let outputs = n - from.min(n);
@@ -68,6 +73,7 @@ pub(crate) fn flow<E: Real>(
     if pairwise > (n + outputs) * d * d {
         return flow_by_state(head, from, c, scratch, out);
     }
+    let split = split && n >= SPLIT_MIN_TOKENS;
     scratch.clear();
     scratch.resize(2 * n * d + 2 * n + sums_len(d) + outputs * n, E::zero());
     let (qf, rest) = scratch.split_at_mut(n * d);
@@ -75,43 +81,96 @@ pub(crate) fn flow<E: Real>(
     let (weights, rest) = rest.split_at_mut(n);
     let (scale, rest) = rest.split_at_mut(n);
     let (sums, scores) = rest.split_at_mut(sums_len(d));
+    let feature_maps = |qf: &mut [E], kf: &mut [E], first: usize| {
+        for (i, (q, k)) in qf
+            .chunks_exact_mut(d)
+            .zip(kf.chunks_exact_mut(d))
+            .enumerate()
+        {
+            sigmoid_into(head.q(first + i), q);
+            sigmoid_into(head.k(first + i), k);
+        }
+    };
+    if split {
+        let half = n / 2;
+        let (qa, qb) = qf.split_at_mut(half * d);
+        let (ka, kb) = kf.split_at_mut(half * d);
+        rayon::join(|| feature_maps(qa, ka, 0), || feature_maps(qb, kb, half));
+    } else {
+        feature_maps(qf, kf, 0);
+    }
     for j in 0..n {
-        let (qj, kj) = (&mut qf[j * d..(j + 1) * d], &mut kf[j * d..(j + 1) * d]);
-        sigmoid_into(head.q(j), qj);
-        sigmoid_into(head.k(j), kj);
+        let (qj, kj) = (&qf[j * d..(j + 1) * d], &kf[j * d..(j + 1) * d]);
         let token = advance(sums, qj, kj, from_f64((j + 1) as f64), c);
         weights[j] = token.competition;
         scale[j] = token.scale();
     }
-    // scores[i][j] = (Q_p . K_j) C_j for p = from + i and j <= p, 0 after p.
-    let queries = Mat::rows(&qf[from * d..], outputs, d);
-    product(
-        scores,
-        n,
-        queries,
-        Mat::rows(kf, n, d).t(),
-        Accumulate::Overwrite,
-        Split::WhenLarge,
-    );
-    for (i, row) in scores.chunks_exact_mut(n).enumerate() {
-        let (seen, unseen) = row.split_at_mut(from + i + 1);
-        for (s, &w) in seen.iter_mut().zip(weights.iter()) {
-            *s *= w;
-        }
-        unseen.fill(E::zero());
+    let pairs = Pairs {
+        qf,
+        kf,
+        weights,
+        scale,
+        v: Mat::strided(head.v, n, d, head.stride),
+        d,
+    };
+    if split {
+        let half = outputs / 2;
+        let (sa, sb) = scores.split_at_mut(half * n);
+        let (oa, ob) = out.data.split_at_mut(half * out.stride);
+        let stride = out.stride;
+        rayon::join(
+            || pairs.outputs(from, half, sa, Out { data: oa, stride }),
+            || pairs.outputs(from + half, outputs - half, sb, Out { data: ob, stride }),
+        );
+    } else {
+        pairs.outputs(from, outputs, scores, out);
     }
-    let values = Mat::strided(head.v, n, d, head.stride);
-    product(
-        out.data,
-        out.stride,
-        Mat::rows(scores, outputs, n),
-        values,
-        Accumulate::Overwrite,
-        Split::WhenLarge,
-    );
-    for (i, &s) in scale[from..].iter().enumerate() {
-        for x in out.row(i, d) {
-            *x *= s;
+}
+
+/// One head's feature-mapped queries and keys `(n, D)`, the competition weight and
+/// output scale of every position, and the values `(n, D)`.
+struct Pairs<'a, E> {
+    qf: &'a [E],
+    kf: &'a [E],
+    weights: &'a [E],
+    scale: &'a [E],
+    v: Mat<'a, E>,
+    d: usize,
+}
+
+impl<E: Real> Pairs<'_, E> {
+    /// The outputs of positions `first..first + rows` into `out` (`scores` holds
+    /// `rows * n` values).
+    fn outputs(&self, first: usize, rows: usize, scores: &mut [E], mut out: Out<E>) {
+        let (n, d) = (self.weights.len(), self.d);
+        // scores[i][j] = (Q_p . K_j) C_j for p = first + i and j <= p, 0 after p.
+        product(
+            scores,
+            n,
+            Mat::rows(&self.qf[first * d..], rows, d),
+            Mat::rows(self.kf, n, d).t(),
+            Accumulate::Overwrite,
+            Split::Never,
+        );
+        for (i, row) in scores.chunks_exact_mut(n).enumerate() {
+            let (seen, unseen) = row.split_at_mut(first + i + 1);
+            for (s, &w) in seen.iter_mut().zip(self.weights) {
+                *s *= w;
+            }
+            unseen.fill(E::zero());
+        }
+        product(
+            out.data,
+            out.stride,
+            Mat::rows(scores, rows, n),
+            self.v,
+            Accumulate::Overwrite,
+            Split::Never,
+        );
+        for (i, &s) in self.scale[first..first + rows].iter().enumerate() {
+            for x in out.row(i, d) {
+                *x *= s;
+            }
         }
     }
 }

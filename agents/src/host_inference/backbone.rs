@@ -223,10 +223,12 @@ impl<E: Real> HostBackbone<E> {
             jobs.push((start, len, o));
             start += len;
         }
+        let parallel = lens.len() >= PARALLEL_SEQUENCES;
         let sequence = |(start, len, o): (usize, usize, &mut [E]), scratch: &mut Vec<E>| {
-            self.attend_sequence(&qkv[start * 3 * w..], len, last_only, o, scratch);
+            let qkv = &qkv[start * 3 * w..];
+            self.attend_sequence(qkv, len, last_only, o, scratch, !parallel);
         };
-        if lens.len() >= PARALLEL_SEQUENCES {
+        if parallel {
             jobs.into_par_iter()
                 .for_each_init(Vec::new, |s, job| sequence(job, s));
         } else {
@@ -234,7 +236,8 @@ impl<E: Real> HostBackbone<E> {
         }
     }
 
-    /// Every head of one sequence of `len` tokens.
+    /// Every head of one sequence of `len` tokens; `split` shares each head's
+    /// Flow-Attention with another thread (nothing else runs in parallel).
     fn attend_sequence(
         &self,
         qkv: &[E],
@@ -242,6 +245,7 @@ impl<E: Real> HostBackbone<E> {
         last_only: bool,
         out: &mut [E],
         scratch: &mut Vec<E>,
+        split: bool,
     ) {
         let (w, hw) = (self.width, self.width / self.heads.max(1));
         let from = if last_only { len.saturating_sub(1) } else { 0 };
@@ -260,7 +264,9 @@ impl<E: Real> HostBackbone<E> {
                 stride: w,
             };
             match self.attention {
-                AttentionKind::CausalFlow => attention::flow(head, from, self.consts, scratch, out),
+                AttentionKind::CausalFlow => {
+                    attention::flow(head, from, self.consts, scratch, out, split)
+                }
                 AttentionKind::CausalSoftmax => attention::softmax(head, from, scratch, out),
             }
         }

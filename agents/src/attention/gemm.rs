@@ -1,6 +1,7 @@
 //! Dense matrix products on slices through the `gemm` crate: single-threaded for the
-//! chunked CPU kernel (it already runs one head per rayon task), on the rayon pool for
-//! the fused linear maps' large products.
+//! chunked CPU kernel (it already runs one head per rayon task) and for acting's host
+//! path (which splits its own work), on the rayon pool for the fused linear maps' and
+//! large attention products.
 
 use super::recurrence::Real;
 
@@ -17,11 +18,16 @@ pub(crate) struct View<'a, F> {
 impl<'a, F> View<'a, F> {
     /// The row-major `rows x cols` matrix at the start of `data`.
     pub fn rows(data: &'a [F], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols)
+    }
+
+    /// The `rows x cols` matrix at the start of `data`, rows `rs` apart.
+    pub fn strided(data: &'a [F], rows: usize, cols: usize, rs: usize) -> Self {
         Self {
             data,
             rows,
             cols,
-            rs: cols,
+            rs,
             cs: 1,
         }
     }
@@ -51,7 +57,7 @@ impl<'a, F> View<'a, F> {
 /// # Panics
 /// If the inner sizes differ or a matrix does not fit its slice (a bug in the kernel).
 pub(crate) fn matmul<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate: bool) {
-    product(dst, a, b, accumulate, gemm::Parallelism::None);
+    product(dst, b.cols, a, b, accumulate, gemm::Parallelism::None);
 }
 
 /// [`matmul`] split over the threads of the current rayon pool (as dfdx's own `Cpu`
@@ -61,12 +67,24 @@ pub(crate) fn matmul<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate:
 /// As [`matmul`].
 pub(crate) fn matmul_parallel<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, accumulate: bool) {
     let threads = rayon::current_num_threads();
-    product(dst, a, b, accumulate, gemm::Parallelism::Rayon(threads));
+    product(
+        dst,
+        b.cols,
+        a,
+        b,
+        accumulate,
+        gemm::Parallelism::Rayon(threads),
+    );
 }
 
-/// `dst = a b` (or `+=`) with the given parallelism.
-fn product<F: Real>(
+/// `dst = a b` (or `+=`) with the given parallelism; `dst` holds `a.rows` rows of
+/// `b.cols` values, `dst_rs` apart.
+///
+/// # Panics
+/// If the inner sizes differ or a matrix does not fit its slice (a bug in the caller).
+pub(crate) fn product<F: Real>(
     dst: &mut [F],
+    dst_rs: usize,
     a: View<F>,
     b: View<F>,
     accumulate: bool,
@@ -74,8 +92,9 @@ fn product<F: Real>(
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner sizes differ");
+    let dst_fits = m == 0 || n == 0 || (n <= dst_rs && (m - 1) * dst_rs + n <= dst.len());
     assert!(
-        a.in_bounds() && b.in_bounds() && m * n <= dst.len(),
+        a.in_bounds() && b.in_bounds() && dst_fits,
         "matmul: a matrix does not fit its slice"
     );
     if m == 0 || n == 0 {
@@ -83,7 +102,9 @@ fn product<F: Real>(
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(F::zero());
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(F::zero());
+            }
         }
         return;
     }
@@ -97,7 +118,7 @@ fn product<F: Real>(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,

@@ -9,7 +9,9 @@
 //! shorter than that state is wide. Longer sequences use the state
 //! ([`forward_token`]).
 
-use super::dense::{product, Accumulate, Mat, Split};
+use gemm::Parallelism;
+
+use crate::attention::gemm::{product, View};
 use crate::attention::logistic::{sigmoid_in_place, sigmoid_into};
 use crate::attention::recurrence::{accumulate, advance, forward_token, sums_len, Consts, Real};
 use crate::params::from_f64;
@@ -110,7 +112,7 @@ pub(crate) fn flow<E: Real>(
         kf,
         weights,
         scale,
-        v: Mat::strided(head.v, n, d, head.stride),
+        v: View::strided(head.v, n, d, head.stride),
         d,
     };
     if split {
@@ -134,7 +136,7 @@ struct Pairs<'a, E> {
     kf: &'a [E],
     weights: &'a [E],
     scale: &'a [E],
-    v: Mat<'a, E>,
+    v: View<'a, E>,
     d: usize,
 }
 
@@ -147,10 +149,10 @@ impl<E: Real> Pairs<'_, E> {
         product(
             scores,
             n,
-            Mat::rows(&self.qf[first * d..], rows, d),
-            Mat::rows(self.kf, n, d).t(),
-            Accumulate::Overwrite,
-            Split::Never,
+            View::rows(&self.qf[first * d..], rows, d),
+            View::rows(self.kf, n, d).t(),
+            false,
+            Parallelism::None,
         );
         for (i, row) in scores.chunks_exact_mut(n).enumerate() {
             let (seen, unseen) = row.split_at_mut(first + i + 1);
@@ -162,10 +164,10 @@ impl<E: Real> Pairs<'_, E> {
         product(
             out.data,
             out.stride,
-            Mat::rows(scores, rows, n),
+            View::rows(scores, rows, n),
             self.v,
-            Accumulate::Overwrite,
-            Split::Never,
+            false,
+            Parallelism::None,
         );
         for (i, &s) in self.scale[first..first + rows].iter().enumerate() {
             for x in out.row(i, d) {
@@ -205,6 +207,20 @@ fn flow_by_state<E: Real>(
     }
 }
 
+/// Multiply-adds per product (`rows · inner · columns`) from which a softmax product
+/// is split over the rayon pool: below, handing the halves to another thread costs
+/// about as much as it saves.
+const PARALLEL_MIN: usize = 1 << 20;
+
+/// The parallelism of a product of `macs` multiply-adds.
+fn split_when_large(macs: usize) -> Parallelism {
+    if macs >= PARALLEL_MIN {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    }
+}
+
 /// Output rows per block of the softmax scores.
 const SOFTMAX_BLOCK: usize = 64;
 
@@ -219,15 +235,15 @@ pub(crate) fn softmax<E: Real>(head: Head<E>, from: usize, scratch: &mut Vec<E>,
         let rows = end - start;
         scratch.clear();
         scratch.resize(rows * end, E::zero());
-        let queries = Mat::strided(&head.q[start * head.stride..], rows, d, head.stride);
-        let keys = Mat::strided(head.k, end, d, head.stride);
+        let queries = View::strided(&head.q[start * head.stride..], rows, d, head.stride);
+        let keys = View::strided(head.k, end, d, head.stride);
         product(
             scratch,
             end,
             queries,
             keys.t(),
-            Accumulate::Overwrite,
-            Split::WhenLarge,
+            false,
+            split_when_large(rows * d * end),
         );
         for (i, row) in scratch.chunks_exact_mut(end).enumerate() {
             let (seen, unseen) = row.split_at_mut(start + i + 1);
@@ -243,15 +259,15 @@ pub(crate) fn softmax<E: Real>(head: Head<E>, from: usize, scratch: &mut Vec<E>,
             }
             unseen.fill(E::zero());
         }
-        let values = Mat::strided(head.v, end, d, head.stride);
+        let values = View::strided(head.v, end, d, head.stride);
         let at = (start - from) * out.stride;
         product(
             &mut out.data[at..],
             out.stride,
-            Mat::rows(scratch, rows, end),
+            View::rows(scratch, rows, end),
             values,
-            Accumulate::Overwrite,
-            Split::WhenLarge,
+            false,
+            split_when_large(rows * d * end),
         );
         start = end;
     }

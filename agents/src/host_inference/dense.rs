@@ -3,14 +3,12 @@
 
 use dfdx::prelude::*;
 
+use gemm::Parallelism;
+
+use crate::attention::gemm::{product, View};
 use crate::attention::recurrence::Real;
 use crate::layers::{LayerNorm, Linear, WeightLayout};
 use crate::params::{from_f64, ParamStore};
-
-/// Multiply-adds per product (`rows · inputs · outputs`) from which a product is split
-/// over the rayon pool: below, handing the halves to another thread costs about as
-/// much as it saves.
-const PARALLEL_MIN: usize = 1 << 20;
 
 /// Bytes added to every row of a stored weight: with power-of-two widths, the
 /// weight's rows would start the same distance apart as the cache's sets repeat, and
@@ -116,10 +114,10 @@ impl<E: Real> HostLinear<E> {
         product(
             y,
             n,
-            Mat::rows(x, rows, k),
-            Mat::strided(&self.weight, k, n, self.stride),
-            Accumulate::Into,
-            Split::Never,
+            View::rows(x, rows, k),
+            View::strided(&self.weight, k, n, self.stride),
+            true,
+            Parallelism::None,
         );
         if accumulate || relu {
             for row in y[..rows * n].chunks_exact_mut(n) {
@@ -135,136 +133,6 @@ impl<E: Real> HostLinear<E> {
                 }
             }
         }
-    }
-}
-
-/// A read-only strided matrix: element `(r, c)` is `data[r * rs + c * cs]`.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<'a, E> {
-    data: &'a [E],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a, E> Mat<'a, E> {
-    /// The `rows x cols` matrix at the start of `data`, rows `rs` apart.
-    pub(crate) fn strided(data: &'a [E], rows: usize, cols: usize, rs: usize) -> Self {
-        Self {
-            data,
-            rows,
-            cols,
-            rs,
-            cs: 1,
-        }
-    }
-
-    /// The row-major `rows x cols` matrix at the start of `data`.
-    pub(crate) fn rows(data: &'a [E], rows: usize, cols: usize) -> Self {
-        Self::strided(data, rows, cols, cols)
-    }
-
-    /// The transposed matrix (no copy).
-    pub(crate) fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-
-    /// Whether every element lies inside `data`.
-    fn in_bounds(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
-    }
-}
-
-/// Whether a product overwrites its destination or adds to it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Accumulate {
-    /// `dst = a b`.
-    Overwrite,
-    /// `dst += a b`.
-    Into,
-}
-
-/// Whether a product may be split over the rayon pool.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Split {
-    /// From [`PARALLEL_MIN`] multiply-adds on.
-    WhenLarge,
-    /// Never: the caller already runs on one of several threads.
-    Never,
-}
-
-/// `dst = a b`, or `dst += a b`; `dst` holds `a.rows` rows of `b.cols` values,
-/// `dst_rs` apart.
-///
-/// # Panics
-/// If the inner sizes differ or a matrix does not fit its slice (a bug in the caller).
-pub(crate) fn product<E: Real>(
-    dst: &mut [E],
-    dst_rs: usize,
-    a: Mat<E>,
-    b: Mat<E>,
-    accumulate: Accumulate,
-    split: Split,
-) {
-    let accumulate = accumulate == Accumulate::Into;
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "host product: inner sizes differ");
-    let dst_fits = m == 0 || n == 0 || (n <= dst_rs && (m - 1) * dst_rs + n <= dst.len());
-    assert!(
-        a.in_bounds() && b.in_bounds() && dst_fits,
-        "host product: a matrix does not fit its slice"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_rs).take(m) {
-                row[..n].fill(E::zero());
-            }
-        }
-        return;
-    }
-    let parallelism = if split == Split::WhenLarge && m * k * n >= PARALLEL_MIN {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: every index the product reads or writes is in bounds (checked above),
-    // `dst` is exclusively borrowed and does not overlap the shared `a` and `b`, and
-    // `E` is f32 or f64, the types `gemm` takes (`Real` is implemented for the CPU
-    // float types).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            E::one(),
-            E::one(),
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 

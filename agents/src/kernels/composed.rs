@@ -93,12 +93,9 @@ where
     split_heads(y, bias, heads)
 }
 
-/// See [`super::bias_act`].
-pub fn bias_act<E, D, T>(
-    y: Tensor2<E, D, T>,
-    bias: Tensor1<E, D>,
-    act: Activation,
-) -> Tensor2<E, D, T>
+/// `act(y + bias)` over the rows of `y (N, O)` with `bias (O,)`: the bias and
+/// activation after [`linear`]'s product.
+fn bias_act<E, D, T>(y: Tensor2<E, D, T>, bias: Tensor1<E, D>, act: Activation) -> Tensor2<E, D, T>
 where
     E: Dtype + Float,
     D: Device<E>,
@@ -131,8 +128,9 @@ where
     }
 }
 
-/// See [`super::split_heads`].
-pub fn split_heads<E, D, T>(
+/// `y (B·L, H·D) + bias (H·D,)` -> `(B, H, L, D)`, head `i` being features
+/// `i·D..(i+1)·D`, as a permuted view: [`linear_heads`]' head split.
+fn split_heads<E, D, T>(
     y: Tensor2<E, D, T>,
     bias: Tensor1<E, D>,
     (b, l, h): (usize, usize, usize),

@@ -1,12 +1,12 @@
-//! Layout kernels on the CPU: token rows to attention heads and back, and row gathers.
-//! Plain copies (plus a bias on the way into the heads), sequences in parallel; the
-//! backward passes add the gradient back through the same index map.
+//! Layout kernels on the CPU: attention heads back to token rows, and row gathers.
+//! Plain copies, sequences in parallel; the backward passes add the gradient back
+//! through the same index map.
 
 use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use super::{read, release, zeroed, CpuBackward, Tensor1, Tensor2, Tensor4};
+use super::{read, release, zeroed, CpuBackward, Tensor2, Tensor4};
 
 /// Calls `f(offset in the token-major layout, offset in the head-major layout)` for the
 /// `d` values of every head `i` of every token `t` of one sequence of `l` tokens with
@@ -18,72 +18,6 @@ fn for_each_head_row(l: usize, h: usize, d: usize, mut f: impl FnMut(usize, usiz
             f(t * w + i * d, (i * l + t) * d);
         }
     }
-}
-
-/// `y (B·L, H·D) + bias -> (B, H, L, D)`; the backward pass when `trace`.
-pub(super) fn split_heads<E: Dtype + Float>(
-    y: Tensor2<E, Cpu>,
-    bias: Tensor1<E, Cpu>,
-    (b, l, h): (usize, usize, usize),
-    trace: bool,
-) -> (Tensor4<E, Cpu>, Option<CpuBackward<E>>) {
-    let w = y.shape().1;
-    let d = w / h;
-    let (ys, bs) = (read(&y), read(&bias));
-    let mut out = zeroed(ys.len());
-    let seq = l * w;
-    if seq > 0 {
-        out.par_chunks_mut(seq)
-            .zip(ys.par_chunks(seq))
-            .for_each(|(out, ys)| {
-                for_each_head_row(l, h, d, |src, dst| {
-                    let bias = &bs[src % w..][..d];
-                    for ((o, &v), &c) in out[dst..dst + d].iter_mut().zip(&ys[src..]).zip(bias) {
-                        *o = v + c;
-                    }
-                });
-            });
-    }
-    drop(ys);
-    let out = y.device().tensor_from_vec(out, (b, h, l, d));
-    if !trace {
-        return (out, None);
-    }
-    let (y_ghost, b_ghost, out_ghost) = (y.ghost(), bias.ghost(), out.ghost());
-    drop(y);
-    let backward = move |grads: &mut Gradients<E, Cpu>| -> Result<(), CpuError> {
-        grads.try_alloc_for(&y_ghost)?;
-        grads.try_alloc_for(&b_ghost)?;
-        grads.try_alloc_for(&out_ghost)?;
-        let g: Vec<E> = release(grads.get_or_alloc_mut(&out_ghost)?);
-        if seq == 0 {
-            return Ok(());
-        }
-        let gy: &mut Vec<E> = grads.get_or_alloc_mut(&y_ghost)?;
-        let partial: Vec<Vec<E>> = gy
-            .par_chunks_mut(seq)
-            .zip(g.par_chunks(seq))
-            .map(|(gy, g)| {
-                let mut db = vec![E::zero(); w];
-                for_each_head_row(l, h, d, |src, dst| {
-                    let db = &mut db[src % w..][..d];
-                    for ((s, a), &v) in gy[src..src + d].iter_mut().zip(db).zip(&g[dst..]) {
-                        *s += v;
-                        *a += v;
-                    }
-                });
-                db
-            })
-            .collect();
-        let gb = grads.get_or_alloc_mut(&b_ghost)?;
-        for db in &partial {
-            for (s, &v) in gb.iter_mut().zip(db) {
-                *s += v;
-            }
-        }
-        Ok(())
-    };
-    (out, Some(Box::new(backward)))
 }
 
 /// `o (B, H, L, M) -> (B·L, H·M)`; the backward pass when `trace`.

@@ -1,6 +1,6 @@
-//! Fused pointwise kernels on the CPU: bias plus activation, dropout plus residual.
-//! Each saves at most a one-bit mask per value for its backward pass; both directions
-//! run over blocks of values in parallel.
+//! Fused pointwise kernels on the CPU: dropout, and dropout plus residual. The backward
+//! pass keeps a one-bit mask per value; both directions run over blocks of values in
+//! parallel. The mask type, [`BitMask`], also serves the fused linear maps' ReLU.
 
 use dfdx::prelude::*;
 use num_traits::Float;
@@ -9,80 +9,11 @@ use rand_chacha::ChaCha12Rng;
 use rand_distr::{Bernoulli, Distribution};
 use rayon::prelude::*;
 
-use super::{
-    add_into, cast, read, release, rows_per_task, Activation, CpuBackward, Tensor1, Tensor2,
-};
+use super::{add_into, cast, read, release, CpuBackward};
 
 /// Values per parallel block of the pointwise passes: a multiple of 64, so that a block
 /// covers whole words of a [`BitMask`].
 const BLOCK: usize = 64 * 256;
-
-/// `act(y + bias)`; the backward pass when `trace`.
-pub(super) fn bias_act<E: Dtype + Float>(
-    y: Tensor2<E, Cpu>,
-    bias: Tensor1<E, Cpu>,
-    act: Activation,
-    trace: bool,
-) -> (Tensor2<E, Cpu>, Option<CpuBackward<E>>) {
-    let (n, o) = *y.shape();
-    let mut out = read(&y);
-    let bs = read(&bias);
-    let rows = rows_per_task(o);
-    if o > 0 {
-        out.par_chunks_mut(rows * o).for_each(|chunk| {
-            for row in chunk.chunks_exact_mut(o) {
-                for (v, &b) in row.iter_mut().zip(&bs) {
-                    let z = *v + b;
-                    *v = match act {
-                        Activation::Identity => z,
-                        Activation::Relu => z.max(E::zero()),
-                    };
-                }
-            }
-        });
-    }
-    let positive: Option<BitMask> =
-        (trace && act == Activation::Relu).then(|| BitMask::from_values(&out, |v| v > E::zero()));
-    let out = y.device().tensor_from_vec(out, (n, o));
-    if !trace {
-        return (out, None);
-    }
-    let (y_ghost, b_ghost, out_ghost) = (y.ghost(), bias.ghost(), out.ghost());
-    drop(y);
-    let backward = move |grads: &mut Gradients<E, Cpu>| -> Result<(), CpuError> {
-        grads.try_alloc_for(&y_ghost)?;
-        grads.try_alloc_for(&b_ghost)?;
-        grads.try_alloc_for(&out_ghost)?;
-        let mut g: Vec<E> = release(grads.get_or_alloc_mut(&out_ghost)?);
-        if let Some(positive) = &positive {
-            positive.zero_unset(&mut g);
-        }
-        let partial: Vec<Vec<E>> = if o == 0 {
-            Vec::new()
-        } else {
-            g.par_chunks(rows * o)
-                .map(|chunk| {
-                    let mut db = vec![E::zero(); o];
-                    for row in chunk.chunks_exact(o) {
-                        for (s, &v) in db.iter_mut().zip(row) {
-                            *s += v;
-                        }
-                    }
-                    db
-                })
-                .collect()
-        };
-        let gb = grads.get_or_alloc_mut(&b_ghost)?;
-        for db in &partial {
-            for (s, &v) in gb.iter_mut().zip(db) {
-                *s += v;
-            }
-        }
-        add_into(grads.get_or_alloc_mut(&y_ghost)?, &g);
-        Ok(())
-    };
-    (out, Some(Box::new(backward)))
-}
 
 /// `dropout(x, p) + residual` (no residual: `dropout(x, p)`); `p == 0` with a residual
 /// is a plain sum. The mask is dfdx's: a seed from the device's stream, then one

@@ -1,5 +1,7 @@
-//! Fused kernels for the layers' hot paths: LayerNorm, bias plus activation, dropout
-//! and dropout plus residual, each with a hand-derived backward pass.
+//! Fused kernels for the layers' hot paths: linear maps with their bias and activation
+//! (or split into attention heads), LayerNorm, dropout and dropout plus residual, the
+//! heads' merge back into token rows and row gathers, each with a hand-derived backward
+//! pass.
 //!
 //! dfdx's composed elementwise ops are single-threaded, allocate a tensor per op and
 //! keep every intermediate until the backward pass ends. On `Cpu` these functions run
@@ -157,10 +159,12 @@ where
     same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
 }
 
-/// Several linear maps of one input `x (B·L, I)`, each output split into `h`
-/// attention heads as [`split_heads`] does: `[split_heads(x W_j + b_j)]` (an
-/// attention's queries, keys and values). On `Cpu` the maps run as one product of
-/// their weights side by side; the first output carries the tape.
+/// Several linear maps of one input `x (B·L, I)`, each output `x W_j + b_j
+/// (B·L, H·D)` split into `h` attention heads `(B, H, L, D)`, head `i` being features
+/// `i·D..(i+1)·D` (an attention's queries, keys and values; [`merge_heads`] is the
+/// inverse layout). On `Cpu` the maps run as one product of their weights side by
+/// side and the outputs are contiguous (a permuted view elsewhere); the first output
+/// carries the tape.
 ///
 /// # Panics
 /// If the sizes disagree (`I` columns for every map, `B·L` rows, `h` dividing every
@@ -243,31 +247,6 @@ where
     same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
 }
 
-/// `act(y + bias)` over the rows of `y (N, O)` with `bias (O,)`: a linear map's bias and
-/// the activation after it.
-///
-/// # Panics
-/// If `bias` does not have `O` entries.
-pub fn bias_act<E, D, T>(
-    y: Tensor2<E, D, T>,
-    bias: Tensor1<E, D>,
-    act: Activation,
-) -> Tensor2<E, D, T>
-where
-    E: Dtype + Float,
-    D: Device<E>,
-    T: Tape<E, D>,
-{
-    assert_eq!(bias.shape().0, y.shape().1, "bias_act: bias width");
-    if !on_cpu::<E, D>() {
-        return composed::bias_act(y, bias, act);
-    }
-    let (y, mut tape) = y.contiguous().split_tape();
-    let (out, backward) = cpu_pointwise::bias_act(same(y), same(bias), act, T::OWNS_TAPE);
-    record::<E, D, T>(&mut tape, backward);
-    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
-}
-
 /// Inverted dropout that always drops (the caller gates it on training): each value is
 /// zeroed with probability `p` and the others are divided by `1 - p`. The mask comes
 /// from the device's seeded stream exactly as dfdx's `dropout` draws it, so both paths
@@ -320,38 +299,9 @@ where
     same::<Tensor<S, E, Cpu>, Tensor<S, E, D>>(out).put_tape(tape)
 }
 
-/// Attention heads of token rows: `y (B·L, H·D)` of `b` sequences of `l` tokens plus
-/// `bias (H·D,)` -> `(B, H, L, D)`, head `i` being features `i·D..(i+1)·D` (a linear
-/// map's bias fused with the head split). The output is contiguous on `Cpu` and a
-/// permuted view elsewhere.
-///
-/// # Panics
-/// If the sizes disagree (`B·L` rows, `H` dividing the width, the bias width).
-pub fn split_heads<E, D, T>(
-    y: Tensor2<E, D, T>,
-    bias: Tensor1<E, D>,
-    (b, l, h): (usize, usize, usize),
-) -> Tensor4<E, D, T>
-where
-    E: Dtype + Float,
-    D: Device<E>,
-    T: Tape<E, D>,
-{
-    let (n, w) = *y.shape();
-    assert_eq!(n, b * l, "split_heads: {n} rows for {b} sequences of {l}");
-    assert!(h > 0 && w % h == 0, "split_heads: {h} heads of width {w}");
-    assert_eq!(bias.shape().0, w, "split_heads: bias width");
-    if !on_cpu::<E, D>() {
-        return composed::split_heads(y, bias, (b, l, h));
-    }
-    let (y, mut tape) = y.contiguous().split_tape();
-    let (out, backward) = cpu_layout::split_heads(same(y), same(bias), (b, l, h), T::OWNS_TAPE);
-    record::<E, D, T>(&mut tape, backward);
-    same::<Tensor4<E, Cpu>, Tensor4<E, D>>(out).put_tape(tape)
-}
-
-/// The inverse layout of [`split_heads`] (without a bias): `o (B, H, L, M)` ->
-/// `(B·L, H·M)` token rows with the heads side by side. Free for one head.
+/// The inverse layout of [`linear_heads`]' head split: `o (B, H, L, M)` ->
+/// `(B·L, H·M)` token rows with the heads side by side (head `i` as features
+/// `i·M..(i+1)·M`). Free for one head.
 pub fn merge_heads<E, D, T>(o: Tensor4<E, D, T>) -> Tensor2<E, D, T>
 where
     E: Dtype + Float,

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod cpu_time;
 pub mod data;
 pub mod eval;
 pub mod logging;

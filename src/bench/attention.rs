@@ -5,6 +5,7 @@
 
 use super::memory::{allocator_counts, PeakWindow};
 use super::ms;
+use crate::cpu_time::process_cpu_seconds;
 use anyhow::{bail, Context};
 use dfdx::prelude::*;
 use flowrl_agents::attention::{
@@ -224,18 +225,6 @@ fn measure(args: &AttentionArgs, case: Case, core: Core) -> Measured {
         runs,
         cpu: cpu.map(|c| c / runs as f64),
     }
-}
-
-/// Processor seconds used by this process so far, all threads (Linux: `/proc/self/stat`,
-/// user + system time in 1/100 s ticks).
-fn process_cpu_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) start at field 3, the state.
-    let rest = text.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let user: f64 = fields.next()?.parse().ok()?;
-    let system: f64 = fields.next()?.parse().ok()?;
-    Some((user + system) / 100.0)
 }
 
 /// One forward(+backward) run: seconds and peak bytes above the baseline (inputs included).

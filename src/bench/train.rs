@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::memory::{allocator_counts, PeakWindow};
+use crate::cpu_time::process_cpu_seconds;
 
 /// State and action sizes of every configuration (HalfCheetah / Walker2d).
 const OBS_DIM: usize = 17;
@@ -319,27 +320,6 @@ fn step(
         update,
         cpu,
     })
-}
-
-/// CPU seconds (user plus system, all threads) the process has used so far; `None`
-/// where the platform does not say. On a loaded machine this moves less than wall time.
-fn process_cpu_seconds() -> Option<f64> {
-    #[cfg(unix)]
-    {
-        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        // SAFETY: getrusage only writes the struct it is given, which is large enough.
-        if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
-            return None;
-        }
-        // SAFETY: getrusage succeeded, so it filled the struct (which started zeroed).
-        let usage = unsafe { usage.assume_init() };
-        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-        Some(secs(usage.ru_utime) + secs(usage.ru_stime))
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
 }
 
 /// A random full batch (no padding) in the data layer's host layout.

@@ -106,19 +106,3 @@ impl EntryRecord {
         self.eval.targets.first()?.normalised.map(|n| n.mean)
     }
 }
-
-/// CPU time (user + system, all threads) of this process so far, in seconds; `None`
-/// where `/proc/self/stat` is not available. On a shared machine it measures the
-/// work done, where wall-clock time also counts the waiting.
-pub fn process_cpu_seconds() -> Option<f64> {
-    /// Linux reports these times in clock ticks of 1/100 s (USER_HZ).
-    const TICKS_PER_SECOND: f64 = 100.0;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces):
-    // state is field 3; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / TICKS_PER_SECOND)
-}

@@ -11,11 +11,12 @@ use anyhow::{bail, Context};
 use flowrl_envs::Tier;
 
 use super::entry::{entries, same_training, Entry, EntryState, Filter};
-use super::record::{process_cpu_seconds, DatasetFacts, EntryRecord, TrainFacts, RECORD_FORMAT};
+use super::record::{DatasetFacts, EntryRecord, TrainFacts, RECORD_FORMAT};
 use super::report::write_report;
 use super::spec::SuiteSpec;
 use crate::collect::{collect_with_bar, dataset_file_name};
 use crate::config::{Config, DatasetConfig};
+use crate::cpu_time::process_cpu_seconds;
 use crate::data::stats::DatasetInfo;
 use crate::data::store;
 use crate::eval::evaluate;

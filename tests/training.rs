@@ -11,6 +11,7 @@ use flowrl::config::{Config, Override};
 use flowrl::data::{store, DatasetBuilder, Ending, Metadata, Provenance, Space};
 use flowrl::logging::{read_scalars, tb_dir};
 use flowrl::train::{self, run_dir, TrainOptions};
+use flowrl_agents::params::ParamStore;
 use flowrl_envs::Tier;
 
 /// A tiny Decision-Flowformer run on `dataset`, with `--set`-style overrides.
@@ -96,8 +97,11 @@ fn losses(dir: &Path) -> Vec<u32> {
 /// Every parameter's name and value bits at the checkpoint of `step` (the safetensors
 /// header's metadata order is not fixed, so files are compared by content).
 fn param_bits(dir: &Path, step: u64) -> Vec<(String, Vec<u32>)> {
-    let loaded = train::load(dir, Some(step)).unwrap();
-    let params = loaded.agent.params();
+    bits_of(train::load(dir, Some(step)).unwrap().agent.params())
+}
+
+/// Every parameter's name and value bits.
+fn bits_of(params: &ParamStore<f32, dfdx::prelude::Cpu>) -> Vec<(String, Vec<u32>)> {
     params
         .ids()
         .map(|id| {
@@ -581,15 +585,11 @@ fn init_from_copies_parameters_stretches_the_timestep_table_and_rejects_mismatch
                     _: u64,
                     agent: &flowrl_agents::agent::Agent<f32, dfdx::prelude::Cpu>,
                     _: &train::Preprocessing| {
-        let p = agent.params();
-        seen.lock().unwrap().extend(p.ids().map(|id| {
-            let bits: Vec<u32> = p.values(id).into_iter().map(f32::to_bits).collect();
-            (p.name(id).to_string(), bits)
-        }));
+        seen.lock().unwrap().extend(bits_of(agent.params()));
         Ok(Vec::new())
     };
-    // Step 0 is the warm start itself: read the parameters before any update through
-    // a zero learning rate.
+    // The hook sees the parameters after one update at a learning rate of 1e-12, which
+    // moves no parameter measurably.
     let cfg = Config {
         train: flowrl::config::TrainConfig {
             lr: 1e-12,
@@ -666,4 +666,23 @@ fn init_from_copies_parameters_stretches_the_timestep_table_and_rejects_mismatch
     );
     let e = err(&["train.init_from=\"nowhere\""]);
     assert!(e.contains("nowhere") && e.contains("no such folder"), "{e}");
+    // A checkpoint's files outside `<run>/checkpoints/` name no run.
+    let copied = tmp.path().join("best/step-10");
+    std::fs::create_dir_all(&copied).unwrap();
+    for file in std::fs::read_dir(&from).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, copied.join(file.file_name().unwrap())).unwrap();
+    }
+    let e = err(&[&format!(
+        "train.init_from={:?}",
+        copied.display().to_string()
+    )]);
+    assert!(e.contains("is not a checkpoint folder"), "{e}");
+
+    // A failed warm start leaves nothing that stops a corrected start in its folder.
+    let retry = tmp.path().join("retry");
+    let bad = config(&data, &["train.steps=1", "train.init_from=\"nowhere\""]);
+    train::start(bad, &retry, &TrainOptions::default(), None).unwrap_err();
+    let good = config(&data, &["train.steps=1"]);
+    train::start(good, &retry, &TrainOptions::default(), None).unwrap();
 }

@@ -36,6 +36,11 @@ pub fn checkpoint_name(step: u64) -> String {
     format!("step-{step}")
 }
 
+/// The step a checkpoint folder name `step-<N>` stands for.
+pub fn checkpoint_step(name: &str) -> Option<u64> {
+    name.strip_prefix("step-")?.parse().ok()
+}
+
 /// Folder of the checkpoint at `step`.
 pub fn checkpoint_dir(run: &Path, step: u64) -> PathBuf {
     checkpoints(run).join(checkpoint_name(step))
@@ -53,11 +58,7 @@ pub fn checkpoint_steps(run: &Path) -> anyhow::Result<Vec<u64>> {
     {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let name = entry.file_name();
-        if let Some(step) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("step-"))
-            .and_then(|n| n.parse().ok())
-        {
+        if let Some(step) = name.to_str().and_then(checkpoint_step) {
             steps.push(step);
         }
     }
@@ -79,7 +80,6 @@ pub fn latest_step(run: &Path) -> anyhow::Result<u64> {
         )
     })?;
     let name = text.trim();
-    name.strip_prefix("step-")
-        .and_then(|n| n.parse().ok())
+    checkpoint_step(name)
         .with_context(|| format!("{}: expected `step-<N>`, found `{name}`", path.display()))
 }

@@ -152,7 +152,6 @@ pub fn start(
     let ds = prepare::load_dataset(&config, &prepare::collected_path(run))?;
     let seeds = Seeds::from_config_seed(config.seed);
     let plan = prepare::plan(&config, &ds, seeds.sampler)?;
-    config.save(&run.join(CONFIG_FILE))?;
     let dev = Cpu::seed_from_u64(seeds.dropout);
     let mut agent = Agent::new(&dev, plan.agent, seeds.init).context("cannot build the agent")?;
     if let Some(source) = &config.train.init_from {
@@ -167,6 +166,9 @@ pub fn start(
             warm.step
         );
     }
+    // Saved once the agent stands: a failed warm start leaves no config that would
+    // mark the folder as holding a run.
+    config.save(&run.join(CONFIG_FILE))?;
     let optimizer = AdamW::new(agent.params(), adamw_config(&config))?;
     let draws_per_step = streams::draws_per_step(&plan.agent)?;
     let sampler =

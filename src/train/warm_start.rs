@@ -52,9 +52,11 @@ fn resolve(source: &Path) -> anyhow::Result<(PathBuf, Option<u64>)> {
     let step = source
         .file_name()
         .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("step-"))
-        .and_then(|n| n.parse::<u64>().ok());
-    let run = source.parent().and_then(Path::parent);
+        .and_then(run_dir::checkpoint_step);
+    let run = source
+        .parent()
+        .filter(|p| p.file_name() == Some(run_dir::CHECKPOINTS_DIR.as_ref()))
+        .and_then(Path::parent);
     match (run, step) {
         (Some(run), Some(step)) => Ok((run.to_path_buf(), Some(step))),
         _ => bail!(

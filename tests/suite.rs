@@ -438,6 +438,14 @@ fn warm_start_entries_start_from_the_earlier_environments_trained_models() {
 
     let done = suite::run(&options(&config, &out)).unwrap();
     assert_eq!(done.ran, 4);
+    // The same output folder by another name: warm starts name run folders in it, yet
+    // nothing is stale or run again.
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("out-link");
+        std::os::unix::fs::symlink(&out, &link).unwrap();
+        assert_eq!(suite::run(&options(&config, &link)).unwrap().ran, 0);
+    }
     for agent in ["dff-ep", "dt"] {
         let source = out.join(format!("runs/TMaze-Passive-L4/medium-expert/{agent}/seed0"));
         let first = EntryRecord::read(&out.join(format!(
@@ -542,6 +550,13 @@ fn warm_start_entries_start_from_the_earlier_environments_trained_models() {
         let err = load_error(&text);
         assert!(err.contains("env[1]") && err.contains(expected), "{err}");
     }
+    // ... wherever experiment keys are set.
+    let text = CURRICULUM.replacen("[base]\n", "[base]\ntrain.init_from = \"x\"\n", 1);
+    assert!(load_error(&text).contains("use `warm_start`"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_suite(dir.path(), CURRICULUM);
+    let err = SuiteSpec::load(&path, &["train.init_from=\"x\"".into()]).unwrap_err();
+    assert!(err.to_string().contains("use `warm_start`"), "{err}");
     let text = CURRICULUM.replacen(
         "targets = [1.0]\n",
         "targets = [1.0]\ntiers = [\"expert\"]\n",

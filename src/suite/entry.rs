@@ -77,22 +77,17 @@ impl Entry {
         )
     }
 
-    /// The entry's resolved experiment config in the output folder `out`: the suite's
-    /// keys, and for an environment with `warm_start`, `train.init_from` = the run
-    /// folder of the [`Entry::warm_start`] entry.
-    pub fn config(&self, spec: &SuiteSpec, out: &Path) -> anyhow::Result<Config> {
-        let mut config = spec
-            .config(
-                &spec.envs[self.env],
-                &self.tier,
-                &spec.agents[self.agent],
-                self.seed,
-            )
-            .with_context(|| format!("entry {}: invalid experiment config", self.id(spec)))?;
-        if let Some(source) = self.warm_start(spec) {
-            config.train.init_from = Some(source.run_dir(out, spec));
-        }
-        Ok(config)
+    /// The entry's resolved experiment config: the suite's keys. What depends on the
+    /// output folder (the dataset file, and `train.init_from` = the run folder of the
+    /// [`Entry::warm_start`] entry) is set when the entry runs.
+    pub fn config(&self, spec: &SuiteSpec) -> anyhow::Result<Config> {
+        spec.config(
+            &spec.envs[self.env],
+            &self.tier,
+            &spec.agents[self.agent],
+            self.seed,
+        )
+        .with_context(|| format!("entry {}: invalid experiment config", self.id(spec)))
     }
 
     /// The entry whose trained model initialises this one: the same tier, agent and
@@ -124,7 +119,7 @@ impl Entry {
         let result = self.result_file(out, spec);
         if result.exists() {
             let record = EntryRecord::read(&result)?;
-            return Ok(if record.config()? == *config {
+            return Ok(if same_config(&record.config()?, config) {
                 EntryState::Done
             } else {
                 EntryState::Stale
@@ -147,6 +142,17 @@ impl Entry {
     }
 }
 
+/// Whether a recorded config is the entry's `config`, wherever the output folder lies
+/// (a warm start's `train.init_from` names a run folder in it).
+pub fn same_config(recorded: &Config, config: &Config) -> bool {
+    let strip = |c: &Config| {
+        let mut c = c.clone();
+        c.train.init_from = None;
+        c
+    };
+    strip(recorded) == strip(config)
+}
+
 /// Whether a run folder's saved config trains the same as `config` (whose dataset is
 /// collected; the run's names the cached file instead).
 pub fn same_training(saved: &Config, config: &Config) -> bool {
@@ -154,7 +160,7 @@ pub fn same_training(saved: &Config, config: &Config) -> bool {
         dataset: Default::default(),
         ..c.clone()
     };
-    strip(saved) == strip(config)
+    same_config(&strip(saved), &strip(config))
 }
 
 /// One `--filter key=value[,value...]` condition.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use flowrl_envs::Tier;
 
-use super::entry::{entries, same_training, Entry, EntryState, Filter};
+use super::entry::{entries, same_config, same_training, Entry, EntryState, Filter};
 use super::record::{DatasetFacts, EntryRecord, TrainFacts, RECORD_FORMAT};
 use super::report::write_report;
 use super::spec::SuiteSpec;
@@ -66,7 +66,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<SuiteOutcome> {
         .iter()
         .filter(|e| opts.filters.iter().all(|f| f.accepts(&spec, e)))
     {
-        let config = entry.config(&spec, &out)?;
+        let config = entry.config(&spec)?;
         let state = entry.state(&out, &spec, &config)?;
         selected.push((entry.clone(), config, state));
     }
@@ -109,6 +109,26 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<SuiteOutcome> {
         .iter()
         .filter(|(_, _, s)| *s != EntryState::Done)
         .collect();
+    // A warm-started entry starts from its source's trained model: finished already,
+    // or run earlier in this call.
+    for (i, (entry, _, state)) in todo.iter().enumerate() {
+        let Some(source) = entry.warm_start(&spec) else {
+            continue;
+        };
+        let earlier = todo[..i].iter().any(|(e, _, _)| *e == source);
+        if *state == EntryState::Pending
+            && !earlier
+            && source.state(&out, &spec, &source.config(&spec)?)? != EntryState::Done
+        {
+            bail!(
+                "suite entry {} starts from the trained model of entry {}, which is not \
+                 finished: run that entry first (the suite runs it first when both are \
+                 selected)",
+                entry.id(&spec),
+                source.id(&spec)
+            );
+        }
+    }
     println!(
         "suite {}: {} entries selected, {} already done, {} to run; output {}",
         spec.name,
@@ -177,7 +197,7 @@ fn done_records(
         let path = entry.result_file(out, spec);
         if path.exists() {
             let record = EntryRecord::read(&path)?;
-            if record.config()? == entry.config(spec, out)? {
+            if same_config(&record.config()?, &entry.config(spec)?) {
                 done.push((entry.clone(), record));
             }
         }
@@ -329,21 +349,14 @@ fn run_entry(
     )?;
     let data = std::path::absolute(&data)
         .with_context(|| format!("cannot make {} absolute", data.display()))?;
+    let mut config = config.clone();
+    config.train.init_from = entry.warm_start(spec).map(|s| s.run_dir(out, spec));
     let mut train_config = config.clone();
     train_config.dataset = DatasetConfig {
         path: Some(data),
         ..DatasetConfig::default()
     };
     let run = entry.run_dir(out, spec);
-    if let (Some(source), EntryState::Pending) = (entry.warm_start(spec), state) {
-        if !source.result_file(out, spec).is_file() {
-            bail!(
-                "it starts from the trained model of entry {}, which is not finished: \
-                 run that entry first (the suite runs it first when both are selected)",
-                source.id(spec)
-            );
-        }
-    }
     let opts = TrainOptions::default();
     let train_start = Instant::now();
     let train_cpu = process_cpu_seconds();
@@ -364,7 +377,7 @@ fn run_entry(
 
     let eval_start = Instant::now();
     let loaded = train::load(&run, None)?;
-    if !same_training(&loaded.config, config) {
+    if !same_training(&loaded.config, &config) {
         bail!(
             "{}: the run's config differs from the suite's for this entry",
             run.display()

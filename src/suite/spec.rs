@@ -252,16 +252,6 @@ impl SuiteSpec {
                 .integer(t, &p, "dataset_episodes", 1)?
                 .unwrap_or(dataset_episodes);
             let set = settings(r, &r.table(t, &p, "set")?, &join(&p, "set"))?;
-            if let Some(s) = set.iter().find(|s| s.key == "train.init_from") {
-                return Err(r.error(
-                    &join(&join(&join(&p, "set"), "train"), "init_from"),
-                    format!(
-                        "use `warm_start` (an earlier environment's id) to start this \
-                         environment's entries from trained models; found {}",
-                        s.value
-                    ),
-                ));
-            }
             let warm_start = match r.string(t, &p, "warm_start")? {
                 None => None,
                 Some(from) => Some(warm_start_source(r, &envs, &p, &from, &tiers)?),
@@ -548,6 +538,12 @@ fn settings(r: &Reader<'_>, table: &Table, path: &[Segment]) -> Result<Vec<Setti
 
 /// Why `key` cannot be set by `[base]`, `set` or `--set`, if it is a matrix key.
 fn reserved(key: &str) -> Option<String> {
+    if key == "train.init_from" {
+        return Some(format!(
+            "use `warm_start` (an earlier environment's id, in an [[env]] table) to start \
+             entries from trained models: the suite sets `train.init_from` itself; found `{key}`"
+        ));
+    }
     MATRIX_KEYS
         .iter()
         .find(|m| key == **m || key.starts_with(&format!("{m}.")))

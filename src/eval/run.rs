@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use dfdx::prelude::Cpu;
 use flowrl_agents::acting::ContextMode;
 use flowrl_agents::agent::Agent;
@@ -89,12 +88,8 @@ pub fn report_file(run: &Path, step: u64, context: ContextMode, seed: u64) -> Pa
     ))
 }
 
-/// Writes `report` as JSON to `path` atomically, creating its folder.
+/// Writes `report` as JSON to `path` atomically (its folder created if need be).
 pub fn write_report_file(path: &Path, report: &EvalReport) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
-    }
     crate::atomic::write_bytes_atomic(path, report.to_json()?.as_bytes())
 }
 

@@ -217,8 +217,13 @@ pub fn line_chart_png(chart: &LineChart) -> anyhow::Result<Vec<u8>> {
         let n = chart.series.len();
         for (i, (s, entry)) in chart.series.iter().zip(&legend).enumerate() {
             let marked = s.points.len() <= LineChart::MARKER_LIMIT;
-            // Marked series: each one wider than the ones drawn over it.
-            let extra = if marked { 2 * (n - 1 - i) as u32 } else { 0 };
+            // Marked series: each one wider than the ones drawn over it (coinciding
+            // lines stay visible), by at most 6 pixels.
+            let extra = if marked {
+                2 * (n - 1 - i).min(3) as u32
+            } else {
+                0
+            };
             let style = entry.colour.stroke_width(2 + extra);
             ctx.draw_series(LineSeries::new(s.points.iter().copied(), style))
                 .map_err(draw_error)?;

@@ -6,8 +6,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use super::entry::Entry;
 use super::record::EntryRecord;
 use super::spec::{EnvSpec, SuiteSpec};
@@ -102,9 +100,22 @@ pub fn write_report(
     Ok(path)
 }
 
+/// The recorded results of `agent` on `env`'s `tier` dataset (one per seed).
+fn records<'a>(
+    done: &'a [(Entry, EntryRecord)],
+    env: &str,
+    tier: &str,
+    agent: &str,
+) -> Vec<&'a EntryRecord> {
+    done.iter()
+        .map(|(_, r)| r)
+        .filter(|r| r.env == env && r.tier == tier && r.agent == agent)
+        .collect()
+}
+
 /// An environment id's family and memory length: `TMaze-Passive-L250` is
 /// `("TMaze-Passive", 250)`; `None` for ids without a `-L<digits>` suffix.
-pub fn memory_length(id: &str) -> Option<(&str, u64)> {
+fn memory_length(id: &str) -> Option<(&str, u64)> {
     let (family, digits) = id.rsplit_once("-L")?;
     let length = digits
         .bytes()
@@ -145,12 +156,7 @@ fn memory_section(
 ) -> anyhow::Result<()> {
     let families = memory_families(spec);
     let success = |env: &str, tier: &str, agent: &str| -> Option<f64> {
-        let records: Vec<&EntryRecord> = done
-            .iter()
-            .map(|(_, r)| r)
-            .filter(|r| r.env == env && r.tier == tier && r.agent == agent)
-            .collect();
-        Cell::of(&records, 0)?.success
+        Cell::of(&records(done, env, tier, agent), 0)?.success
     };
     let mut header = false;
     for (family, members) in families {
@@ -185,11 +191,7 @@ fn memory_section(
             continue;
         }
         if !header {
-            let _ = writeln!(
-                md,
-                "## Success rate against memory length
-"
-            );
+            let _ = writeln!(md, "## Success rate against memory length\n");
             let _ = writeln!(
                 md,
                 "Environments that differ only in their memory length (`-L<length>`): success \
@@ -214,8 +216,6 @@ fn memory_section(
             }
             let _ = writeln!(md);
         }
-        std::fs::create_dir_all(plots)
-            .with_context(|| format!("cannot create the folder {}", plots.display()))?;
         let mut chart = LineChart::new(
             &format!("{family}: success rate against memory length"),
             "memory length L",
@@ -242,12 +242,7 @@ fn env_section(
     done: &[(Entry, EntryRecord)],
     plots: &Path,
 ) -> anyhow::Result<()> {
-    let records_of = |tier: &str, agent: &str| -> Vec<&EntryRecord> {
-        done.iter()
-            .map(|(_, r)| r)
-            .filter(|r| r.env == env.id && r.tier == tier && r.agent == agent)
-            .collect()
-    };
+    let records_of = |tier: &str, agent: &str| records(done, &env.id, tier, agent);
     let seeds = spec.seeds.len();
     let names: Vec<&str> = spec.agents.iter().map(|a| a.name.as_str()).collect();
     let _ = writeln!(md, "## {}\n", env.id);
@@ -296,8 +291,6 @@ fn env_section(
         let _ = writeln!(md, "No results yet.\n");
         return Ok(());
     }
-    std::fs::create_dir_all(plots)
-        .with_context(|| format!("cannot create the folder {}", plots.display()))?;
     let tiers: Vec<&str> = env.tiers.iter().map(String::as_str).collect();
     let mut chart = BarChart::new(
         &format!("{}: normalised score at target {}", env.id, env.targets[0]),

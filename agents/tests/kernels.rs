@@ -2,22 +2,11 @@
 //! path): forward values and every gradient, in f64 and f32, on traced and untraced
 //! inputs, including a strided (permuted) input.
 
+mod common;
+
+use common::{grad_of, rel_err};
 use dfdx::prelude::*;
 use flowrl_agents::kernels::{self, composed, Affine, Tensor1, Tensor2};
-
-/// Max absolute difference relative to `1 + max |b|`.
-fn rel_err<E: num_traits::Float>(a: &[E], b: &[E]) -> f64 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    let scale = 1.0
-        + b.iter()
-            .map(|v| v.to_f64().unwrap_or(f64::NAN).abs())
-            .fold(0.0, f64::max);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x.to_f64().unwrap_or(f64::NAN) - y.to_f64().unwrap_or(f64::NAN)).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
 
 /// Random test inputs of one element type on one device.
 struct Inputs<E: Dtype> {
@@ -86,18 +75,6 @@ where
     let gw = grad_of(&mut grads, &w);
     let gb = grad_of(&mut grads, &b);
     (values, [gx, gr, gw, gb])
-}
-
-/// The gradient of `t` (zeros when the loss does not reach it).
-fn grad_of<S: Shape, E>(grads: &mut Gradients<E, Cpu>, t: &Tensor<S, E, Cpu>) -> Vec<E>
-where
-    E: Dtype,
-    Cpu: Device<E>,
-{
-    grads
-        .try_alloc_for(t)
-        .unwrap_or_else(|e| panic!("allocating a gradient: {e}"));
-    grads.get(t).as_vec()
 }
 
 /// Fused and composed paths agree within `tol` on values and on all four gradients.

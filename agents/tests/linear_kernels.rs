@@ -3,34 +3,11 @@
 //! forward values and the gradients of the input, the weights and the biases, in f64
 //! and f32, for both weight layouts, with and without a bias, and through a strided input.
 
+mod common;
+
+use common::{grad_of, rel_err};
 use dfdx::prelude::*;
 use flowrl_agents::kernels::{self, composed, Activation, Affine, Tensor2};
-
-/// Max absolute difference relative to `1 + max |b|`.
-fn rel_err<E: num_traits::Float>(a: &[E], b: &[E]) -> f64 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    let scale = 1.0
-        + b.iter()
-            .map(|v| v.to_f64().unwrap_or(f64::NAN).abs())
-            .fold(0.0, f64::max);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x.to_f64().unwrap_or(f64::NAN) - y.to_f64().unwrap_or(f64::NAN)).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
-
-/// The gradient of `t` (zeros when the loss does not reach it).
-fn grad_of<S: Shape, E>(grads: &mut Gradients<E, Cpu>, t: &Tensor<S, E, Cpu>) -> Vec<E>
-where
-    E: Dtype,
-    Cpu: Device<E>,
-{
-    grads
-        .try_alloc_for(t)
-        .unwrap_or_else(|e| panic!("allocating a gradient: {e}"));
-    grads.get(t).as_vec()
-}
 
 /// A map of `inputs -> outputs` with random parameters stored in `layout` order.
 fn affine<E>(dev: &Cpu, (i, o): (usize, usize), out_in: bool, bias: bool) -> Affine<E, Cpu>

@@ -16,8 +16,9 @@ use crate::layers::Tensor2;
 use crate::params::ParamStore;
 
 impl DecisionModel {
-    /// The prediction at each row's last real step, `(B, outputs)`: the rows `w.last`
-    /// of [`DecisionModel::predict`] in eval mode, computing only what they depend on.
+    /// The prediction at each row's last real step, `(B, outputs)`: what
+    /// [`DecisionModel::predict_steps`] gives at those steps in eval mode, computing only
+    /// what they depend on.
     /// The window is checked against the config by the caller.
     pub(crate) fn predict_last<E, D>(
         &self,

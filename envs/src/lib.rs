@@ -3,6 +3,7 @@
 //!
 //! - [`classic`]: Gymnasium 1.4's CartPole-v1, Pendulum-v1, MountainCarContinuous-v0
 //!   and Acrobot-v1, bit-exact (their states can be set to replay recorded episodes).
+//! - [`numpy_rng`]: numpy's `Generator(PCG64(SeedSequence(seed)))`, bit for bit.
 //! - [`memory`]: long-memory tasks whose memory length is part of the id
 //!   (`TMaze-Passive-L500`, `TMaze-Active-L100`, `KeyToDoor-L60`).
 //! - [`make`]: the registry; every environment implements gymnasium-rs's `Env` trait
@@ -15,6 +16,7 @@ mod collect;
 mod error;
 pub mod flow_env;
 pub mod memory;
+pub mod numpy_rng;
 mod policy;
 mod reference;
 mod registry;

@@ -126,8 +126,9 @@ impl ActionSpec {
 
 /// Every environment: gymnasium-rs's `Env` trait (its reward is f32) plus the native step.
 ///
-/// Through the gymnasium-rs trait, `reset(Some(seed))` reseeds the environment's
-/// ChaCha8 generator with `seed as u64` (sign-extended), `reset(None)` continues its
+/// Through the gymnasium-rs trait, `reset(Some(seed))` reseeds the environment's reset
+/// generator (numpy's PCG64 for classic control, ChaCha8 for the memory tasks) with
+/// `seed as u64` (sign-extended), `reset(None)` continues its
 /// stream, and `options` are ignored; `step` is [`FlowEnv::step_native`] with the
 /// reward narrowed to f32 and `"success"` in the info when the step reports it;
 /// `render` returns `None`. Like `step_native`, the trait's `step` panics on an

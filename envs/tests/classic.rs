@@ -1,11 +1,12 @@
 //! Classic control against Gymnasium 1.4: replay of the recorded parity fixtures
-//! (bit-exact), and the reset distributions (bounds and means).
+//! (bit-exact), and seeded resets (numpy's generator) equal to Gymnasium's, bit for bit.
 
 use std::path::{Path, PathBuf};
 
 use flowrl_envs::classic::{
     Acrobot, CartPole, ClassicControl, MountainCarContinuous, Pendulum, StateDtype,
 };
+use flowrl_envs::numpy_rng::Pcg64State;
 use flowrl_envs::{make, Action, FlowEnv, TimeLimit, CLASSIC_IDS};
 use serde_json::Value;
 
@@ -214,62 +215,163 @@ fn fixtures_replay_exactly() {
     }
 }
 
-/// Mean and bounds of each state variable over many seeded resets.
-fn reset_stats(id: &str, resets: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let mut env = replayable(id, 10);
-    let dim = {
-        env.reset_native(Some(0));
-        env.state().len()
-    };
-    let (mut mean, mut low, mut high) = (vec![0.0; dim], vec![f64::MAX; dim], vec![f64::MIN; dim]);
-    for seed in 0..resets {
-        env.reset_native(Some(seed));
-        for (i, v) in env.state().into_iter().enumerate() {
-            mean[i] += v / resets as f64;
-            low[i] = low[i].min(v);
-            high[i] = high[i].max(v);
-        }
+fn load(path: &Path) -> Value {
+    let name = path.display();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Asserts bit-equal values, naming the first difference.
+fn assert_bits(found: &[f64], expected: &[f64], what: &str) {
+    assert_eq!(
+        found.len(),
+        expected.len(),
+        "{what}: {found:?} vs {expected:?}"
+    );
+    for (i, (f, e)) in found.iter().zip(expected).enumerate() {
+        assert!(
+            f.to_bits() == e.to_bits(),
+            "{what}: value {i} is {f:?}, Gymnasium gives {e:?} (all: {found:?})"
+        );
     }
-    (mean, low, high)
 }
 
 #[test]
-fn reset_distributions_match_gymnasium() {
-    let pi = std::f64::consts::PI;
-    // (id, lower bounds, upper bounds) of the uniform reset of each state variable.
-    let cases: [(&str, Vec<f64>, Vec<f64>); 4] = [
-        ("CartPole-v1", vec![-0.05; 4], vec![0.05; 4]),
-        ("Pendulum-v1", vec![-pi, -1.0], vec![pi, 1.0]),
-        ("MountainCarContinuous-v0", vec![-0.6, 0.0], vec![-0.4, 0.0]),
-        ("Acrobot-v1", vec![-0.1; 4], vec![0.1; 4]),
-    ];
-    let n = 20_000;
-    for (id, lo, hi) in cases {
-        let (mean, low, high) = reset_stats(id, n);
-        for i in 0..lo.len() {
-            let width = hi[i] - lo[i];
-            let centre = 0.5 * (lo[i] + hi[i]);
-            // A uniform mean has standard error width / sqrt(12 n); allow 5 of them.
-            let tolerance = 5.0 * width / (12.0 * n as f64).sqrt();
-            assert!(
-                (mean[i] - centre).abs() <= tolerance,
-                "{id} state {i}: mean {} not near {centre}",
-                mean[i]
+fn seeded_resets_match_the_recorded_episodes() {
+    let files = fixture_files();
+    assert!(!files.is_empty(), "no parity fixture found");
+    for path in &files {
+        let name = path.display().to_string();
+        let fixture = load(path);
+        let id = fixture["env_id"].as_str().expect("env_id");
+        let seed = fixture["reset_seed"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: reset_seed"));
+        // Through the registry, as users get it, and as the bare environment.
+        let mut env = make(id).expect("known id");
+        let obs = env.reset_native(Some(seed));
+        assert_bits(
+            &widen(&obs),
+            &floats(&fixture["initial_obs"]),
+            &format!("{name}: make({id}).reset_native(Some({seed})) obs"),
+        );
+        let mut bare = replayable(id, 10);
+        assert_eq!(bare.reset_native(Some(seed)), obs, "{name}: obs");
+        assert_bits(
+            &bare.state(),
+            &floats(&fixture["initial_state"]),
+            &format!("{name}: state after reset_native(Some({seed}))"),
+        );
+    }
+}
+
+fn rng_fixture_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/numpy_rng"
+    ));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("seed_") && n.ends_with(".json"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A fresh environment reset with `seed`: its state, observation and generator state.
+fn reset_with(id: &str, seed: u64) -> (Vec<f64>, Vec<f32>, Pcg64State) {
+    fn run<E: FlowEnv + ClassicControl>(
+        mut env: E,
+        seed: u64,
+        rng: fn(&E) -> Pcg64State,
+    ) -> (Vec<f64>, Vec<f32>, Pcg64State) {
+        let obs = env.reset_native(Some(seed));
+        (env.state(), obs, rng(&env))
+    }
+    match id {
+        "CartPole-v1" => run(CartPole::new(), seed, |e| e.np_random().state()),
+        "Pendulum-v1" => run(Pendulum::new(), seed, |e| e.np_random().state()),
+        "MountainCarContinuous-v0" => run(MountainCarContinuous::new(), seed, |e| {
+            e.np_random().state()
+        }),
+        "Acrobot-v1" => run(Acrobot::new(), seed, |e| e.np_random().state()),
+        other => panic!("unknown environment {other}"),
+    }
+}
+
+fn pcg_state(v: &Value, what: &str) -> Pcg64State {
+    let big = |key: &str| -> u128 {
+        v[key]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: {key}"))
+    };
+    Pcg64State {
+        state: big("state"),
+        inc: big("inc"),
+        has_uint32: v["has_uint32"].as_u64().expect("has_uint32") != 0,
+        uinteger: v["uinteger"].as_u64().expect("uinteger") as u32,
+    }
+}
+
+#[test]
+fn resets_match_numpy_rng_fixtures() {
+    let files = rng_fixture_files();
+    assert!(!files.is_empty(), "no numpy_rng seed fixture found");
+    let mut checked = 0;
+    for path in &files {
+        let name = path.display().to_string();
+        let fixture = load(path);
+        let seed = fixture["seed"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: seed"));
+        let resets = fixture["classic_control_reset"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name}: classic_control_reset"));
+        for id in CLASSIC_IDS {
+            let entry = resets
+                .get(id)
+                .unwrap_or_else(|| panic!("{name}: no reset for {id}"));
+            let what = format!("{name}: {id} reset_native(Some({seed}))");
+            let (state, obs, rng) = reset_with(id, seed);
+            assert_bits(
+                &state,
+                &floats(&entry["env_state"]),
+                &format!("{what} state"),
             );
-            assert!(
-                low[i] >= lo[i] && high[i] <= hi[i],
-                "{id} state {i}: [{}, {}] outside [{}, {}]",
-                low[i],
-                high[i],
-                lo[i],
-                hi[i]
+            assert_bits(
+                &widen(&obs),
+                &floats(&entry["env_obs"]),
+                &format!("{what} obs"),
             );
-            // The samples fill the interval.
-            assert!(
-                low[i] - lo[i] <= 0.01 * width && hi[i] - high[i] <= 0.01 * width,
-                "{id} state {i} does not fill its interval"
+            assert_eq!(
+                rng,
+                pcg_state(&entry["state_after"], &what),
+                "{what}: generator state after the reset"
             );
+            checked += 1;
         }
+    }
+    assert_eq!(checked, files.len() * CLASSIC_IDS.len());
+}
+
+#[test]
+fn fresh_environments_are_seeded_with_zero() {
+    for id in CLASSIC_IDS {
+        let mut fresh = make(id).expect("known id");
+        let mut seeded = make(id).expect("known id");
+        seeded.reset_native(Some(0));
+        // A fresh environment has already drawn one reset from seed 0's stream.
+        assert_eq!(
+            fresh.reset_native(None),
+            seeded.reset_native(None),
+            "{id}: a fresh environment continues seed 0's stream"
+        );
     }
 }
 

@@ -4,8 +4,9 @@ use std::f64::consts::PI;
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{check_state, seeded, uniform, ClassicControl, StateDtype};
+use super::{check_state, ClassicControl, StateDtype};
 use crate::flow_env::{discrete, impl_gym_env};
+use crate::numpy_rng::Generator;
 use crate::policy::degrade;
 use crate::{Action, ActionSpec, EnvError, FlowEnv, Obs, Step};
 
@@ -33,7 +34,8 @@ const MEDIUM_EPSILON: f64 = 0.8;
 #[derive(Clone, Debug)]
 pub struct Acrobot {
     state: [f64; 4],
-    rng: ChaCha8Rng,
+    /// The environment's generator (Gymnasium's `env.np_random`).
+    rng: Generator,
 }
 
 impl Default for Acrobot {
@@ -112,10 +114,16 @@ impl Acrobot {
     pub fn new() -> Self {
         let mut env = Acrobot {
             state: [0.0; 4],
-            rng: seeded(0),
+            rng: Generator::seeded(0),
         };
         env.reset_native(None);
         env
+    }
+
+    /// The generator that draws the resets (Gymnasium's `env.unwrapped.np_random`):
+    /// `reset_native(Some(seed))` replaces it with `Generator::seeded(seed)`.
+    pub fn np_random(&self) -> &Generator {
+        &self.rng
     }
 
     fn obs(&self) -> Obs {
@@ -161,10 +169,10 @@ impl FlowEnv for Acrobot {
 
     fn reset_native(&mut self, seed: Option<u64>) -> Obs {
         if let Some(seed) = seed {
-            self.rng = seeded(seed);
+            self.rng = Generator::seeded(seed);
         }
         for v in &mut self.state {
-            *v = f64::from(uniform(&mut self.rng, -0.1, 0.1) as f32);
+            *v = f64::from(self.rng.uniform(-0.1, 0.1) as f32);
         }
         self.obs()
     }

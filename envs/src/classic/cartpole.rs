@@ -2,8 +2,9 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{check_state, seeded, uniform, ClassicControl, StateDtype};
+use super::{check_state, ClassicControl, StateDtype};
 use crate::flow_env::{discrete, impl_gym_env};
+use crate::numpy_rng::Generator;
 use crate::policy::degrade;
 use crate::{Action, ActionSpec, EnvError, FlowEnv, Obs, Step};
 
@@ -29,7 +30,8 @@ const MEDIUM_EPSILON: f64 = 0.5;
 #[derive(Clone, Debug)]
 pub struct CartPole {
     state: [f64; 4],
-    rng: ChaCha8Rng,
+    /// The environment's generator (Gymnasium's `env.np_random`).
+    rng: Generator,
     steps_beyond_terminated: Option<u64>,
 }
 
@@ -44,11 +46,17 @@ impl CartPole {
     pub fn new() -> Self {
         let mut env = CartPole {
             state: [0.0; 4],
-            rng: seeded(0),
+            rng: Generator::seeded(0),
             steps_beyond_terminated: None,
         };
         env.reset_native(None);
         env
+    }
+
+    /// The generator that draws the resets (Gymnasium's `env.unwrapped.np_random`):
+    /// `reset_native(Some(seed))` replaces it with `Generator::seeded(seed)`.
+    pub fn np_random(&self) -> &Generator {
+        &self.rng
     }
 
     fn obs(&self) -> Obs {
@@ -79,10 +87,10 @@ impl FlowEnv for CartPole {
 
     fn reset_native(&mut self, seed: Option<u64>) -> Obs {
         if let Some(seed) = seed {
-            self.rng = seeded(seed);
+            self.rng = Generator::seeded(seed);
         }
         for v in &mut self.state {
-            *v = uniform(&mut self.rng, -0.05, 0.05);
+            *v = self.rng.uniform(-0.05, 0.05);
         }
         self.steps_beyond_terminated = None;
         self.obs()

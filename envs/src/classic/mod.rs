@@ -1,4 +1,15 @@
 //! Gymnasium 1.4's classic-control environments, ported to replay its episodes bit for bit.
+//!
+//! Two kinds of random streams are involved:
+//! - reset noise: each environment owns a [`numpy_rng::Generator`] (numpy's PCG64, as
+//!   Gymnasium's `env.np_random`). `reset_native(Some(seed))` replaces it with
+//!   `Generator::seeded(seed)`, exactly as `env.reset(seed=seed)` does, so a seeded reset
+//!   returns Gymnasium's observation bit for bit; `reset_native(None)` continues the stream;
+//!   a freshly constructed environment is seeded with 0 (Gymnasium would use OS entropy).
+//! - behaviour policies (expert, medium, random actions) and the per-episode reset seeds of
+//!   [`collect`](crate::collect()) come from ChaCha8 streams, which are not numpy's.
+//!
+//! [`numpy_rng::Generator`]: crate::numpy_rng::Generator
 
 mod acrobot;
 mod cartpole;
@@ -69,14 +80,4 @@ fn check_state<const N: usize>(env: &str, state: &[f64]) -> Result<[f64; N], Env
     } else {
         Err(bad("finite values".to_string()))
     }
-}
-
-/// numpy's `uniform(low, high)`: `low + (high - low) * u` with `u` in `[0, 1)`.
-fn uniform(rng: &mut rand_chacha::ChaCha8Rng, low: f64, high: f64) -> f64 {
-    low + (high - low) * rand::Rng::gen::<f64>(rng)
-}
-
-/// A fresh generator: seeded from `seed`, or from 0 when a fresh environment gets no seed.
-fn seeded(seed: u64) -> rand_chacha::ChaCha8Rng {
-    rand::SeedableRng::seed_from_u64(seed)
 }

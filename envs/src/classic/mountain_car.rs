@@ -2,8 +2,9 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{check_state, seeded, uniform, ClassicControl, StateDtype};
+use super::{check_state, ClassicControl, StateDtype};
 use crate::flow_env::{continuous1, impl_gym_env};
+use crate::numpy_rng::Generator;
 use crate::policy::degrade;
 use crate::{Action, ActionSpec, EnvError, FlowEnv, Obs, Step};
 
@@ -33,7 +34,8 @@ enum Force {
 pub struct MountainCarContinuous {
     state: [f64; 2],
     dtype: StateDtype,
-    rng: ChaCha8Rng,
+    /// The environment's generator (Gymnasium's `env.np_random`).
+    rng: Generator,
 }
 
 impl Default for MountainCarContinuous {
@@ -48,10 +50,16 @@ impl MountainCarContinuous {
         let mut env = MountainCarContinuous {
             state: [0.0; 2],
             dtype: StateDtype::F64,
-            rng: seeded(0),
+            rng: Generator::seeded(0),
         };
         env.reset_native(None);
         env
+    }
+
+    /// The generator that draws the resets (Gymnasium's `env.unwrapped.np_random`):
+    /// `reset_native(Some(seed))` replaces it with `Generator::seeded(seed)`.
+    pub fn np_random(&self) -> &Generator {
+        &self.rng
     }
 
     fn obs(&self) -> Obs {
@@ -125,9 +133,9 @@ impl FlowEnv for MountainCarContinuous {
 
     fn reset_native(&mut self, seed: Option<u64>) -> Obs {
         if let Some(seed) = seed {
-            self.rng = seeded(seed);
+            self.rng = Generator::seeded(seed);
         }
-        self.state = [uniform(&mut self.rng, -0.6, -0.4), 0.0];
+        self.state = [self.rng.uniform(-0.6, -0.4), 0.0];
         self.dtype = StateDtype::F64;
         self.obs()
     }

@@ -4,8 +4,9 @@ use std::f64::consts::PI;
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{check_state, seeded, uniform, ClassicControl, StateDtype};
+use super::{check_state, ClassicControl, StateDtype};
 use crate::flow_env::{continuous1, impl_gym_env};
+use crate::numpy_rng::Generator;
 use crate::policy::degrade;
 use crate::{Action, ActionSpec, EnvError, FlowEnv, Obs, Step};
 
@@ -29,7 +30,8 @@ const MEDIUM_NOISE: f32 = 0.5;
 #[derive(Clone, Debug)]
 pub struct Pendulum {
     state: [f64; 2],
-    rng: ChaCha8Rng,
+    /// The environment's generator (Gymnasium's `env.np_random`).
+    rng: Generator,
 }
 
 impl Default for Pendulum {
@@ -54,10 +56,16 @@ impl Pendulum {
     pub fn new() -> Self {
         let mut env = Pendulum {
             state: [0.0; 2],
-            rng: seeded(0),
+            rng: Generator::seeded(0),
         };
         env.reset_native(None);
         env
+    }
+
+    /// The generator that draws the resets (Gymnasium's `env.unwrapped.np_random`):
+    /// `reset_native(Some(seed))` replaces it with `Generator::seeded(seed)`.
+    pub fn np_random(&self) -> &Generator {
+        &self.rng
     }
 
     fn obs(&self) -> Obs {
@@ -88,10 +96,10 @@ impl FlowEnv for Pendulum {
 
     fn reset_native(&mut self, seed: Option<u64>) -> Obs {
         if let Some(seed) = seed {
-            self.rng = seeded(seed);
+            self.rng = Generator::seeded(seed);
         }
-        self.state[0] = uniform(&mut self.rng, -PI, PI);
-        self.state[1] = uniform(&mut self.rng, -1.0, 1.0);
+        self.state[0] = self.rng.uniform(-PI, PI);
+        self.state[1] = self.rng.uniform(-1.0, 1.0);
         self.obs()
     }
 

@@ -14,5 +14,6 @@ pub mod logging;
 pub mod plot;
 pub mod progress;
 pub mod quickstart;
+pub mod setup;
 pub mod suite;
 pub mod train;

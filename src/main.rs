@@ -30,6 +30,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Evaluate a trained run: return-conditioned rollouts, table and JSON report.
     Eval(cli::eval::EvalArgs),
+    /// Install what optional environments need (`flowrl setup mujoco`).
+    Setup(cli::setup::SetupArgs),
     /// Run a suite config: environments × tiers × agents × seeds, results table and plots.
     Suite(cli::suite::SuiteArgs),
     /// Collect, train, evaluate and report with the embedded defaults (the default command).
@@ -60,5 +62,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Dataset(args)) => cli::dataset::run(args),
         Some(Command::Train(args)) => cli::train::run(args),
         Some(Command::Suite(args)) => cli::suite::run(args),
+        Some(Command::Setup(args)) => cli::setup::run(args),
     }
 }

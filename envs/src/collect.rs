@@ -76,6 +76,14 @@ pub fn collect(
     let mut seeds = ChaCha8Rng::seed_from_u64(seed);
     let episode_seeds: Vec<u64> = (0..episodes).map(|_| seeds.next_u64()).collect();
     let mut vec = VecEnv::new(id, episodes.clamp(1, LANES))?;
+    if tier != Tier::Random && !vec.env(0).scripted_behaviour() {
+        return Err(EnvError::BadArgument {
+            what: format!("tier `{tier}` of `{id}`"),
+            expected: "the `random` tier (this environment has no scripted behaviour policy)"
+                .into(),
+            found: format!("`{tier}`"),
+        });
+    }
     let placeholder = vec.action_spec().sample(&mut ChaCha8Rng::seed_from_u64(0));
     let mut lanes: Vec<Option<Lane>> = Vec::with_capacity(vec.len());
     let mut next = 0;

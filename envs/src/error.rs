@@ -56,6 +56,25 @@ pub enum EnvError {
         "unknown tier `{0}`; known tiers: random, medium, expert, medium-expert, medium-replay"
     )]
     UnknownTier(String),
+    /// MuJoCo is not set up in its folder.
+    #[error(
+        "MuJoCo 3.17.0 is not set up in {dir} (missing: {missing}); run `flowrl setup mujoco`, \
+         or point FLOWRL_MUJOCO_DIR at a folder made by it"
+    )]
+    MujocoNotSetUp {
+        /// The folder looked in.
+        dir: String,
+        /// The files that are missing.
+        missing: String,
+    },
+    /// MuJoCo failed to load or to compile a model.
+    #[error("MuJoCo: {what}: {reason}")]
+    Mujoco {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An argument out of its valid range.
     #[error("{what}: expected {expected}, found {found}")]
     BadArgument {

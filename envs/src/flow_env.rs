@@ -83,18 +83,18 @@ impl ActionSpec {
         }
     }
 
-    /// Whether `action` has the right kind and size and holds no NaN.
+    /// Whether `action` has the right kind and size and holds only finite values.
     pub fn accepts(&self, action: &Action) -> bool {
         match (*self, action) {
             (ActionSpec::Discrete { n }, Action::Discrete(a)) => *a < n,
             (ActionSpec::Continuous { dim, .. }, Action::Continuous(v)) => {
-                v.len() == dim && v.iter().all(|x| !x.is_nan())
+                v.len() == dim && v.iter().all(|x| x.is_finite())
             }
             _ => false,
         }
     }
 
-    /// Checks that `action` has the right kind and size and holds no NaN; the error
+    /// Checks that `action` has the right kind and size and holds only finite values; the error
     /// names the environment `env`, what the space accepts and what was found.
     pub fn check(&self, env: &str, action: &Action) -> Result<(), EnvError> {
         if self.accepts(action) {
@@ -103,7 +103,7 @@ impl ActionSpec {
         let expected = match *self {
             ActionSpec::Discrete { n } => format!("a discrete action in 0..{n}"),
             ActionSpec::Continuous { dim, low, high } => {
-                format!("a continuous action of {dim} values in [{low}, {high}] without NaN")
+                format!("a continuous action of {dim} finite values in [{low}, {high}]")
             }
         };
         Err(EnvError::BadAction {
@@ -167,6 +167,24 @@ pub trait FlowEnv: gymnasium_rs::core::Env<Obs, Action> + Send {
     /// The medium behaviour's action in the current state (a degraded expert).
     fn medium_action(&self, rng: &mut ChaCha8Rng) -> Action;
 
+    /// Whether the scripted `expert_action` and `medium_action` exist (tasks without
+    /// them, such as the MuJoCo locomotion tasks, collect only the random tier).
+    fn scripted_behaviour(&self) -> bool {
+        true
+    }
+
+    /// Whether a step costs enough (tens of microseconds) that a vector of these
+    /// environments is stepped on the thread pool.
+    fn steps_in_parallel(&self) -> bool {
+        false
+    }
+
+    /// Extra values of the last step's Gymnasium `info` (name, value widened to f64),
+    /// empty by default and after a reset.
+    fn info(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+
     /// Checks the action, then steps.
     fn try_step(&mut self, action: &Action) -> Result<Step, EnvError> {
         let spec = self.action_spec();
@@ -198,6 +216,9 @@ pub(crate) fn gym_step<E: FlowEnv + ?Sized>(
 ) -> (Obs, f32, bool, bool, Info) {
     let step = env.step_native(action);
     let mut info = Info::new();
+    for (key, value) in env.info() {
+        info.insert(key.to_string(), value.into());
+    }
     if let Some(success) = step.success {
         info.insert("success".to_string(), success.into());
     }

@@ -4,6 +4,8 @@
 //! - [`classic`]: Gymnasium 1.4's CartPole-v1, Pendulum-v1, MountainCarContinuous-v0
 //!   and Acrobot-v1, bit-exact (their states can be set to replay recorded episodes).
 //! - [`numpy_rng`]: numpy's `Generator(PCG64(SeedSequence(seed)))`, bit for bit.
+//! - [`mujoco`]: Gymnasium's Hopper, HalfCheetah and Walker2d (v5, v4) on MuJoCo
+//!   3.17.0, loaded at run time (`flowrl setup mujoco`), bit-exact from `reset(seed)` on.
 //! - [`memory`]: long-memory tasks whose memory length is part of the id
 //!   (`TMaze-Passive-L500`, `TMaze-Active-L100`, `KeyToDoor-L60`).
 //! - [`make`]: the registry; every environment implements gymnasium-rs's `Env` trait
@@ -16,6 +18,7 @@ mod collect;
 mod error;
 pub mod flow_env;
 pub mod memory;
+pub mod mujoco;
 pub mod numpy_rng;
 mod policy;
 mod reference;
@@ -28,7 +31,7 @@ pub use error::EnvError;
 pub use flow_env::{Action, ActionSpec, FlowEnv, Obs, Step};
 pub use policy::{Behaviour, Tier};
 pub use reference::{
-    measure_reference_returns, reference_returns, ReferenceReturns, REFERENCE_EPISODES,
+    d4rl_locomotion, measure_reference_returns, reference_returns, ReferenceReturns, REFERENCE_EPISODES,
     REFERENCE_SEED,
 };
 pub use registry::{make, CLASSIC_IDS, KNOWN_IDS};

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use crate::memory::tmaze_random_return;
+use crate::mujoco::Robot;
 use crate::registry::{parse, EnvId};
 use crate::{collect, EnvError, Tier};
 
@@ -48,9 +49,21 @@ const ACROBOT: ReferenceReturns = ReferenceReturns {
     expert: -93.44,
 };
 
+/// D4RL's random and expert returns of a locomotion robot (`REF_MIN_SCORE` and
+/// `REF_MAX_SCORE` in `d4rl/infos.py`), used for every version of its task.
+pub fn d4rl_locomotion(robot: Robot) -> ReferenceReturns {
+    let (random, expert) = match robot {
+        Robot::Hopper => (-20.272305, 3234.3),
+        Robot::HalfCheetah => (-280.178953, 12135.0),
+        Robot::Walker2d => (1.629008, 4592.3),
+    };
+    ReferenceReturns { random, expert }
+}
+
 /// The reference returns of `id`, `None` for an unknown id.
 ///
 /// Classic control: published constants (see [`measure_reference_returns`]).
+/// MuJoCo locomotion: D4RL's ([`d4rl_locomotion`]).
 /// T-Mazes: exact values from L, expert 1 (the optimal route is never penalised and
 /// always succeeds) and random the exact expectation of the uniform random policy
 /// (dynamic programming over the agent's position). Key-to-Door: the apple count of
@@ -63,6 +76,7 @@ pub fn reference_returns(id: &str) -> Option<ReferenceReturns> {
         EnvId::Pendulum => return Some(PENDULUM),
         EnvId::MountainCarContinuous => return Some(MOUNTAIN_CAR),
         EnvId::Acrobot => return Some(ACROBOT),
+        EnvId::Locomotion(spec) => return Some(d4rl_locomotion(spec.robot)),
         EnvId::TMaze { .. } | EnvId::KeyToDoor { .. } => {}
     }
     static COMPUTED: OnceLock<Mutex<HashMap<String, ReferenceReturns>>> = OnceLock::new();

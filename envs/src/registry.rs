@@ -2,6 +2,7 @@
 
 use crate::classic::{Acrobot, CartPole, MountainCarContinuous, Pendulum};
 use crate::memory::{KeyToDoor, TMaze};
+use crate::mujoco::{Locomotion, LocomotionSpec, LOCOMOTION_STEPS};
 use crate::{EnvError, FlowEnv, TimeLimit};
 
 /// The classic-control ids.
@@ -14,6 +15,7 @@ pub const CLASSIC_IDS: [&str; 4] = [
 
 /// The known ids, for error messages and help texts.
 pub const KNOWN_IDS: &str = "CartPole-v1, Pendulum-v1, MountainCarContinuous-v0, Acrobot-v1, \
+     Hopper-v5, HalfCheetah-v5, Walker2d-v5, Hopper-v4, HalfCheetah-v4, Walker2d-v4, \
      TMaze-Passive-L<L>, TMaze-Active-L<L>, KeyToDoor-L<L> (memory length L >= 1)";
 
 /// A parsed environment id.
@@ -23,6 +25,7 @@ pub(crate) enum EnvId {
     Pendulum,
     MountainCarContinuous,
     Acrobot,
+    Locomotion(LocomotionSpec),
     TMaze { active: bool, length: usize },
     KeyToDoor { length: usize },
 }
@@ -44,7 +47,9 @@ pub(crate) fn parse(id: &str) -> Result<EnvId, EnvError> {
         "MountainCarContinuous-v0" => EnvId::MountainCarContinuous,
         "Acrobot-v1" => EnvId::Acrobot,
         _ => {
-            if let Some(rest) = id.strip_prefix("TMaze-Passive-L") {
+            if let Some(spec) = LocomotionSpec::from_id(id) {
+                EnvId::Locomotion(spec)
+            } else if let Some(rest) = id.strip_prefix("TMaze-Passive-L") {
                 EnvId::TMaze {
                     active: false,
                     length: memory_length(rest)?,
@@ -69,7 +74,8 @@ pub(crate) fn parse(id: &str) -> Result<EnvId, EnvError> {
 }
 
 /// The environment named `id` with Gymnasium's time limit applied (classic control:
-/// 500 CartPole, 200 Pendulum, 999 MountainCarContinuous, 500 Acrobot steps). The
+/// 500 CartPole, 200 Pendulum, 999 MountainCarContinuous, 500 Acrobot steps; 1000
+/// for the MuJoCo locomotion tasks, which need `flowrl setup mujoco` first). The
 /// long-memory tasks end by themselves (terminated) at their horizon and are not wrapped.
 pub fn make(id: &str) -> Result<Box<dyn FlowEnv>, EnvError> {
     use crate::classic::{ACROBOT_STEPS, CARTPOLE_STEPS, MOUNTAIN_CAR_STEPS, PENDULUM_STEPS};
@@ -81,6 +87,9 @@ pub fn make(id: &str) -> Result<Box<dyn FlowEnv>, EnvError> {
             MOUNTAIN_CAR_STEPS,
         )),
         EnvId::Acrobot => Box::new(TimeLimit::new(Acrobot::new(), ACROBOT_STEPS)),
+        EnvId::Locomotion(spec) => {
+            Box::new(TimeLimit::new(Locomotion::new(spec)?, LOCOMOTION_STEPS))
+        }
         EnvId::TMaze { active, length } => Box::new(TMaze::new(active, length)?),
         EnvId::KeyToDoor { length } => Box::new(KeyToDoor::new(length)?),
     })

@@ -84,6 +84,18 @@ impl<E: FlowEnv> FlowEnv for TimeLimit<E> {
     fn medium_action(&self, rng: &mut ChaCha8Rng) -> Action {
         self.env.medium_action(rng)
     }
+
+    fn scripted_behaviour(&self) -> bool {
+        self.env.scripted_behaviour()
+    }
+
+    fn steps_in_parallel(&self) -> bool {
+        self.env.steps_in_parallel()
+    }
+
+    fn info(&self) -> Vec<(&'static str, f64)> {
+        self.env.info()
+    }
 }
 
 impl<E: FlowEnv> Env<Obs, Action> for TimeLimit<E> {

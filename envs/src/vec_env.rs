@@ -2,7 +2,9 @@
 
 use crate::{make, Action, ActionSpec, EnvError, FlowEnv, Obs, Step};
 
-/// `n` environments of one id, each with its own seed, stepped together.
+/// `n` environments of one id, each with its own seed, stepped together (on the
+/// thread pool for environments whose steps are costly, such as MuJoCo's; each
+/// environment's result is the same either way).
 ///
 /// An environment is *done* after a step that terminated or truncated it, and before
 /// its first reset; done environments are not stepped (their actions are ignored and
@@ -12,6 +14,8 @@ pub struct VecEnv {
     spec: ActionSpec,
     envs: Vec<Box<dyn FlowEnv>>,
     done: Vec<bool>,
+    /// Step the environments on the thread pool ([`FlowEnv::steps_in_parallel`]).
+    parallel: bool,
 }
 
 impl VecEnv {
@@ -26,11 +30,13 @@ impl VecEnv {
         }
         let envs = (0..n).map(|_| make(id)).collect::<Result<Vec<_>, _>>()?;
         let spec = envs[0].action_spec();
+        let parallel = n > 1 && envs[0].steps_in_parallel();
         Ok(VecEnv {
             id: id.to_string(),
             spec,
             envs,
             done: vec![true; n],
+            parallel,
         })
     }
 
@@ -111,20 +117,22 @@ impl VecEnv {
         for (action, _) in actions.iter().zip(&self.done).filter(|(_, &done)| !done) {
             self.spec.check(&self.id, action)?;
         }
-        Ok(self
-            .envs
-            .iter_mut()
-            .zip(actions)
-            .zip(self.done.iter_mut())
-            .map(|((env, action), done)| {
-                if *done {
-                    return None;
-                }
-                let step = env.step_native(action);
-                *done = step.done();
-                Some(step)
-            })
-            .collect())
+        let step = |((env, action), done): ((&mut Box<dyn FlowEnv>, &Action), &mut bool)| {
+            if *done {
+                return None;
+            }
+            let step = env.step_native(action);
+            *done = step.done();
+            Some(step)
+        };
+        let lanes = self.envs.iter_mut().zip(actions).zip(self.done.iter_mut());
+        Ok(if self.parallel {
+            use rayon::prelude::*;
+            let lanes: Vec<_> = lanes.collect();
+            lanes.into_par_iter().map(step).collect()
+        } else {
+            lanes.map(step).collect()
+        })
     }
 
     fn bad_batch(&self, expected: &str, found: String) -> EnvError {

@@ -39,6 +39,24 @@ pub struct EnvsArgs {
     /// Skip the collection table.
     #[arg(long)]
     no_collect: bool,
+    /// Benchmark the MuJoCo locomotion tasks instead (needs `flowrl setup mujoco`):
+    /// one environment and a lockstep vector, `--mujoco-steps` steps each.
+    #[arg(long)]
+    mujoco: bool,
+    /// Steps timed per MuJoCo measurement (the lockstep vector runs four times as many).
+    #[arg(long, default_value_t = 20_000)]
+    mujoco_steps: usize,
+    /// Environments in the MuJoCo lockstep vector.
+    #[arg(long, default_value_t = 64)]
+    lanes: usize,
+    /// With --mujoco: also measure Gymnasium 1.4 and EnvPool in this run
+    /// (bench/anchors/envs.py, in a Python environment bench/anchors/run.sh builds),
+    /// alternating with flowrl, and print the ratios.
+    #[arg(long)]
+    compare: bool,
+    /// With --mujoco: alternating measurement rounds.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 /// Times `steps` native steps of one environment with pre-drawn random actions,
@@ -63,6 +81,11 @@ fn steps_per_second(id: &str, steps: u64) -> anyhow::Result<f64> {
 
 /// Runs the benchmark.
 pub fn run(args: EnvsArgs) -> anyhow::Result<()> {
+    if args.mujoco {
+        anyhow::ensure!(args.lanes > 0, "--lanes: expected at least 1, found 0");
+        anyhow::ensure!(args.rounds > 0, "--rounds: expected at least 1, found 0");
+        return super::locomotion::run(args.mujoco_steps, args.lanes, args.compare, args.rounds);
+    }
     anyhow::ensure!(args.steps > 0, "--steps: expected at least 1, found 0");
     anyhow::ensure!(
         args.episodes > 0,

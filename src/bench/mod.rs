@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod data;
 pub mod envs;
+pub mod locomotion;
 pub mod memory;
 pub mod rollout;
 pub mod train;

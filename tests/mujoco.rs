@@ -224,3 +224,83 @@ fn collect_on_hopper_gives_random_and_names_the_missing_pieces() {
         "{err}"
     );
 }
+
+#[test]
+fn halfcheetah_writes_no_mujoco_log_and_no_expected_warning() {
+    if !mujoco_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = flowrl(
+        &[
+            "collect",
+            "--env",
+            "HalfCheetah-v5",
+            "--tier",
+            "random",
+            "--episodes",
+            "1",
+            "--seed",
+            "0",
+            "--out",
+            "c.safetensors",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(ok, "collect failed:\n{out}\n{err}");
+    // MuJoCo's default warning handler appends to MUJOCO_LOG.TXT in the working
+    // folder; half_cheetah.xml's deprecated attribute would trigger it.
+    assert!(!dir.path().join("MUJOCO_LOG.TXT").exists());
+    assert!(!err.contains("settotalmass"), "{err}");
+}
+
+#[test]
+fn setup_verifies_every_file_and_says_what_to_install_without_pip() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_path = dir.path().join("empty-path");
+    std::fs::create_dir(&no_path).unwrap();
+    let target = dir.path().join("mujoco");
+    let (ok, _, err) = flowrl(
+        &["setup", "mujoco"],
+        dir.path(),
+        &[
+            ("PATH", no_path.to_str().unwrap()),
+            ("FLOWRL_MUJOCO_DIR", target.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        !ok && err.contains("pip") && err.contains("FLOWRL_MUJOCO_DIR"),
+        "{err}"
+    );
+    if !mujoco_ready() {
+        return;
+    }
+    // A verified install is left alone, without pip.
+    let install = flowrl_envs::mujoco::Install::configured().unwrap();
+    let (ok, out, err) = flowrl(
+        &["setup", "mujoco"],
+        dir.path(),
+        &[
+            ("PATH", no_path.to_str().unwrap()),
+            ("FLOWRL_MUJOCO_DIR", install.root().to_str().unwrap()),
+        ],
+    );
+    assert!(ok && out.contains("already set up"), "{out}\n{err}");
+    // A copy with one changed model file no longer verifies, and the error names it.
+    let copy = flowrl_envs::mujoco::Install::at(dir.path().join("copy"));
+    for (from, to) in install.files().iter().zip(copy.files()) {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, &to).unwrap();
+    }
+    flowrl::setup::verify(&copy).expect("an exact copy verifies");
+    let model = copy.model("hopper.xml");
+    let mut text = std::fs::read_to_string(&model).unwrap();
+    text.push(' ');
+    std::fs::write(&model, text).unwrap();
+    let error = flowrl::setup::verify(&copy).unwrap_err().to_string();
+    assert!(
+        error.contains("hopper.xml") && error.contains("expected sha256"),
+        "{error}"
+    );
+}

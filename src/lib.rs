@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod atomic;
+pub mod behaviour;
 pub mod bench;
 pub mod cli;
 pub mod collect;

@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Behaviour policies made in flowrl (`flowrl behaviour train`: ARS linear policies).
+    Behaviour(cli::behaviour::BehaviourArgs),
     /// Benchmarks that print tables (attention, environments, datasets).
     Bench(cli::bench::BenchArgs),
     /// Collect a dataset with a behaviour policy.
@@ -57,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => flowrl::quickstart::run(flowrl::quickstart::QuickstartArgs::default()),
         Some(Command::Quickstart(args)) => flowrl::quickstart::run(args),
         Some(Command::Eval(args)) => cli::eval::run(args),
+        Some(Command::Behaviour(args)) => cli::behaviour::run(args),
         Some(Command::Bench(args)) => cli::bench::run(args),
         Some(Command::Collect(args)) => cli::collect::run(args),
         Some(Command::Dataset(args)) => cli::dataset::run(args),

@@ -1,5 +1,6 @@
 //! Subcommands of the `flowrl` binary, one module each.
 
+pub mod behaviour;
 pub mod bench;
 pub mod collect;
 pub mod dataset;

@@ -381,4 +381,23 @@ fn hopper_learns_in_a_few_iterations() {
     let best_policy = BehaviourPolicy::load(&run::snapshot_path(&out, "best")).unwrap();
     assert_eq!(best_policy.info().eval_return, best);
     assert!(run::snapshot_path(&out, "return-0").exists());
+
+    // The shift changes the training returns (episodes end at different steps), not the
+    // environment's reward in the log and the stored rollouts: iteration 1 rolls out the
+    // same policies either way.
+    let unshifted = dir.path().join("unshifted");
+    let mut c = ArsConfig::defaults("Hopper-v5", 0);
+    c.iterations = 1;
+    c.eval_episodes = 4;
+    c.reward_shift = 0.0;
+    start(c, &unshifted, &TrainOptions::default()).unwrap();
+    let other = read_log(&unshifted).unwrap();
+    assert_eq!(other[0].eval_return, log[0].eval_return);
+    assert_eq!(other[1].rollout_return, log[1].rollout_return);
+    assert_ne!(other[1].reward_std, log[1].reward_std);
+    assert_same_dataset(
+        &store::load(&run::rollouts_path(&out, 1)).unwrap(),
+        &store::load(&run::rollouts_path(&unshifted, 1)).unwrap(),
+        "Hopper rollouts of iteration 1",
+    );
 }

@@ -69,7 +69,9 @@
 //! the environment's rewards and its terminated / truncated flags (truncated also when
 //! `--horizon` cut the episode). Evaluation episodes are not stored. Files are written
 //! atomically after each iteration; resuming deletes those of iterations after the
-//! checkpoint, which the resumed run writes again identically.
+//! checkpoint, which the resumed run writes again identically. They are large: about
+//! `2N x steps x 4 x (obs_dim + act_dim + 1)` bytes per iteration, e.g. 6 MB for a
+//! HalfCheetah iteration (64 episodes of 1000 steps), so 1000 iterations take ~6 GB.
 
 pub mod ars;
 mod checkpoint;

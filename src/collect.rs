@@ -1,7 +1,13 @@
 //! Dataset collection with behaviour policies: episodes from `flowrl_envs::collect`
 //! (seeded, lockstep environment vector) turned into a native [`Dataset`].
 
+use std::path::PathBuf;
+
 use flowrl_envs::{Action, ActionSpec, EnvError, Episode, Tier};
+
+use crate::behaviour::set::BehaviourSet;
+pub use crate::behaviour::tiers::Size;
+use crate::behaviour::tiers::{collect_from_set, DEFAULT_ACTION_NOISE};
 
 use crate::data::{
     Dataset, DatasetBuilder, Ending, Metadata, Problem, Provenance, ReferenceReturns, Space,
@@ -13,6 +19,24 @@ pub enum CollectError {
     /// Zero episodes were asked for.
     #[error("--episodes must be at least 1, found 0")]
     NoEpisodes,
+    /// Zero transitions were asked for.
+    #[error("--transitions must be at least 1, found 0")]
+    NoTransitions,
+    /// A size in transitions for a tier whose episodes depend on the episode count.
+    #[error(
+        "--transitions with tier `{tier}` of `{env}`: the scripted medium-replay sweep \
+         depends on the number of episodes; give --episodes instead"
+    )]
+    TransitionsNeedEpisodes {
+        /// The environment id.
+        env: String,
+        /// The tier.
+        tier: Tier,
+    },
+    /// Collecting from a behaviour set failed (missing set, bad snapshot, too few
+    /// stored rollouts, ...).
+    #[error("{0:#}")]
+    Behaviour(anyhow::Error),
     /// The environments crate refused (unknown id, bad id parameter, ...).
     #[error(transparent)]
     Env(#[from] EnvError),
@@ -48,6 +72,17 @@ pub fn collect_with_bar(
     ds
 }
 
+/// What [`collect_sized`] takes beyond the environment, tier, size and seed.
+#[derive(Clone, Debug, Default)]
+pub struct CollectOptions {
+    /// The behaviour set of a MuJoCo locomotion task (default: the repository's
+    /// `assets/behaviour/<env-id>/`, see [`crate::behaviour::set`]).
+    pub behaviour: Option<PathBuf>,
+    /// Gaussian action noise of the snapshot tiers (default
+    /// [`crate::behaviour::tiers::DEFAULT_ACTION_NOISE`]).
+    pub action_noise: Option<f64>,
+}
+
 /// A description of the behaviour policy of a tier, recorded in the provenance.
 pub fn behaviour_policy(tier: Tier) -> &'static str {
     match tier {
@@ -56,6 +91,7 @@ pub fn behaviour_policy(tier: Tier) -> &'static str {
         Tier::Expert => "scripted expert",
         Tier::MediumExpert => "degraded and scripted expert, alternating episodes",
         Tier::MediumReplay => "degraded expert with random actions decaying from 1 to 0",
+        Tier::FullReplay => "a learner's training rollouts",
     }
 }
 
@@ -68,13 +104,62 @@ pub fn collect_dataset(
     seed: u64,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Dataset, CollectError> {
-    if episodes == 0 {
-        return Err(CollectError::NoEpisodes);
+    collect_sized(
+        env_id,
+        tier,
+        Size::Episodes(episodes),
+        seed,
+        &CollectOptions::default(),
+        progress,
+    )
+}
+
+/// Collects `size` (episodes, or whole episodes until at least that many transitions)
+/// of `env_id` with the tier's behaviour and builds the dataset; `progress` is called
+/// with the number of finished episodes. Environments with scripted behaviour use
+/// [`flowrl_envs::collect`]; the others (the MuJoCo locomotion tasks) take every tier
+/// but `random` from a behaviour set ([`crate::behaviour::tiers`]). Episode `k` is the
+/// same whatever the size, so a size in transitions gives a prefix of a larger
+/// collection with the same seed.
+pub fn collect_sized(
+    env_id: &str,
+    tier: Tier,
+    size: Size,
+    seed: u64,
+    opts: &CollectOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Dataset, CollectError> {
+    match size {
+        Size::Episodes(0) => return Err(CollectError::NoEpisodes),
+        Size::Transitions(0) => return Err(CollectError::NoTransitions),
+        _ => {}
     }
     let env = flowrl_envs::make(env_id)?;
+    if tier != Tier::Random && !env.scripted_behaviour() {
+        let dir = opts
+            .behaviour
+            .clone()
+            .unwrap_or_else(|| crate::behaviour::set::default_dir(env_id));
+        let noise = opts.action_noise.unwrap_or(DEFAULT_ACTION_NOISE);
+        return BehaviourSet::open(&dir, env_id)
+            .and_then(|set| collect_from_set(env_id, tier, size, seed, noise, &set, progress))
+            .map_err(CollectError::Behaviour);
+    }
     let (low, high) = env.observation_bounds();
     let spec = env.action_spec();
-    let recorded = flowrl_envs::collect(env_id, tier, episodes, seed, progress)?;
+    let recorded = match size {
+        Size::Episodes(n) => flowrl_envs::collect(env_id, tier, n, seed, progress)?,
+        Size::Transitions(n) => {
+            if tier == Tier::MediumReplay {
+                return Err(CollectError::TransitionsNeedEpisodes {
+                    env: env_id.to_string(),
+                    tier,
+                });
+            }
+            episodes_for_transitions(env_id, tier, n, seed, progress)?
+        }
+    };
+    let episodes = recorded.len();
     let meta = Metadata {
         env_id: env_id.to_string(),
         observation_space: Space::Box { low, high },
@@ -92,6 +177,7 @@ pub fn collect_dataset(
             seed: Some(seed),
             episodes,
             origin: None,
+            behaviour_set: None,
         },
         reference_returns: flowrl_envs::reference_returns(env_id).map(|r| ReferenceReturns {
             random: r.random,
@@ -102,6 +188,32 @@ pub fn collect_dataset(
         env: env_id.to_string(),
         problem,
     })
+}
+
+/// The fewest first episodes of a tier whose behaviour does not depend on the episode
+/// count that hold at least `transitions` transitions: collections of growing size
+/// (episode `k` is the same in each), cut to that prefix.
+fn episodes_for_transitions(
+    env_id: &str,
+    tier: Tier,
+    transitions: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Episode>, EnvError> {
+    let mut count = 16;
+    loop {
+        let mut episodes = flowrl_envs::collect(env_id, tier, count, seed, progress)?;
+        let mut total = 0;
+        if let Some(k) = episodes.iter().position(|e| {
+            total += e.len();
+            total >= transitions
+        }) {
+            episodes.truncate(k + 1);
+            return Ok(episodes);
+        }
+        let mean = (total / count).max(1);
+        count = (2 * count).max(transitions.div_ceil(mean) + count / 8 + 1);
+    }
 }
 
 /// Builds a dataset from recorded episodes. An episode flagged both terminated and

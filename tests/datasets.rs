@@ -49,6 +49,7 @@ fn synthetic(lengths: &[usize]) -> Dataset {
             seed: Some(7),
             episodes: lengths.len(),
             origin: None,
+            behaviour_set: None,
         },
         reference_returns: Some(ReferenceReturns {
             random: 0.0,

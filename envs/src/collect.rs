@@ -73,6 +73,16 @@ pub fn collect(
     seed: u64,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<Episode>, EnvError> {
+    if tier == Tier::FullReplay {
+        return Err(EnvError::BadArgument {
+            what: format!("tier `{tier}` of `{id}`"),
+            expected: "one of random, medium, expert, medium-expert, medium-replay (full-replay \
+                       is a learner's training rollouts, which only the MuJoCo locomotion \
+                       tasks have, from a behaviour set)"
+                .into(),
+            found: format!("`{tier}`"),
+        });
+    }
     let mut seeds = ChaCha8Rng::seed_from_u64(seed);
     let episode_seeds: Vec<u64> = (0..episodes).map(|_| seeds.next_u64()).collect();
     let mut vec = VecEnv::new(id, episodes.clamp(1, LANES))?;

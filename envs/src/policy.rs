@@ -22,13 +22,29 @@ pub enum Tier {
     MediumExpert,
     /// A sweep from random up to medium over the episodes, like a learning agent's
     /// replay buffer: episode `k` of `n` takes a random action with probability
-    /// `1 - k / (n - 1)` and the medium action otherwise.
+    /// `1 - k / (n - 1)` and the medium action otherwise. On the MuJoCo locomotion
+    /// tasks: the learner's own training rollouts up to the medium snapshot (from a
+    /// behaviour set, see `flowrl::behaviour::set`).
     MediumReplay,
+    /// Every training rollout of the learner (MuJoCo locomotion tasks, from a behaviour
+    /// set). The scripted environments have no learner: [`crate::collect()`] refuses it
+    /// there, naming the tier and the environment.
+    FullReplay,
 }
 
 impl Tier {
     /// Every tier, in order of the names.
-    pub const ALL: [Tier; 5] = [
+    pub const ALL: [Tier; 6] = [
+        Tier::Random,
+        Tier::Medium,
+        Tier::Expert,
+        Tier::MediumExpert,
+        Tier::MediumReplay,
+        Tier::FullReplay,
+    ];
+
+    /// The tiers the scripted behaviour policies give (every tier but `full-replay`).
+    pub const SCRIPTED: [Tier; 5] = [
         Tier::Random,
         Tier::Medium,
         Tier::Expert,
@@ -44,13 +60,16 @@ impl Tier {
             Tier::Expert => "expert",
             Tier::MediumExpert => "medium-expert",
             Tier::MediumReplay => "medium-replay",
+            Tier::FullReplay => "full-replay",
         }
     }
 
     /// The behaviour of episode `index` out of `episodes` collected for this tier.
+    /// `full-replay` has no scripted behaviour ([`crate::collect()`] refuses it); it gives
+    /// the random behaviour here.
     pub fn behaviour(&self, index: usize, episodes: usize) -> Behaviour {
         match self {
-            Tier::Random => Behaviour::Random,
+            Tier::Random | Tier::FullReplay => Behaviour::Random,
             Tier::Medium => Behaviour::Medium { epsilon: 0.0 },
             Tier::Expert => Behaviour::Expert,
             Tier::MediumExpert if index % 2 == 1 => Behaviour::Expert,

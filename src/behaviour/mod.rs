@@ -72,6 +72,13 @@
 //! checkpoint, which the resumed run writes again identically. They are large: about
 //! `2N x steps x 4 x (obs_dim + act_dim + 1)` bytes per iteration, e.g. 6 MB for a
 //! HalfCheetah iteration (64 episodes of 1000 steps), so 1000 iterations take ~6 GB.
+//!
+//! # Behaviour sets ([`set`], [`tiers`])
+//!
+//! `flowrl behaviour select` copies a run's medium and expert snapshots and its
+//! rollouts into a set folder; `flowrl collect` takes the D4RL-style tiers of the
+//! MuJoCo locomotion tasks from it (snapshots with Gaussian action noise, σ = 0.1 by
+//! default, and the rollouts as replay data).
 
 pub mod ars;
 mod checkpoint;
@@ -80,11 +87,15 @@ pub mod normaliser;
 pub mod policy;
 mod rollout;
 pub mod run;
+pub mod set;
 pub mod snapshot;
+pub mod tiers;
 
 pub use ars::{ars_update, DirectionReturns, UpdateStats};
 pub use config::ArsConfig;
 pub use normaliser::RunningStats;
 pub use policy::BehaviourPolicy;
 pub use run::{read_log, resume, start, LogRow, Outcome, TrainOptions};
+pub use set::BehaviourSet;
 pub use snapshot::SnapshotInfo;
+pub use tiers::{Size, DEFAULT_ACTION_NOISE};

@@ -347,6 +347,7 @@ impl Learner {
                 seed: Some(cfg.seed),
                 episodes: 2 * cfg.directions,
                 origin: None,
+                behaviour_set: None,
             },
             reference_returns: flowrl_envs::reference_returns(&cfg.env_id).map(|r| {
                 ReferenceReturns {

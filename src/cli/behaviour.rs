@@ -1,5 +1,6 @@
 //! `flowrl behaviour`: behaviour policies made in flowrl (`flowrl behaviour train`:
-//! ARS V2-t linear policies, see [`crate::behaviour`] for the defaults and outputs).
+//! ARS V2-t linear policies, see [`crate::behaviour`] for the defaults and outputs;
+//! `flowrl behaviour select`: a behaviour set from a run, see [`crate::behaviour::set`]).
 
 use std::path::PathBuf;
 
@@ -17,6 +18,27 @@ enum BehaviourCommand {
     /// Train a linear policy with Augmented Random Search (V2-t), saving snapshots,
     /// every rollout, logs and checkpoints in --out; or continue one with --resume.
     Train(TrainArgs),
+    /// Make a behaviour set (what `flowrl collect` takes the D4RL-style tiers of a
+    /// MuJoCo task from) out of a training run: copies the --medium and --expert
+    /// snapshots and every training rollout into --out, atomically.
+    Select(SelectArgs),
+}
+
+/// Arguments of `flowrl behaviour select`.
+#[derive(clap::Args)]
+struct SelectArgs {
+    /// Output folder of `flowrl behaviour train`.
+    #[arg(long, value_name = "TRAIN_OUT")]
+    from: PathBuf,
+    /// Name of the medium snapshot in <TRAIN_OUT>/snapshots/, e.g. return-1000.
+    #[arg(long, value_name = "SNAPSHOT")]
+    medium: String,
+    /// Name of the expert snapshot in <TRAIN_OUT>/snapshots/, e.g. best.
+    #[arg(long, value_name = "SNAPSHOT")]
+    expert: String,
+    /// The set's folder (must not exist), e.g. assets/behaviour/Hopper-v5.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Arguments of `flowrl behaviour train`; unset hyper-parameters take the defaults of
@@ -78,7 +100,33 @@ struct TrainArgs {
 pub fn run(args: BehaviourArgs) -> anyhow::Result<()> {
     match args.command {
         BehaviourCommand::Train(args) => train(args),
+        BehaviourCommand::Select(args) => select(args),
     }
+}
+
+fn select(args: SelectArgs) -> anyhow::Result<()> {
+    let s = behaviour::set::select(&args.from, &args.medium, &args.expert, &args.out)?;
+    let set = behaviour::BehaviourSet::open(&args.out, &behaviour_env(&args.out)?)?;
+    println!(
+        "wrote the behaviour set {}: medium {} (return {:.2}, iteration {}), expert {} \
+         (return {:.2}, iteration {}), rollouts of iterations 1 to {} (medium-replay: 1 to {})",
+        args.out.display(),
+        s.medium,
+        set.medium.info().eval_return,
+        set.medium.info().iteration,
+        s.expert,
+        set.expert.info().eval_return,
+        set.expert.info().iteration,
+        s.rollouts,
+        set.medium.info().iteration
+    );
+    Ok(())
+}
+
+/// The environment of the set in `dir` (from its expert snapshot).
+fn behaviour_env(dir: &std::path::Path) -> anyhow::Result<String> {
+    let expert = behaviour::BehaviourPolicy::load(&dir.join(behaviour::set::EXPERT_FILE))?;
+    Ok(expert.info().env_id.clone())
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<()> {

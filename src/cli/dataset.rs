@@ -181,6 +181,22 @@ fn render(file: &str, i: &DatasetInfo) -> String {
         }
         _ => out += "  normalised score: no reference returns known\n",
     }
+    if let Some(b) = &i.behaviour_set {
+        let score = b
+            .expert_normalised
+            .map(|s| format!(", normalised {s:.1}"))
+            .unwrap_or_default();
+        out += &format!(
+            "  behaviour set {}: expert snapshot return {:.2}{score}, medium snapshot return {:.2}\n",
+            b.folder, b.expert_return, b.medium_return
+        );
+        let counts: Vec<String> = b
+            .episodes_by_policy
+            .iter()
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect();
+        out += &format!("  episodes by policy: {}\n", counts.join(", "));
+    }
     out += "\nobservations\n";
     out += &header();
     for (j, s) in i.observations.iter().enumerate() {

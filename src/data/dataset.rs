@@ -78,6 +78,37 @@ pub struct Provenance {
     /// The file or folder a dataset was imported from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// For a dataset collected from a behaviour set (MuJoCo locomotion tiers): the set's
+    /// snapshots and which policy made each episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour_set: Option<BehaviourSetProvenance>,
+}
+
+/// Where the episodes of a dataset collected from a behaviour set come from (see
+/// `flowrl::behaviour::set`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BehaviourSetProvenance {
+    /// The set's folder.
+    pub folder: String,
+    /// Name of the medium snapshot in the training run it was selected from.
+    pub medium_snapshot: String,
+    /// Evaluated return (no action noise) of the medium snapshot, from its metadata.
+    pub medium_return: f64,
+    /// ARS iterations the medium snapshot had taken.
+    pub medium_iteration: u64,
+    /// Name of the expert snapshot in the training run it was selected from.
+    pub expert_snapshot: String,
+    /// Evaluated return (no action noise) of the expert snapshot, from its metadata.
+    pub expert_return: f64,
+    /// ARS iterations the expert snapshot had taken.
+    pub expert_iteration: u64,
+    /// Standard deviation of the Gaussian action noise added to the snapshot policies
+    /// (`None` for the replay tiers, which are the stored rollouts as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_noise: Option<f64>,
+    /// The policy of every episode, in order: `medium`, `expert`, or `iter-NNNNNN` (a
+    /// training rollout of ARS iteration NNNNNN, in the order of its rollouts file).
+    pub episode_policies: Vec<String>,
 }
 
 /// What a dataset is: environment, spaces, provenance and reference returns.

@@ -15,7 +15,8 @@ pub mod store;
 pub mod windows;
 
 pub use dataset::{
-    Actions, Dataset, DatasetBuilder, DatasetParts, Ending, Metadata, Provenance, ReferenceReturns,
+    Actions, BehaviourSetProvenance, Dataset, DatasetBuilder, DatasetParts, Ending, Metadata,
+    Provenance, ReferenceReturns,
 };
 pub use error::{DataError, Problem};
 pub use space::Space;

@@ -123,10 +123,48 @@ pub struct DatasetInfo {
     pub reference_returns: Option<(f64, f64)>,
     /// Normalised score of the episode returns, when reference returns are known.
     pub normalised_score: Option<Summary>,
+    /// For data collected from a behaviour set: its folder and the evaluated returns
+    /// (no action noise) of its medium and expert snapshots, from their metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour_set: Option<BehaviourSetReturns>,
     /// Per-dimension observation statistics.
     pub observations: Vec<Summary>,
     /// Action statistics.
     pub actions: ActionStats,
+}
+
+/// Episodes per policy name, in order of first appearance; the training rollouts of
+/// every iteration (`iter-NNNNNN`) count as one policy, `training rollouts`.
+fn count_policies(names: &[String]) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for name in names {
+        let key = if name.starts_with("iter-") {
+            "training rollouts"
+        } else {
+            name.as_str()
+        };
+        match counts.iter_mut().find(|(k, _)| k == key) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((key.to_string(), 1)),
+        }
+    }
+    counts
+}
+
+/// The snapshots' returns of the behaviour set a dataset was collected from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BehaviourSetReturns {
+    /// The set's folder.
+    pub folder: String,
+    /// Evaluated return of the medium snapshot.
+    pub medium_return: f64,
+    /// Evaluated return of the expert snapshot.
+    pub expert_return: f64,
+    /// The expert snapshot's normalised score, when reference returns are known.
+    pub expert_normalised: Option<f64>,
+    /// Episodes per policy, in order of first appearance (`medium`, `expert`, or
+    /// `training rollouts` for every `iter-NNNNNN`).
+    pub episodes_by_policy: Vec<(String, usize)>,
 }
 
 impl DatasetInfo {
@@ -174,6 +212,19 @@ impl DatasetInfo {
             episode_return: Summary::of(&returns),
             reference_returns: meta.reference_returns.map(|r| (r.random, r.expert)),
             normalised_score,
+            behaviour_set: meta
+                .provenance
+                .behaviour_set
+                .as_ref()
+                .map(|b| BehaviourSetReturns {
+                    folder: b.folder.clone(),
+                    medium_return: b.medium_return,
+                    expert_return: b.expert_return,
+                    expert_normalised: meta
+                        .reference_returns
+                        .map(|r| r.normalised(b.expert_return)),
+                    episodes_by_policy: count_policies(&b.episode_policies),
+                }),
             observations: column_summaries(ds.observations(), ds.obs_dim()),
             actions,
         }

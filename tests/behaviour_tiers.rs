@@ -1,0 +1,424 @@
+//! D4RL-style tiers of the MuJoCo locomotion tasks from a behaviour set: a tiny
+//! Hopper-v5 run (`flowrl behaviour train`), `flowrl behaviour select`, then
+//! `flowrl collect` of every tier (sizes, which policy made which episode, the replay
+//! tiers against the stored rollouts, the action noise, reproducibility) and the
+//! errors. The Hopper test needs `flowrl setup mujoco` (skipped with the reason
+//! otherwise, unless `FLOWRL_REQUIRE_MUJOCO=1`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use flowrl::behaviour::{run, set, BehaviourPolicy};
+use flowrl::data::{store, Actions, BehaviourSetProvenance, Dataset};
+use flowrl_envs::Action;
+
+/// Runs `flowrl` in `dir` with the whitespace-separated `args`.
+fn flowrl(dir: &Path, args: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowrl"))
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, args: &str) -> String {
+    let out = flowrl(dir, args);
+    assert!(
+        out.status.success(),
+        "flowrl {args} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(dir: &Path, args: &str) -> String {
+    let out = flowrl(dir, args);
+    assert!(!out.status.success(), "flowrl {args} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Whether MuJoCo can be used; panics under `FLOWRL_REQUIRE_MUJOCO=1` when not.
+fn mujoco_ready() -> bool {
+    match flowrl_envs::mujoco::available() {
+        Ok(()) => true,
+        Err(e) if std::env::var("FLOWRL_REQUIRE_MUJOCO").is_ok_and(|v| v == "1") => {
+            panic!("FLOWRL_REQUIRE_MUJOCO=1 but MuJoCo is not usable: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping the Hopper-v5 behaviour-tier checks: {e}");
+            false
+        }
+    }
+}
+
+fn provenance(ds: &Dataset) -> &BehaviourSetProvenance {
+    ds.meta()
+        .provenance
+        .behaviour_set
+        .as_ref()
+        .expect("a behaviour-set provenance")
+}
+
+fn continuous(ds: &Dataset) -> &[f32] {
+    match ds.actions() {
+        Actions::Continuous { values, .. } => values,
+        Actions::Discrete { .. } => panic!("continuous actions expected"),
+    }
+}
+
+/// The steps of two datasets are equal (arrays and episode structure).
+fn assert_same_steps(a: &Dataset, b: &Dataset, what: &str) {
+    assert_eq!(a.observations(), b.observations(), "{what}: observations");
+    assert_eq!(a.actions(), b.actions(), "{what}: actions");
+    assert_eq!(a.rewards(), b.rewards(), "{what}: rewards");
+    assert_eq!(a.terminated(), b.terminated(), "{what}: terminated");
+    assert_eq!(a.truncated(), b.truncated(), "{what}: truncated");
+    assert_eq!(a.episode_offsets(), b.episode_offsets(), "{what}: offsets");
+}
+
+/// Episode `e` of `a` equals episode `f` of `b`.
+fn assert_same_episode(a: &Dataset, e: usize, b: &Dataset, f: usize, what: &str) {
+    let (ra, rb) = (a.episode(e), b.episode(f));
+    assert_eq!(ra.len(), rb.len(), "{what}: length");
+    let (oa, ob) = (a.obs_dim(), b.obs_dim());
+    assert_eq!(
+        &a.observations()[ra.start * oa..ra.end * oa],
+        &b.observations()[rb.start * ob..rb.end * ob],
+        "{what}: observations"
+    );
+    assert_eq!(&a.rewards()[ra.clone()], &b.rewards()[rb.clone()], "{what}");
+    let d = 3;
+    assert_eq!(
+        &continuous(a)[ra.start * d..ra.end * d],
+        &continuous(b)[rb.start * d..rb.end * d],
+        "{what}: actions"
+    );
+}
+
+/// The episodes of the stored rollouts of iterations `1..=last`, concatenated, with
+/// the iteration of each.
+fn stored(set: &Path, last: u64) -> (Vec<Dataset>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut names = Vec::new();
+    for i in 1..=last {
+        let ds = store::load(&run::rollouts_path(set, i)).unwrap();
+        names.extend((0..ds.num_episodes()).map(|_| format!("iter-{i:06}")));
+        files.push(ds);
+    }
+    (files, names)
+}
+
+/// Checks that `ds` is the stored episodes, in order.
+fn assert_is_replay(ds: &Dataset, files: &[Dataset], what: &str) {
+    let mut e = 0;
+    for f in files {
+        for k in 0..f.num_episodes() {
+            assert_same_episode(ds, e, f, k, &format!("{what} episode {e}"));
+            assert_eq!(ds.episode_terminated(e), f.episode_terminated(k), "{what}");
+            e += 1;
+        }
+    }
+    assert_eq!(e, ds.num_episodes(), "{what}: episode count");
+}
+
+/// Trains a tiny Hopper run: 2 iterations, snapshot `final` copied to `mid`, then
+/// resumed to 4 iterations; returns the run folder.
+fn tiny_run(dir: &Path) -> PathBuf {
+    let train = dir.join("train");
+    ok(
+        dir,
+        "behaviour train --env Hopper-v5 --seed 3 --out train --iterations 2 \
+         --directions 2 --top 1 --horizon 150 --eval-every 1 --eval-episodes 2 \
+         --checkpoint-every 1",
+    );
+    std::fs::copy(
+        run::snapshot_path(&train, "final"),
+        run::snapshot_path(&train, "mid"),
+    )
+    .unwrap();
+    ok(dir, "behaviour train --resume train --iterations 4");
+    train
+}
+
+#[test]
+fn hopper_tiers_from_a_behaviour_set() {
+    if !mujoco_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let train = tiny_run(dir);
+    let set_dir = dir.join("set");
+
+    // select: the two snapshots, every rollout, the selection; refuses an existing --out
+    // and an unknown snapshot name.
+    let said = ok(
+        dir,
+        "behaviour select --from train --medium mid --expert final --out set",
+    );
+    assert!(said.contains("medium-replay: 1 to 2"), "{said}");
+    for i in 1..=4 {
+        assert_eq!(
+            std::fs::read(run::rollouts_path(&set_dir, i)).unwrap(),
+            std::fs::read(run::rollouts_path(&train, i)).unwrap()
+        );
+    }
+    assert!(!run::rollouts_path(&set_dir, 5).exists());
+    let medium = BehaviourPolicy::load(&set_dir.join(set::MEDIUM_FILE)).unwrap();
+    let expert = BehaviourPolicy::load(&set_dir.join(set::EXPERT_FILE)).unwrap();
+    assert_eq!(medium.info().iteration, 2);
+    assert_eq!(expert.info().iteration, 4);
+    let err = fails(
+        dir,
+        "behaviour select --from train --medium mid --expert final --out set",
+    );
+    assert!(err.contains("already exists"), "{err}");
+    let err = fails(
+        dir,
+        "behaviour select --from train --medium nope --expert final --out other",
+    );
+    assert!(
+        err.contains("--medium nope") && err.contains("snapshots"),
+        "{err}"
+    );
+    assert!(!dir.join("other").exists());
+
+    // `size` and `extra` are flags, e.g. "--episodes 4".
+    let collect = |tier: &str, size: &str, seed: u64, extra: &str, out: &str| {
+        ok(
+            dir,
+            &format!(
+                "collect --env Hopper-v5 --tier {tier} --seed {seed} --behaviour set \
+                 --out {out} {size} {extra}"
+            ),
+        );
+        store::load(&dir.join(out)).unwrap()
+    };
+
+    // medium: episode count, policies, noise recorded, snapshot returns recorded.
+    let med = collect("medium", "--episodes 4", 5, "", "medium.safetensors");
+    assert_eq!(med.num_episodes(), 4);
+    let p = provenance(&med);
+    assert_eq!(p.episode_policies, vec!["medium"; 4]);
+    assert_eq!(p.action_noise, Some(0.1));
+    assert_eq!(
+        (p.medium_snapshot.as_str(), p.expert_snapshot.as_str()),
+        ("mid", "final")
+    );
+    assert_eq!(p.expert_return, expert.info().eval_return);
+    assert_eq!(p.medium_iteration, 2);
+    assert_eq!(med.meta().provenance.tier.as_deref(), Some("medium"));
+    let (low, high) = medium.action_bounds();
+    assert!(continuous(&med).iter().all(|a| (low..=high).contains(a)));
+
+    // Noise: without it the actions are the snapshot's; with it they differ.
+    let clean = collect(
+        "medium",
+        "--episodes 2",
+        5,
+        "--action-noise 0",
+        "clean.safetensors",
+    );
+    for t in 0..clean.len() {
+        let Action::Continuous(a) = medium.act(clean.observation(t)) else {
+            unreachable!()
+        };
+        assert_eq!(
+            &continuous(&clean)[t * 3..t * 3 + 3],
+            a.as_slice(),
+            "step {t}"
+        );
+    }
+    assert_ne!(&continuous(&clean)[..3], &continuous(&med)[..3]);
+
+    // Same seed, same data; another seed, other data.
+    let again = collect("medium", "--episodes 4", 5, "", "again.safetensors");
+    assert_same_steps(&med, &again, "medium with the same seed");
+    assert_eq!(med.meta(), again.meta());
+    let other = collect("medium", "--episodes 4", 6, "", "other.safetensors");
+    assert_ne!(med.observations(), other.observations());
+
+    // expert by transitions: whole episodes until at least N.
+    let exp = collect("expert", "--transitions 300", 5, "", "expert.safetensors");
+    let lengths: Vec<usize> = exp.episode_lengths().collect();
+    assert!(
+        exp.len() >= 300 && exp.len() - lengths.last().unwrap() < 300,
+        "{lengths:?}"
+    );
+    assert!(provenance(&exp)
+        .episode_policies
+        .iter()
+        .all(|p| p == "expert"));
+
+    // medium-expert alternates (odd: expert); episode k is the tier's episode k.
+    let me = collect("medium-expert", "--episodes 4", 5, "", "me.safetensors");
+    assert_eq!(
+        provenance(&me).episode_policies,
+        vec!["medium", "expert", "medium", "expert"]
+    );
+    assert_same_episode(&me, 0, &med, 0, "medium-expert episode 0");
+    assert_same_episode(&me, 2, &med, 2, "medium-expert episode 2");
+    assert_same_episode(&me, 1, &exp, 1, "medium-expert episode 1");
+
+    // medium-replay: the rollouts of iterations 1..=2, exactly and in order.
+    let (files, names) = stored(&set_dir, 2);
+    let count: usize = files.iter().map(Dataset::num_episodes).sum();
+    let mr = collect(
+        "medium-replay",
+        &format!("--episodes {count}"),
+        0,
+        "",
+        "mr.safetensors",
+    );
+    assert_is_replay(&mr, &files, "medium-replay");
+    assert_eq!(provenance(&mr).episode_policies, names);
+    assert_eq!(provenance(&mr).action_noise, None);
+    let more = count + 1;
+    let err = fails(
+        dir,
+        &format!(
+            "collect --env Hopper-v5 --tier medium-replay --episodes {more} \
+         --behaviour set --out x.safetensors"
+        ),
+    );
+    assert!(err.contains(&format!("holds {count} episodes")), "{err}");
+    // A prefix by transitions: whole episodes until at least N.
+    let first = files[0].episode_lengths().next().unwrap();
+    let part = collect(
+        "medium-replay",
+        &format!("--transitions {}", first + 1),
+        0,
+        "",
+        "mr-part.safetensors",
+    );
+    assert_eq!(part.num_episodes(), 2);
+    assert_same_episode(&part, 1, &files[0], 1, "medium-replay prefix");
+
+    // full-replay: every rollout (iterations 1..=4).
+    let (files, names) = stored(&set_dir, 4);
+    let total: usize = files.iter().map(Dataset::len).sum();
+    let fr = collect(
+        "full-replay",
+        &format!("--transitions {total}"),
+        0,
+        "",
+        "fr.safetensors",
+    );
+    assert_is_replay(&fr, &files, "full-replay");
+    assert_eq!(provenance(&fr).episode_policies, names);
+
+    // random needs no set; dataset info shows our expert snapshot's return.
+    let rnd = dir.join("random.safetensors");
+    ok(
+        dir,
+        "collect --env Hopper-v5 --tier random --transitions 200 --behaviour \
+         nowhere --out random.safetensors",
+    );
+    assert!(store::load(&rnd).unwrap().len() >= 200);
+    let info = ok(dir, "dataset info me.safetensors");
+    assert!(
+        info.contains(&format!(
+            "expert snapshot return {:.2}",
+            expert.info().eval_return
+        )) && info.contains("episodes by policy: medium 2, expert 2"),
+        "{info}"
+    );
+    // The first evaluation's milestone snapshot was saved at iteration 0: no rollouts.
+    let early = std::fs::read_dir(train.join(run::SNAPSHOTS_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| BehaviourPolicy::load(p).unwrap().info().iteration == 0)
+        .expect("a snapshot of iteration 0");
+    let early = early.file_stem().unwrap().to_str().unwrap();
+    let err = fails(
+        dir,
+        &format!(
+            "behaviour select --from train --medium {} --expert final --out early",
+            early
+        ),
+    );
+    assert!(
+        err.contains("iteration 0") && err.contains("empty"),
+        "{err}"
+    );
+
+    // A missing set: the error names the folder, what is missing and the commands.
+    let err = fails(
+        dir,
+        "collect --env Hopper-v5 --tier medium --episodes 2 --behaviour nowhere \
+         --out x.safetensors",
+    );
+    assert!(
+        err.contains("nowhere")
+            && err.contains("does not exist")
+            && err.contains("flowrl behaviour train --env Hopper-v5")
+            && err.contains("flowrl behaviour select --from"),
+        "{err}"
+    );
+    std::fs::remove_file(set_dir.join(set::EXPERT_FILE)).unwrap();
+    let err = fails(
+        dir,
+        "collect --env Hopper-v5 --tier expert --episodes 2 --behaviour set --out x.safetensors",
+    );
+    assert!(err.contains("expert.safetensors is missing"), "{err}");
+    // The default folder is the repository's assets/behaviour/<env-id>/.
+    let default = set::default_dir("Hopper-v5");
+    assert!(default.ends_with("assets/behaviour/Hopper-v5"));
+    if !default.exists() {
+        let err = fails(
+            dir,
+            "collect --env Hopper-v5 --tier medium-replay --episodes 2 --out x.safetensors",
+        );
+        assert!(
+            err.contains(&default.display().to_string()) && err.contains("flowrl behaviour select"),
+            "{err}"
+        );
+    }
+    assert!(!dir.join("x.safetensors").exists());
+}
+
+#[test]
+fn sizes_and_classic_control_tiers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let err = fails(
+        dir,
+        "collect --env CartPole-v1 --tier full-replay --episodes 2 --out x.safetensors",
+    );
+    assert!(
+        err.contains("full-replay") && err.contains("CartPole-v1"),
+        "{err}"
+    );
+    let err = fails(
+        dir,
+        "collect --env CartPole-v1 --tier expert --episodes 2 --transitions 10 --out x.safetensors",
+    );
+    assert!(err.contains("--transitions"), "{err}");
+    let err = fails(
+        dir,
+        "collect --env CartPole-v1 --tier expert --out x.safetensors",
+    );
+    assert!(err.contains("--episodes"), "{err}");
+    let err = fails(
+        dir,
+        "collect --env CartPole-v1 --tier medium-replay --transitions 100 --out x.safetensors",
+    );
+    assert!(err.contains("--episodes instead"), "{err}");
+
+    // Classic control by transitions: the prefix of the same collection by episodes.
+    ok(
+        dir,
+        "collect --env Pendulum-v1 --tier medium-expert --transitions 1000 \
+         --seed 4 --out t.safetensors",
+    );
+    ok(
+        dir,
+        "collect --env Pendulum-v1 --tier medium-expert --episodes 5 --seed 4 --out e.safetensors",
+    );
+    let t = store::load(&dir.join("t.safetensors")).unwrap();
+    let e = store::load(&dir.join("e.safetensors")).unwrap();
+    // Pendulum episodes are 200 steps: 1000 transitions are 5 episodes.
+    assert_eq!(t.len(), 1000);
+    assert_same_steps(&t, &e, "Pendulum by transitions and by episodes");
+    assert!(t.meta().provenance.behaviour_set.is_none());
+}

@@ -235,6 +235,24 @@ fn hopper_tiers_from_a_behaviour_set() {
     let again = collect("medium", "--episodes 4", 5, "", "again.safetensors");
     assert_same_steps(&med, &again, "medium with the same seed");
     assert_eq!(med.meta(), again.meta());
+    // ... whatever the number of threads.
+    let out = Command::new(env!("CARGO_BIN_EXE_flowrl"))
+        .args(
+            "collect --env Hopper-v5 --tier medium --seed 5 --behaviour set --episodes 4 \
+             --out one-thread.safetensors"
+                .split_whitespace(),
+        )
+        .env("RAYON_NUM_THREADS", "1")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one = store::load(&dir.join("one-thread.safetensors")).unwrap();
+    assert_same_steps(&med, &one, "medium on one thread");
     let other = collect("medium", "--episodes 4", 6, "", "other.safetensors");
     assert_ne!(med.observations(), other.observations());
 
@@ -361,6 +379,31 @@ fn hopper_tiers_from_a_behaviour_set() {
         "collect --env Hopper-v5 --tier expert --episodes 2 --behaviour set --out x.safetensors",
     );
     assert!(err.contains("expert.safetensors is missing"), "{err}");
+    // Without rollouts a set still gives the snapshot tiers, not the replay ones.
+    std::fs::copy(
+        set_dir.join(set::MEDIUM_FILE),
+        set_dir.join(set::EXPERT_FILE),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(set_dir.join(run::ROLLOUTS_DIR)).unwrap();
+    collect(
+        "medium-expert",
+        "--episodes 2",
+        1,
+        "",
+        "no-rollouts.safetensors",
+    );
+    let err = fails(
+        dir,
+        "collect --env Hopper-v5 --tier full-replay --episodes 1 --behaviour set \
+         --out x.safetensors",
+    );
+    assert!(
+        err.contains("lacks rollouts")
+            && err.contains("set")
+            && err.contains("flowrl behaviour select"),
+        "{err}"
+    );
     // The default folder is the repository's assets/behaviour/<env-id>/.
     let default = set::default_dir("Hopper-v5");
     assert!(default.ends_with("assets/behaviour/Hopper-v5"));

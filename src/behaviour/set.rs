@@ -7,7 +7,8 @@
 //!   expert.safetensors      the expert snapshot
 //!   rollouts/iter-<i>.safetensors  every training rollout of iterations 1..=n, as
 //!                           `flowrl behaviour train` wrote them (n >= the medium
-//!                           snapshot's iteration)
+//!                           snapshot's iteration; only the replay tiers read them, a
+//!                           set without rollouts still gives the snapshot tiers)
 //!   selection.json          which run and snapshot names the set was selected from
 //! ```
 //!
@@ -75,7 +76,7 @@ fn how_to_make(env_id: &str, dir: &Path) -> String {
          (snapshot names are the files of <train-out>/{SNAPSHOTS_DIR}/ without .safetensors: \
          D4RL's medium policy reaches about a third of the expert's return, e.g. return-1000 \
          on Hopper, and the expert is usually `best`; log.csv has every evaluated return), \
-         or pass another set with --behaviour DIR",
+         or pass another set with --behaviour DIR (the `random` tier needs no set)",
         dir.display()
     )
 }
@@ -114,9 +115,9 @@ fn rollout_iterations(dir: &Path) -> anyhow::Result<u64> {
 
 impl BehaviourSet {
     /// Opens the set of `env_id` in `dir`, checking its snapshots are valid policies of
-    /// `env_id` and that its rollouts cover iterations 1 up to at least the medium
-    /// snapshot's. A missing folder or file is named in the error with the commands
-    /// that make a set.
+    /// `env_id` and that its rollout files have no gap (the replay tiers check they
+    /// reach far enough, [`BehaviourSet::require_rollouts`]). A missing folder or
+    /// snapshot is named in the error with the commands that make a set.
     pub fn open(dir: &Path, env_id: &str) -> anyhow::Result<Self> {
         let missing = |what: String| {
             anyhow::anyhow!(
@@ -145,16 +146,7 @@ impl BehaviourSet {
         };
         let medium = load(MEDIUM_FILE)?;
         let expert = load(EXPERT_FILE)?;
-        let rollouts = dir.join(ROLLOUTS_DIR);
-        let rollout_iterations = rollout_iterations(&rollouts)?;
-        let needed = medium.info().iteration;
-        if rollout_iterations == 0 || rollout_iterations < needed {
-            return Err(missing(format!(
-                "{ROLLOUTS_DIR}/ holds the rollouts of {rollout_iterations} iterations, the \
-                 replay tiers need iterations 1 to {} at least (the medium snapshot's)",
-                needed.max(1)
-            )));
-        }
+        let rollout_iterations = rollout_iterations(&dir.join(ROLLOUTS_DIR))?;
         let selection_path = dir.join(SELECTION_FILE);
         let selection = if selection_path.is_file() {
             let text = std::fs::read_to_string(&selection_path)
@@ -176,6 +168,24 @@ impl BehaviourSet {
             selection,
             rollout_iterations,
         })
+    }
+
+    /// Checks the set holds the rollouts of iterations `1..=last` (what a replay tier
+    /// needs; the snapshot tiers need no rollouts); the error names the folder, what
+    /// is missing and how to make a set.
+    pub fn require_rollouts(&self, tier: &str, last: u64) -> anyhow::Result<()> {
+        if last == 0 || self.rollout_iterations < last {
+            let env_id = &self.expert.info().env_id;
+            bail!(
+                "the behaviour set of {env_id} in {} lacks rollouts: {tier} needs those of \
+                 iterations 1 to {last} in {}/, it holds {}; {}",
+                self.dir.display(),
+                ROLLOUTS_DIR,
+                self.rollout_iterations,
+                how_to_make(env_id, &self.dir)
+            );
+        }
+        Ok(())
     }
 
     /// The rollouts file of `iteration` (1-based).

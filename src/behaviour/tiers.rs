@@ -22,17 +22,20 @@
 //! bounds. Episode `k` resets with the `k`-th number of a ChaCha8 stream seeded with
 //! the collection seed and draws its noise from ChaCha8 stream 1 of that reset seed
 //! (as the scripted behaviours draw theirs), so the same seed gives the same dataset
-//! and the first episodes do not depend on how many are collected.
+//! and the first episodes do not depend on how many are collected. Episodes run in
+//! parallel on the rayon pool, in batches appended in order (the data does not depend
+//! on the number of threads).
 //!
 //! The dataset's provenance records the set, both snapshots' returns and iterations,
 //! the noise and the policy of every episode
 //! ([`crate::data::BehaviourSetProvenance`]).
 
 use anyhow::{bail, Context};
-use flowrl_envs::{Action, Tier};
+use flowrl_envs::{Action, FlowEnv, Tier};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 
 use super::policy::BehaviourPolicy;
 use super::set::BehaviourSet;
@@ -160,6 +163,7 @@ pub fn collect_from_set(
             } else {
                 set.rollout_iterations
             };
+            set.require_rollouts(tier.name(), last)?;
             'files: for i in 1..=last {
                 let path = set.rollouts_path(i);
                 let ds = store::load(&path)?;
@@ -220,49 +224,109 @@ pub fn collect_from_set(
             );
         }
     }
-    let mut env = env;
+    // Episodes run in parallel in batches, each on its own environment, and are
+    // appended in order: the data does not depend on the number of threads.
+    let batch = (4 * rayon::current_num_threads()).max(8);
+    let mut envs = vec![env];
     let mut seeds = ChaCha8Rng::seed_from_u64(seed);
     let mut k = 0;
     while !size.reached(k, b.len()) {
-        let episode_seed = seeds.next_u64();
-        let expert = match tier {
-            Tier::Expert => true,
-            Tier::MediumExpert => k % 2 == 1,
-            _ => false,
+        let n = match size {
+            Size::Episodes(n) => (n - k).min(batch),
+            Size::Transitions(_) => batch,
         };
-        let policy: &BehaviourPolicy = if expert { &set.expert } else { &set.medium };
-        let mut rng = ChaCha8Rng::seed_from_u64(episode_seed);
-        rng.set_stream(1);
-        let mut obs = env.reset_native(Some(episode_seed));
-        loop {
-            let Action::Continuous(mut action) = policy.act(&obs) else {
-                unreachable!("linear policies act continuously")
-            };
-            if action_noise > 0.0 {
-                for a in &mut action {
-                    let z: f64 = StandardNormal.sample(&mut rng);
-                    *a = (f64::from(*a) + action_noise * z).clamp(f64::from(low), f64::from(high))
-                        as f32;
-                }
-            }
-            let step = env
-                .try_step(&Action::Continuous(action.clone()))
-                .with_context(|| format!("episode {k} of {tier} on {env_id}"))?;
-            b.push_continuous(&obs, &action, step.reward as f32);
-            if step.done() {
-                b.end_episode(if step.terminated {
-                    Ending::Terminated
-                } else {
-                    Ending::Truncated
-                });
+        while envs.len() < n {
+            envs.push(flowrl_envs::make(env_id)?);
+        }
+        let jobs: Vec<(usize, u64)> = (k..k + n).map(|i| (i, seeds.next_u64())).collect();
+        let episodes = envs[..n]
+            .par_iter_mut()
+            .zip(&jobs)
+            .map(|(env, &(i, episode_seed))| {
+                let expert = match tier {
+                    Tier::Expert => true,
+                    Tier::MediumExpert => i % 2 == 1,
+                    _ => false,
+                };
+                let policy = if expert { &set.expert } else { &set.medium };
+                noisy_episode(env.as_mut(), policy, episode_seed, action_noise)
+                    .with_context(|| format!("episode {i} of {tier} on {env_id}"))
+                    .map(|e| (expert, e))
+            })
+            .collect::<Vec<_>>();
+        for episode in episodes {
+            if size.reached(k, b.len()) {
                 break;
             }
-            obs = step.obs;
+            let (expert, e) = episode?;
+            for t in 0..e.rewards.len() {
+                b.push_continuous(
+                    &e.observations[t * obs_dim..(t + 1) * obs_dim],
+                    &e.actions[t * act_dim..(t + 1) * act_dim],
+                    e.rewards[t],
+                );
+            }
+            b.end_episode(if e.terminated {
+                Ending::Terminated
+            } else {
+                Ending::Truncated
+            });
+            policies.push(if expert { "expert" } else { "medium" }.to_string());
+            k += 1;
+            progress(k);
         }
-        policies.push(if expert { "expert" } else { "medium" }.to_string());
-        k += 1;
-        progress(k);
     }
     b.build(meta(k, policies, Some(action_noise)))
         .map_err(|p| anyhow::anyhow!("{tier} of {env_id}: {p}"))
+}
+
+/// One recorded episode: observations and actions row-major.
+struct Recorded {
+    observations: Vec<f32>,
+    actions: Vec<f32>,
+    rewards: Vec<f32>,
+    terminated: bool,
+}
+
+/// One episode of `policy` from `episode_seed` with Gaussian action noise of standard
+/// deviation `noise` (drawn from ChaCha8 stream 1 of the reset seed), clipped to the
+/// action bounds.
+fn noisy_episode(
+    env: &mut dyn FlowEnv,
+    policy: &BehaviourPolicy,
+    episode_seed: u64,
+    noise: f64,
+) -> anyhow::Result<Recorded> {
+    let (low, high) = policy.action_bounds();
+    let mut rng = ChaCha8Rng::seed_from_u64(episode_seed);
+    rng.set_stream(1);
+    let mut out = Recorded {
+        observations: Vec::new(),
+        actions: Vec::new(),
+        rewards: Vec::new(),
+        terminated: false,
+    };
+    let mut obs = env.reset_native(Some(episode_seed));
+    loop {
+        let Action::Continuous(mut action) = policy.act(&obs) else {
+            unreachable!("linear policies act continuously")
+        };
+        if noise > 0.0 {
+            for a in &mut action {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                *a = (f64::from(*a) + noise * z).clamp(f64::from(low), f64::from(high)) as f32;
+            }
+        }
+        out.observations.extend_from_slice(&obs);
+        out.actions.extend_from_slice(&action);
+        let step = env
+            .try_step(&Action::Continuous(action))
+            .with_context(|| format!("step {}", out.rewards.len()))?;
+        out.rewards.push(step.reward as f32);
+        if step.done() {
+            out.terminated = step.terminated;
+            return Ok(out);
+        }
+        obs = step.obs;
+    }
 }

@@ -28,6 +28,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 pub(crate) use codec::{decode, encode, Metadata};
+pub use codec::sorted_header;
 
 /// Index of a parameter inside its [`ParamStore`] (registration order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

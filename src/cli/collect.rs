@@ -28,11 +28,15 @@ pub struct CollectArgs {
     /// Output native dataset (.safetensors), written atomically.
     #[arg(long)]
     out: PathBuf,
+    /// Overwrite --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Runs the subcommand.
 pub fn run(args: CollectArgs) -> anyhow::Result<()> {
     let tier = Tier::from_str(&args.tier).context("invalid --tier")?;
+    crate::atomic::check_output(&args.out, "--out", &[], args.force)?;
     let bar = crate::progress::bar(args.episodes as u64, "episodes");
     bar.set_message(format!("{} {}", args.env, tier));
     let dataset = collect_with_bar(&args.env, tier, args.episodes, args.seed, &bar)

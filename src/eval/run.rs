@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use dfdx::prelude::Cpu;
 use flowrl_agents::acting::ContextMode;
 use flowrl_agents::agent::Agent;
@@ -67,6 +68,32 @@ pub fn plan_for(config: &Config, pre: &Preprocessing, over: &EvalOverrides) -> E
     }
 }
 
+/// Checks, before training starts, that the evaluations `config` schedules can run:
+/// the evaluation environment exists and the agent (built for the dataset) fits it.
+/// The error names where the environment id came from (`eval.env` or the dataset's
+/// `env_id`).
+pub fn check_evaluable(
+    config: &Config,
+    agent: &Agent<f32, Cpu>,
+    pre: &Preprocessing,
+) -> anyhow::Result<()> {
+    let plan = plan_for(config, pre, &EvalOverrides::default());
+    let env_id = &plan.settings.env_id;
+    let source = if config.eval.env.is_some() {
+        "eval.env"
+    } else {
+        "the dataset's env_id (no eval.env set)"
+    };
+    super::rollout::check_env(&policy_of(agent, pre), env_id).with_context(|| {
+        format!(
+            "evaluation is configured (eval.episodes = {}) on `{env_id}`, from {source}, but \
+             cannot run there; set eval.env to the dataset's environment or eval.episodes = 0 \
+             (checked before training)",
+            config.eval.episodes
+        )
+    })
+}
+
 /// The policy of a trained agent with its preprocessing.
 pub fn policy_of<'a>(agent: &'a Agent<f32, Cpu>, pre: &'a Preprocessing) -> Policy<'a> {
     Policy {
@@ -82,7 +109,7 @@ pub fn policy_of<'a>(agent: &'a Agent<f32, Cpu>, pre: &'a Preprocessing) -> Poli
 /// Where `flowrl eval` and the training hook write the JSON report of an evaluation:
 /// `<run>/eval/step-<N>-<context>-seed-<S>.json`.
 pub fn report_file(run: &Path, step: u64, context: ContextMode, seed: u64) -> PathBuf {
-    run.join("eval").join(format!(
+    run.join(crate::train::run_dir::EVAL_DIR).join(format!(
         "step-{step}-{}-seed-{seed}.json",
         context_name(context)
     ))

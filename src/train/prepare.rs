@@ -228,6 +228,7 @@ pub fn plan(cfg: &Config, ds: &Dataset, sampler_seed: u64) -> anyhow::Result<Pla
             ds.meta().env_id
         )
     })?;
+    crate::limits::check_training(&agent_cfg, cfg.train.batch)?;
     let reward_scale = cfg.train.reward_scale as f32;
     if !(reward_scale.is_finite() && reward_scale > 0.0) {
         bail!(

@@ -1,6 +1,7 @@
 //! Observation and action spaces as stored in dataset metadata (JSON), and the relaxed
 //! JSON reader for files written by Python's `json` module (which emits `Infinity`/`NaN`).
 
+use flowrl_agents::agent::MAX_FEATURES;
 use serde_json::{json, Value};
 
 /// A flat space: a box of `low.len()` continuous dimensions, or `n` discrete choices.
@@ -106,7 +107,8 @@ impl Space {
         }
     }
 
-    /// Checks the space itself: at least one dimension or choice, `low <= high`, no NaN.
+    /// Checks the space itself: at least one dimension or choice, at most
+    /// [`MAX_FEATURES`] choices, `low <= high`, no NaN.
     pub fn check(&self) -> Result<(), String> {
         match self {
             Space::Box { low, high } => {
@@ -123,6 +125,9 @@ impl Space {
                 Ok(())
             }
             Space::Discrete { n } if *n == 0 => Err("Discrete space with n = 0".into()),
+            Space::Discrete { n } if *n > MAX_FEATURES => Err(format!(
+                "Discrete space with n = {n}, more than the {MAX_FEATURES} actions an agent takes"
+            )),
             Space::Discrete { .. } => Ok(()),
         }
     }

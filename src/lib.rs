@@ -10,6 +10,7 @@ pub mod config;
 pub mod cpu_time;
 pub mod data;
 pub mod eval;
+pub mod fuzz;
 pub mod limits;
 pub mod logging;
 pub mod plot;

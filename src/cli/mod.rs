@@ -4,5 +4,6 @@ pub mod bench;
 pub mod collect;
 pub mod dataset;
 pub mod eval;
+pub mod fuzz;
 pub mod suite;
 pub mod train;

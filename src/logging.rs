@@ -14,7 +14,7 @@ mod events;
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -146,7 +146,8 @@ impl RunLogger {
             .try_for_each(|(tag, value)| self.scalar(tag, step, *value))
     }
 
-    /// Writes one framed event; on failure the logger is closed for good.
+    /// Writes one framed event; on failure the logger is closed for good and a partly
+    /// written record is cut off.
     fn write_event(&mut self, event: &[u8]) -> anyhow::Result<()> {
         let Some((file, path)) = self.file.as_mut() else {
             bail!(
@@ -154,7 +155,12 @@ impl RunLogger {
                 self.dir.display()
             );
         };
+        let start = file.stream_position();
         if let Err(e) = file.write_all(&events::frame(event)) {
+            // Cut a partly written record (best effort): the file stays readable.
+            if let Ok(start) = start {
+                let _ = file.set_len(start);
+            }
             let path = path.display().to_string();
             self.file = None;
             return Err(anyhow!(e).context(format!("cannot write the event file {path}")));

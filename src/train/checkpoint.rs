@@ -196,19 +196,11 @@ pub fn save(run: &Path, parts: &CheckpointParts<'_>) -> anyhow::Result<PathBuf> 
             .with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let extra = HashMap::from([(STEP_KEY.to_string(), step.to_string())]);
-    let params = parts
-        .agent
-        .to_safetensors(&extra)
-        .context("cannot serialise the parameters")?;
-    write_bytes_atomic(&tmp.join(PARAMS_FILE), &params)?;
-    let optim = parts
-        .optimizer
-        .state_to_safetensors(parts.agent.params())
-        .context("cannot serialise the optimiser state")?;
-    write_bytes_atomic(&tmp.join(OPTIMIZER_FILE), &optim)?;
-    write_json(&tmp.join(STATE_FILE), parts.state)?;
-    write_json(&tmp.join(NORMALISATION_FILE), parts.preprocessing)?;
+    if let Err(e) = write_parts(&tmp, parts) {
+        // Best effort: a full disk, say, should not also leave a partial folder.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)
             .with_context(|| format!("cannot replace {}", final_dir.display()))?;
@@ -220,6 +212,23 @@ pub fn save(run: &Path, parts: &CheckpointParts<'_>) -> anyhow::Result<PathBuf> 
         format!("{}\n", run_dir::checkpoint_name(step)).as_bytes(),
     )?;
     Ok(final_dir)
+}
+
+/// Writes every file of a checkpoint into the folder `dir`.
+fn write_parts(dir: &Path, parts: &CheckpointParts<'_>) -> anyhow::Result<()> {
+    let extra = HashMap::from([(STEP_KEY.to_string(), parts.state.step.to_string())]);
+    let params = parts
+        .agent
+        .to_safetensors(&extra)
+        .context("cannot serialise the parameters")?;
+    write_bytes_atomic(&dir.join(PARAMS_FILE), &params)?;
+    let optim = parts
+        .optimizer
+        .state_to_safetensors(parts.agent.params())
+        .context("cannot serialise the optimiser state")?;
+    write_bytes_atomic(&dir.join(OPTIMIZER_FILE), &optim)?;
+    write_json(&dir.join(STATE_FILE), parts.state)?;
+    write_json(&dir.join(NORMALISATION_FILE), parts.preprocessing)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {

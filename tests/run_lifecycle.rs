@@ -518,3 +518,18 @@ fn eval_names_the_flag_or_file_behind_a_bad_agent_input() {
         "{err}"
     );
 }
+
+#[test]
+fn resume_without_a_latest_pointer_continues_from_the_newest_complete_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _) = pendulum(tmp.path(), "p.safetensors");
+    let whole = tmp.path().join("whole");
+    train_to(tiny(&data, &[]), &whole, None);
+    let run = tmp.path().join("run");
+    train_to(tiny(&data, &[]), &run, Some(11));
+    // Killed after moving step-11 into place, before naming it in `latest`.
+    std::fs::remove_file(run_dir::checkpoints(&run).join("latest")).unwrap();
+    let done = train::resume(&run, &TrainOptions::default(), None).unwrap();
+    assert_eq!(done.started, RunStart::Resumed { step: 11 });
+    assert_eq!(params(&run, 12), params(&whole, 12));
+}

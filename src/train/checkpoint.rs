@@ -207,10 +207,7 @@ pub fn save(run: &Path, parts: &CheckpointParts<'_>) -> anyhow::Result<PathBuf> 
     }
     std::fs::rename(&tmp, &final_dir)
         .with_context(|| format!("cannot move the checkpoint to {}", final_dir.display()))?;
-    write_bytes_atomic(
-        &root.join(run_dir::LATEST_FILE),
-        format!("{}\n", run_dir::checkpoint_name(step)).as_bytes(),
-    )?;
+    run_dir::write_latest(run, step)?;
     Ok(final_dir)
 }
 

@@ -84,6 +84,33 @@ pub fn latest_step(run: &Path) -> anyhow::Result<u64> {
         .with_context(|| format!("{}: expected `step-<N>`, found `{name}`", path.display()))
 }
 
+/// Restores a missing `latest` pointer (a run killed between moving a checkpoint into
+/// place and naming it) from the newest checkpoint folder holding every file of
+/// [`CHECKPOINT_FILES`]. Returns the step it now names, `None` if the pointer was
+/// there or no complete checkpoint folder exists.
+pub fn restore_latest(run: &Path) -> anyhow::Result<Option<u64>> {
+    let pointer = checkpoints(run).join(LATEST_FILE);
+    if pointer.exists() {
+        return Ok(None);
+    }
+    let complete = checkpoint_steps(run)?.into_iter().rev().find(|&step| {
+        let dir = checkpoint_dir(run, step);
+        CHECKPOINT_FILES.iter().all(|f| dir.join(f).is_file())
+    });
+    if let Some(step) = complete {
+        write_latest(run, step)?;
+    }
+    Ok(complete)
+}
+
+/// Points `latest` at the checkpoint of `step` (atomically).
+pub fn write_latest(run: &Path, step: u64) -> anyhow::Result<()> {
+    crate::atomic::write_bytes_atomic(
+        &checkpoints(run).join(LATEST_FILE),
+        format!("{}\n", checkpoint_name(step)).as_bytes(),
+    )
+}
+
 /// Whether `run` holds a checkpoint: a `latest` pointer or a `step-<N>` folder.
 pub fn has_checkpoint(run: &Path) -> anyhow::Result<bool> {
     Ok(checkpoints(run).join(LATEST_FILE).exists() || !checkpoint_steps(run)?.is_empty())

@@ -292,6 +292,13 @@ pub fn resume(
         );
         return begin(config, run, RunStart::Restarted, opts, eval);
     }
+    if let Some(step) = run_dir::restore_latest(run)? {
+        eprintln!(
+            "note: {} had no `latest` pointer (interrupted while checkpointing); resuming from \
+             its newest complete checkpoint, step {step}",
+            run.display()
+        );
+    }
     run_dir::latest_step(run)?;
     let ds = prepare::load_dataset(&config, &prepare::collected_path(run))?;
     let seeds = Seeds::from_config_seed(config.seed);

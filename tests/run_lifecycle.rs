@@ -61,6 +61,17 @@ fn train_to(cfg: Config, run: &Path, stop_at: Option<u64>) -> train::TrainOutcom
     train::start(cfg, run, &TrainOptions { stop_at }, None).unwrap()
 }
 
+/// A Pendulum dataset in `dir` and the uninterrupted run `dir/whole` of [`tiny`] on it.
+fn dataset_and_whole_run(dir: &Path) -> (PathBuf, PathBuf) {
+    let (data, _) = pendulum(dir, "p.safetensors");
+    let whole = dir.join("whole");
+    assert_eq!(
+        train_to(tiny(&data, &[]), &whole, None).started,
+        RunStart::New
+    );
+    (data, whole)
+}
+
 fn params(run: &Path, step: u64) -> Vec<u8> {
     std::fs::read(run_dir::checkpoint_dir(run, step).join(run_dir::PARAMS_FILE)).unwrap()
 }
@@ -85,12 +96,7 @@ fn killed_before_first_checkpoint(cfg: Config, run: &Path) {
 #[test]
 fn a_run_without_a_checkpoint_restarts_in_place_or_resumes_from_step_zero() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _) = pendulum(tmp.path(), "p.safetensors");
-    let whole = tmp.path().join("whole");
-    assert_eq!(
-        train_to(tiny(&data, &[]), &whole, None).started,
-        RunStart::New
-    );
+    let (data, whole) = dataset_and_whole_run(tmp.path());
 
     // `train --config` into the folder restarts it (and says so).
     let a = tmp.path().join("a");
@@ -217,9 +223,7 @@ fn resume_refuses_a_dataset_with_other_content_naming_both_hashes_and_the_file()
 #[test]
 fn after_a_crash_resume_logs_each_step_once_and_removes_stale_temporaries() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _) = pendulum(tmp.path(), "p.safetensors");
-    let whole = tmp.path().join("whole");
-    train_to(tiny(&data, &[]), &whole, None);
+    let (data, whole) = dataset_and_whole_run(tmp.path());
 
     // Died after logging step 11 but before checkpointing it: the checkpoint of step
     // 11 is lost, the pointer still names step 10.
@@ -522,9 +526,7 @@ fn eval_names_the_flag_or_file_behind_a_bad_agent_input() {
 #[test]
 fn resume_without_a_latest_pointer_continues_from_the_newest_complete_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _) = pendulum(tmp.path(), "p.safetensors");
-    let whole = tmp.path().join("whole");
-    train_to(tiny(&data, &[]), &whole, None);
+    let (data, whole) = dataset_and_whole_run(tmp.path());
     let run = tmp.path().join("run");
     train_to(tiny(&data, &[]), &run, Some(11));
     // Killed after moving step-11 into place, before naming it in `latest`.

@@ -101,6 +101,8 @@ fn a_run_without_a_checkpoint_restarts_in_place_or_resumes_from_step_zero() {
     // `train --config` into the folder restarts it (and says so).
     let a = tmp.path().join("a");
     killed_before_first_checkpoint(tiny(&data, &[]), &a);
+    let stale = a.join(".flowrl-Q1w2e3.tmp");
+    std::fs::write(&stale, b"partial").unwrap();
     let cfg_file = tmp.path().join("exp.toml");
     std::fs::write(&cfg_file, tiny(&data, &[]).to_toml_string().unwrap()).unwrap();
     let out = cli(
@@ -113,6 +115,7 @@ fn a_run_without_a_checkpoint_restarts_in_place_or_resumes_from_step_zero() {
         "{err}"
     );
     assert_eq!(params(&a, 12), params(&whole, 12));
+    assert!(!stale.exists());
     assert_eq!(loss_steps(&a), [5, 10, 12]);
 
     // `train --resume` starts it from step 0 with its own config.
@@ -323,6 +326,12 @@ fn an_evaluation_that_cannot_run_fails_before_the_first_step() {
             "observations of 4 values, but the agent expects 2",
         ),
         ("Made-Up-v3", &[][..], "the dataset's env_id", "Made-Up-v3"),
+        (
+            "CartPole-v1",
+            &["eval.targets=[1e300]"][..],
+            "eval.targets",
+            "target return 1e300",
+        ),
     ];
     for (i, (env_id, sets, source, found)) in cases.into_iter().enumerate() {
         let data = discrete(tmp.path(), env_id);

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use flowrl_agents::acting::ContextMode;
 
-use crate::eval::run::{plan_for, policy_of, report_file, write_report_file, EvalOverrides};
+use crate::eval::run::{
+    check_targets, plan_for, policy_of, report_file, write_report_file, EvalOverrides,
+};
 use crate::eval::{evaluate, ActionChoice};
 use crate::limits::MAX_EPISODES;
 use crate::train;
+use crate::train::run_dir::{CONFIG_FILE, NORMALISATION_FILE};
 
 /// Arguments of `flowrl eval`.
 #[derive(clap::Args)]
@@ -81,31 +84,6 @@ fn run_inputs(run: &Path, loaded: &train::LoadedRun) -> Vec<PathBuf> {
     inputs
 }
 
-/// Checks that every target return, divided by the run's reward scale, is a finite
-/// model input (f32); `flag` says whether they came from --targets or `eval.targets`.
-fn check_targets(targets: &[f64], loaded: &train::LoadedRun, flag: bool) -> anyhow::Result<()> {
-    let scale = loaded.reward_scale();
-    for &t in targets {
-        let scaled = (t / f64::from(scale)) as f32;
-        if !scaled.is_finite() {
-            let source = if flag {
-                "--targets".to_string()
-            } else {
-                format!(
-                    "eval.targets of {}",
-                    loaded.run_dir.join(train::run_dir::CONFIG_FILE).display()
-                )
-            };
-            bail!(
-                "{source}: target return {t:?} divided by the reward scale {scale} (from {}) is {scaled} \
-                 as a 32-bit model input; expected a target whose scaled value is finite",
-                loaded.checkpoint_dir.join(train::run_dir::NORMALISATION_FILE).display()
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Runs the subcommand.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(env) = &args.env {
@@ -143,12 +121,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             low.len()
         );
     }
+    let targets_from = match &args.targets {
+        Some(_) => "--targets".to_string(),
+        None => format!("eval.targets of {}", args.run.join(CONFIG_FILE).display()),
+    };
+    let scale_from = loaded.checkpoint_dir.join(NORMALISATION_FILE);
     check_targets(
         args.targets
             .as_deref()
             .unwrap_or(&loaded.config.eval.targets),
-        &loaded,
-        args.targets.is_some(),
+        &loaded.preprocessing,
+        &targets_from,
+        &format!("from {}", scale_from.display()),
     )?;
     let over = EvalOverrides {
         env: args.env,

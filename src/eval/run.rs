@@ -84,14 +84,41 @@ pub fn check_evaluable(
     } else {
         "the dataset's env_id (no eval.env set)"
     };
+    let targets_from = if config.eval.targets.is_empty() {
+        "the default target (the dataset's best return)"
+    } else {
+        "eval.targets"
+    };
+    check_targets(&plan.targets, pre, targets_from, "of the dataset")?;
     super::rollout::check_env(&policy_of(agent, pre), env_id).with_context(|| {
         format!(
-            "evaluation is configured (eval.episodes = {}) on `{env_id}`, from {source}, but \
-             cannot run there; set eval.env to the dataset's environment or eval.episodes = 0 \
-             (checked before training)",
-            config.eval.episodes
+            "the agent cannot be evaluated on `{env_id}`, from {source}; set eval.env to the \
+             dataset's environment or eval.episodes = 0"
         )
     })
+}
+
+/// Checks that every target return divided by the reward scale (`scale_from` says
+/// where the scale comes from) is a finite 32-bit model input; the error names
+/// `targets_from`, the flag or config key that gave the targets.
+pub fn check_targets(
+    targets: &[f64],
+    pre: &Preprocessing,
+    targets_from: &str,
+    scale_from: &str,
+) -> anyhow::Result<()> {
+    let scale = pre.normalisation.reward_scale;
+    for &t in targets {
+        let scaled = (t / f64::from(scale)) as f32;
+        if !scaled.is_finite() {
+            anyhow::bail!(
+                "{targets_from}: target return {t:?} divided by the reward scale {scale} \
+                 ({scale_from}) is {scaled} as a 32-bit model input; expected a target whose \
+                 scaled value is finite"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The policy of a trained agent with its preprocessing.

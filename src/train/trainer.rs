@@ -182,12 +182,11 @@ pub fn start(
         }
         let previous = Config::load(&run.join(CONFIG_FILE), &[] as &[&str]).with_context(|| {
             format!(
-                "{} holds a {CONFIG_FILE} that is not a readable run config (and no \
-                 checkpoint); choose another folder",
+                "{} is not a run folder that can be restarted: it has no checkpoint and no \
+                 readable run config {CONFIG_FILE}; choose another folder",
                 run.display()
             )
         })?;
-        run_dir::remove_stale_temporaries(run)?;
         run_dir::clear_unfinished(run, previous.dataset == config.dataset)?;
         eprintln!(
             "note: {} held a run that never reached a checkpoint; restarting it from step 0 \
@@ -198,6 +197,9 @@ pub fn start(
     } else {
         RunStart::New
     };
+    if run.is_dir() {
+        run_dir::remove_stale_temporaries(run)?;
+    }
     let created = !run.exists();
     let result = begin(config, run, started, opts, eval);
     if result.is_err() && created && !run.join(CONFIG_FILE).exists() {
@@ -492,7 +494,14 @@ impl Session<'_> {
             });
         }
         if evaluating && eval.is_some() {
-            crate::eval::run::check_evaluable(self.config, &self.agent, &self.plan.preprocessing)?;
+            crate::eval::run::check_evaluable(self.config, &self.agent, &self.plan.preprocessing)
+                .with_context(|| {
+                format!(
+                    "checked before training: the evaluations of [eval] (eval.episodes = {}) \
+                         cannot run",
+                    self.config.eval.episodes
+                )
+            })?;
         }
         let mut logger = TrainingLog::open(self.run);
         let bar = crate::progress::bar(total, "steps");

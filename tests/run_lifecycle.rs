@@ -221,6 +221,19 @@ fn resume_refuses_a_dataset_with_other_content_naming_both_hashes_and_the_file()
     // The original content resumes, whatever its file bytes.
     store::save(&ds, &data).unwrap();
     train::resume(&run, &TrainOptions::default(), None).unwrap();
+
+    // A checkpoint written before the hash was recorded still resumes (on the older
+    // fingerprint: counts, dimensions, reward sum).
+    let file = run_dir::checkpoint_dir(&run, 12).join(run_dir::STATE_FILE);
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    state["dataset"]
+        .as_object_mut()
+        .unwrap()
+        .remove("content_hash");
+    std::fs::write(&file, state.to_string()).unwrap();
+    let done = train::resume(&run, &TrainOptions::default(), None).unwrap();
+    assert_eq!(done.started, RunStart::Resumed { step: 12 });
 }
 
 #[test]

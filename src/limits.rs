@@ -53,7 +53,7 @@ pub fn available() -> Available {
         if let Ok(bytes) = text.trim().parse::<u64>() {
             return Available {
                 bytes,
-                source: format!("{MEMORY_LIMIT_VAR}"),
+                source: MEMORY_LIMIT_VAR.to_string(),
             };
         }
     }

@@ -73,8 +73,12 @@ impl Space {
                     ));
                 }
                 if let Some(shape) = value.get("shape").and_then(Value::as_array) {
-                    let size: u64 = shape.iter().filter_map(Value::as_u64).product();
-                    if size != low.len() as u64 {
+                    let size = shape
+                        .iter()
+                        .filter_map(Value::as_u64)
+                        .try_fold(1u64, u64::checked_mul);
+                    if size != Some(low.len() as u64) {
+                        let size = size.map_or("more than 2^64".into(), |s| s.to_string());
                         return Err(format!(
                             "Box shape {} holds {size} values but the bounds hold {}",
                             Value::Array(shape.clone()),

@@ -234,7 +234,10 @@ pub fn plan(cfg: &Config, ds: &Dataset, sampler_seed: u64) -> anyhow::Result<Pla
         crate::limits::check_rollout(
             &agent_cfg,
             cfg.eval.episodes * targets,
-            &format!("eval.episodes = {} x {targets} target(s)", cfg.eval.episodes),
+            &format!(
+                "eval.episodes = {} x {targets} target(s)",
+                cfg.eval.episodes
+            ),
         )?;
     }
     let reward_scale = cfg.train.reward_scale as f32;

@@ -269,6 +269,7 @@ fn after_a_crash_resume_logs_each_step_once_and_removes_stale_temporaries() {
     once.dedup();
     assert_eq!(steps, once, "steps logged twice: {steps:?}");
     assert_eq!(steps, (1..=12).collect::<Vec<u64>>());
+    assert_eq!(params(&run, 12), params(&whole, 12));
 }
 
 #[test]

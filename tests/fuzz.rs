@@ -10,6 +10,8 @@ use flowrl::data::store;
 use flowrl::fuzz::{Corpus, Target};
 use flowrl_agents::agent::Agent;
 
+mod common;
+
 const TARGETS: [Target; 5] = [
     Target::Dataset,
     Target::Checkpoint,
@@ -17,19 +19,6 @@ const TARGETS: [Target; 5] = [
     Target::Minari,
     Target::Config,
 ];
-
-fn flowrl(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowrl"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn seed_inputs_are_accepted_by_their_readers() {
@@ -79,16 +68,20 @@ fn a_short_run_of_every_target_finds_nothing() {
     for target in ["dataset", "checkpoint", "d4rl", "minari", "config"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("findings");
-        let (ok, stdout, stderr) = flowrl(&[
-            "fuzz",
-            target,
-            "--seconds",
-            "3",
-            "--seed",
-            "11",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let (ok, stdout, stderr) = common::flowrl(
+            &[
+                "fuzz",
+                target,
+                "--seconds",
+                "3",
+                "--seed",
+                "11",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            dir.path(),
+            &[],
+        );
         assert!(ok, "{target}: {stdout}{stderr}");
         assert!(stdout.contains("0 finding(s)"), "{target}: {stdout}");
         assert!(!out.exists(), "{target}: a findings folder was created");
@@ -101,16 +94,20 @@ fn a_short_run_of_every_target_finds_nothing() {
 fn an_allocation_above_the_cap_is_a_saved_finding() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("findings");
-    let (ok, stdout, stderr) = flowrl(&[
-        "fuzz",
-        "config",
-        "--seconds",
-        "2",
-        "--cap",
-        "64",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, stdout, stderr) = common::flowrl(
+        &[
+            "fuzz",
+            "config",
+            "--seconds",
+            "2",
+            "--cap",
+            "64",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir.path(),
+        &[],
+    );
     assert!(!ok, "{stdout}{stderr}");
     assert!(
         stderr.contains("finding: config seed 0 input 0"),

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use dfdx::prelude::Cpu;
 use flowrl::config::Config;
@@ -15,20 +14,8 @@ use flowrl::data::store;
 use flowrl_agents::agent::{ActionSpace, Agent, AgentConfig, AgentKind, CONFIG_KEY};
 use hdf5_pure::FileBuilder;
 
-fn flowrl(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flowrl"))
-        .args(args)
-        .current_dir(cwd)
-        .envs(env.iter().copied())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("the flowrl binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::flowrl;
 
 /// Observations of a D4RL file: f32 values with a shape, or f64 values.
 enum Obs<'a> {

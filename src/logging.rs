@@ -139,6 +139,14 @@ impl RunLogger {
         Ok(())
     }
 
+    /// Records that the run continues at `step` (after a resume): a running
+    /// TensorBoard then discards the points it holds at `step` and later, which the
+    /// run logs again. [`read_scalars`] skips the record.
+    pub fn session_start(&mut self, step: u64) -> anyhow::Result<()> {
+        let wall_time = now()?.as_secs_f64();
+        self.write_event(&events::session_start_event(wall_time, step))
+    }
+
     /// Logs several scalars at one step.
     pub fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> anyhow::Result<()> {
         values

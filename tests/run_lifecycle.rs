@@ -270,6 +270,14 @@ fn after_a_crash_resume_logs_each_step_once_and_removes_stale_temporaries() {
     assert_eq!(steps, once, "steps logged twice: {steps:?}");
     assert_eq!(steps, (1..=12).collect::<Vec<u64>>());
     assert_eq!(params(&run, 12), params(&whole, 12));
+    // A running TensorBoard is told to discard what it holds from step 11 on: an
+    // Event {step: 11, session_log {status: START}}.
+    let session_start = [0x10, 11, 0x32, 0x02, 0x08, 0x01];
+    let told = std::fs::read_dir(tb_dir(&run)).unwrap().any(|f| {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        bytes.windows(6).any(|w| w == session_start)
+    });
+    assert!(told, "no session start at step 11 in {}", tb_dir(&run).display());
 }
 
 #[test]

@@ -180,6 +180,17 @@ pub(super) fn file_version_event(wall_time: f64) -> Vec<u8> {
     event
 }
 
+/// The `Event` {wall_time, step, session_log {status = START}}: TensorBoard discards
+/// the points it has loaded at `step` and later.
+pub(super) fn session_start_event(wall_time: f64, step: u64) -> Vec<u8> {
+    let mut event = vec![0x09];
+    event.extend(wall_time.to_le_bytes());
+    event.push(2 << 3 | WIRE_VARINT);
+    put_varint(&mut event, step);
+    put_bytes(&mut event, 6, &[1 << 3 | WIRE_VARINT, 1]);
+    event
+}
+
 /// The `Event` {wall_time, step, summary {value {tag, simple_value}}} of one scalar.
 pub(super) fn scalar_event(wall_time: f64, step: u64, tag: &str, value: f32) -> Vec<u8> {
     let mut v = Vec::new();
@@ -457,10 +468,11 @@ mod tests {
     }
 
     #[test]
-    fn dropping_later_steps_keeps_earlier_ones_and_the_file_version() {
+    fn dropping_later_steps_keeps_earlier_ones_the_file_version_and_session_starts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.out.tfevents.0000000001.host.1.0");
         let mut bytes = frame(&file_version_event(1.7e9));
+        bytes.extend(frame(&session_start_event(1.7e9, 1)));
         for step in [1, 2, 3, 4] {
             bytes.extend(frame(&scalar_event("loss", step, step as f32)));
         }

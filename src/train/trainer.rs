@@ -432,8 +432,16 @@ impl TrainingLog {
     }
 
     fn scalars(&mut self, step: u64, values: &[(&str, f64)]) {
+        self.write(|logger| logger.scalars(step, values));
+    }
+
+    fn session_start(&mut self, step: u64) {
+        self.write(|logger| logger.session_start(step));
+    }
+
+    fn write(&mut self, f: impl FnOnce(&mut RunLogger) -> anyhow::Result<()>) {
         if let Some(logger) = &mut self.0 {
-            if let Err(e) = logger.scalars(step, values) {
+            if let Err(e) = f(logger) {
                 Self::warn(e);
                 self.0 = None;
             }
@@ -504,6 +512,9 @@ impl Session<'_> {
             })?;
         }
         let mut logger = TrainingLog::open(self.run);
+        if self.step > 0 {
+            logger.session_start(self.step + 1);
+        }
         let bar = crate::progress::bar(total, "steps");
         bar.set_position(self.step);
         let mut batch = self.sampler.new_batch();

@@ -15,6 +15,7 @@
 //!   train_log.csv            step,loss,lr,grad_norm for every step up to the last checkpoint
 //!   tb/events.out.tfevents.* TensorBoard: train/loss, train/lr, train/grad_norm,
 //!                            train/steps_per_s every train.log_every steps; eval/* if evaluated
+//!   eval/step-<N>-<context>-seed-<S>.json  evaluation reports (training's and `flowrl eval`'s)
 //!   checkpoints/
 //!     latest                 `step-<N>`: the newest complete checkpoint (written last, atomically)
 //!     step-<N>/

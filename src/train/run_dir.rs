@@ -22,6 +22,8 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
 /// Observation normalisation, reward scale and action scaling ([`super::Preprocessing`]).
 pub const NORMALISATION_FILE: &str = "normalisation.json";
+/// Folder of the evaluation reports written during training and by `flowrl eval`.
+pub const EVAL_DIR: &str = "eval";
 /// Every file of a complete checkpoint folder.
 pub const CHECKPOINT_FILES: [&str; 4] =
     [PARAMS_FILE, OPTIMIZER_FILE, STATE_FILE, NORMALISATION_FILE];
@@ -153,9 +155,6 @@ pub fn clear_unfinished(run: &Path, keep_dataset: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Folder of the evaluation reports written during training and by `flowrl eval`.
-pub const EVAL_DIR: &str = "eval";
-
 /// Whether `name` is an evaluation report's (`step-<N>-<context>-seed-<S>.json`).
 fn is_eval_report(name: &str) -> bool {
     name.starts_with("step-") && name.ends_with(".json")
@@ -176,10 +175,9 @@ fn file_names(dir: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Removes the temporaries an interrupted write left in `run`: files named
 /// `.flowrl-*.tmp` ([`crate::atomic`]) in the run folder, its checkpoints, log and
-/// evaluation folders, and unfinished checkpoint folders `.step-<N>.tmp`. Returns how
-/// many were removed. Only call it while no process writes into `run`.
-pub fn remove_stale_temporaries(run: &Path) -> anyhow::Result<usize> {
-    let mut removed = 0;
+/// evaluation folders, and unfinished checkpoint folders `.step-<N>.tmp`. Only call it
+/// while no process writes into `run`.
+pub fn remove_stale_temporaries(run: &Path) -> anyhow::Result<()> {
     let dirs = [
         run.to_path_buf(),
         checkpoints(run),
@@ -192,15 +190,13 @@ pub fn remove_stale_temporaries(run: &Path) -> anyhow::Result<usize> {
             if crate::atomic::is_temporary(&name) {
                 std::fs::remove_file(&path)
                     .with_context(|| format!("cannot remove {}", path.display()))?;
-                removed += 1;
             } else if dir == checkpoints(run) && is_checkpoint_temporary(&name) && path.is_dir() {
                 std::fs::remove_dir_all(&path)
                     .with_context(|| format!("cannot remove {}", path.display()))?;
-                removed += 1;
             }
         }
     }
-    Ok(removed)
+    Ok(())
 }
 
 /// Name of the folder a checkpoint of `step` is assembled in before it is renamed.

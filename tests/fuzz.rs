@@ -37,7 +37,7 @@ fn seed_inputs_are_accepted_by_their_readers() {
                 Target::D4rl => drop(import_d4rl(&path, &D4rlOptions::default()).unwrap()),
                 Target::Minari => {
                     let imported = import_minari(dir.path(), &MinariOptions::default()).unwrap();
-                    assert_eq!(imported.dataset.num_episodes(), 2);
+                    assert!(imported.dataset.num_episodes() >= 2);
                 }
                 Target::Config => {
                     let text = std::str::from_utf8(bytes).unwrap();

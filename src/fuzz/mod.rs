@@ -7,7 +7,9 @@
 //! reproduced from its seed and index. A supervisor ([`run`]) starts a worker
 //! process (the same binary, `flowrl fuzz <target> --worker-from I`) that runs the
 //! inputs in order, each under [`std::panic::catch_unwind`] with the allocation cap
-//! of [`crate::allocator`] armed. A panic is reported by the worker and the run goes
+//! of [`crate::allocator`] armed; the worker's available memory
+//! ([`crate::limits::MEMORY_LIMIT_VAR`]) is the cap, so what the readers' own size
+//! checks let through must fit under it. A panic is reported by the worker and the run goes
 //! on; a worker that dies (allocation above the cap, abort, signal) or stops making
 //! progress is reported for the input it was on and restarted after it. Each
 //! finding's input is saved to a folder of the output directory.
@@ -92,52 +94,100 @@ impl Input {
     }
 }
 
+/// A seed input; for the HDF5 targets, also the arrays its HDF5 file (the input's
+/// last file) was written from, which the structure-aware mutations edit.
+struct Seed {
+    input: Input,
+    arrays: Option<Vec<seeds::Array>>,
+}
+
+impl Seed {
+    fn plain(input: Input) -> Self {
+        Self {
+            input,
+            arrays: None,
+        }
+    }
+}
+
 /// The valid inputs of a target and the mutated inputs derived from them.
 pub struct Corpus {
     target: Target,
-    inputs: Vec<Input>,
+    seeds: Vec<Seed>,
 }
 
 impl Corpus {
     /// The seed inputs of `target` (see [`seeds`]).
     pub fn new(target: Target) -> anyhow::Result<Self> {
-        let inputs = match target {
+        let one = |name, bytes| Seed::plain(Input::one(name, bytes));
+        let seeds = match target {
             Target::Dataset => vec![
-                Input::one("dataset.safetensors", seeds::dataset(false)?),
-                Input::one("dataset.safetensors", seeds::dataset(true)?),
+                one("dataset.safetensors", seeds::dataset(false)?),
+                one("dataset.safetensors", seeds::dataset(true)?),
             ],
             Target::Checkpoint => seeds::checkpoints()?
                 .into_iter()
-                .map(|b| Input::one("params.safetensors", b))
+                .map(|b| one("params.safetensors", b))
                 .collect(),
-            Target::D4rl => vec![
-                Input::one("d4rl.hdf5", seeds::d4rl(false)?),
-                Input::one("d4rl.hdf5", seeds::d4rl(true)?),
-            ],
+            Target::D4rl => {
+                let mut list = Vec::new();
+                for arrays in [seeds::d4rl(false), seeds::d4rl(true)] {
+                    list.push(Seed {
+                        input: Input::one("d4rl.hdf5", seeds::write_h5(&arrays)?),
+                        arrays: Some(arrays),
+                    });
+                }
+                list.extend(seeds::H5PY_D4RL.map(|b| one("d4rl.hdf5", b.to_vec())));
+                list
+            }
             Target::Minari => {
-                let (meta, h5) = seeds::minari()?;
-                vec![Input {
+                let arrays = seeds::minari();
+                let minari = |meta: Vec<u8>, h5: Vec<u8>| Input {
                     files: vec![("data/metadata.json", meta), ("data/main_data.hdf5", h5)],
-                }]
+                };
+                let (meta, h5) = seeds::H5PY_MINARI;
+                vec![
+                    Seed {
+                        input: minari(seeds::minari_metadata()?, seeds::write_h5(&arrays)?),
+                        arrays: Some(arrays),
+                    },
+                    Seed::plain(minari(meta.to_vec(), h5.to_vec())),
+                ]
             }
             Target::Config => seeds::configs()?
                 .into_iter()
-                .map(|b| Input::one("config.toml", b))
+                .map(|b| one("config.toml", b))
                 .collect(),
         };
-        Ok(Self { target, inputs })
+        Ok(Self { target, seeds })
     }
 
     /// The seed inputs, unmutated.
-    pub fn seeds(&self) -> &[Input] {
-        &self.inputs
+    pub fn seeds(&self) -> Vec<Input> {
+        self.seeds.iter().map(|s| s.input.clone()).collect()
     }
 
-    /// Input `i` of the stream of `seed`: a seed input with 1 to 4 mutations, chosen
-    /// by the file's format.
+    /// Input `i` of the stream of `seed`: a seed input with its HDF5 arrays edited
+    /// (written again), or with 1 to 4 byte-level edits chosen by the file's format,
+    /// or both.
     pub fn input(&self, seed: u64, i: u64) -> Input {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut input = self.inputs[rng.gen_range(0..self.inputs.len())].clone();
+        let chosen = &self.seeds[rng.gen_range(0..self.seeds.len())];
+        let mut input = chosen.input.clone();
+        if let Some(arrays) = chosen.arrays.as_ref().filter(|_| rng.gen_bool(0.7)) {
+            let mut arrays = arrays.clone();
+            for _ in 0..rng.gen_range(1..=3) {
+                mutate::arrays(&mut rng, &mut arrays);
+            }
+            // The writer is not under test: if it refuses or panics, keep the seed file.
+            let written = catch_unwind(|| seeds::write_h5(&arrays));
+            if let (Ok(Ok(bytes)), Some(last)) = (written, input.files.last_mut()) {
+                last.1 = bytes;
+            }
+            if rng.gen_bool(0.7) {
+                return input;
+            }
+        }
         for _ in 0..rng.gen_range(1..=4) {
             let file = input.files.choose_mut(&mut rng);
             let Some((name, data)) = file else { break };
@@ -145,9 +195,8 @@ impl Corpus {
                 Target::Dataset | Target::Checkpoint if rng.gen_bool(0.6) => {
                     mutate::safetensors(&mut rng, data)
                 }
-                Target::D4rl => mutate::hdf5(&mut rng, data, &seeds::D4RL_SIZES),
-                Target::Minari if name.ends_with(".hdf5") => {
-                    mutate::hdf5(&mut rng, data, &seeds::MINARI_SIZES)
+                Target::D4rl | Target::Minari if name.ends_with(".hdf5") => {
+                    mutate::hdf5(&mut rng, data)
                 }
                 Target::Minari | Target::Config if rng.gen_bool(0.8) => {
                     mutate::text_tokens(&mut rng, data)
@@ -302,6 +351,7 @@ pub fn run(
             .args(["--cap", &settings.cap.to_string()])
             .args(["--worker-from", &next.to_string()])
             .args(["--worker-ms", &left.as_millis().to_string()])
+            .env(crate::limits::MEMORY_LIMIT_VAR, settings.cap.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

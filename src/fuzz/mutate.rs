@@ -6,6 +6,8 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::seeds::{Array, Values};
+
 /// Integers that tend to break size arithmetic: zero, one, sign and width limits,
 /// and sizes that overflow when multiplied or allocated.
 const INTEGERS: [u64; 14] = [
@@ -166,30 +168,119 @@ pub fn safetensors(rng: &mut ChaCha8Rng, data: &mut Vec<u8>) {
     *data = out;
 }
 
-/// One HDF5 edit: a size field (a little-endian integer equal to one of `sizes`, the
-/// dimensions the seed file was written with) replaced by an interesting integer of
-/// the same width, else a generic edit.
-pub fn hdf5(rng: &mut ChaCha8Rng, data: &mut Vec<u8>, sizes: &[u64]) {
-    if rng.gen_bool(0.5) {
-        return bytes(rng, data);
-    }
-    let width = *[4usize, 8].choose(rng).unwrap_or(&8);
-    let Some(&size) = sizes.choose(rng) else {
-        return bytes(rng, data);
-    };
-    let pattern = &size.to_le_bytes()[..width];
+/// One HDF5 edit: a little-endian size field (an 8-byte integer from 1 to 4096, as
+/// the seeds' dimensions are) replaced by an interesting integer, else a generic
+/// edit. Effective on files without checksums (h5py's earliest format).
+pub fn hdf5(rng: &mut ChaCha8Rng, data: &mut Vec<u8>) {
     let hits: Vec<usize> = data
-        .windows(width)
+        .windows(8)
         .enumerate()
-        .filter(|(_, w)| *w == pattern)
+        .filter(|(_, w)| {
+            let v = u64::from_le_bytes((*w).try_into().unwrap_or([0; 8]));
+            (1..=4096).contains(&v)
+        })
         .map(|(i, _)| i)
         .collect();
     match hits.choose(rng) {
-        Some(&at) => {
-            let value = INTEGERS.choose(rng).copied().unwrap_or(0).to_le_bytes();
-            data[at..at + width].copy_from_slice(&value[..width]);
+        Some(&at) if rng.gen_bool(0.5) => {
+            let value = INTEGERS.choose(rng).copied().unwrap_or(0);
+            data[at..at + 8].copy_from_slice(&value.to_le_bytes());
         }
-        None => bytes(rng, data),
+        _ => bytes(rng, data),
+    }
+}
+
+/// One edit of an HDF5 file's arrays (written afterwards, so checksums stay valid):
+/// a dimension set to 0, a `[n, d]` array made `[n, 1, d]`, the last row dropped, a
+/// value set to NaN, an infinity, a huge or negative number, the element type
+/// changed, an array removed, or two arrays' names swapped. Shapes keep matching the
+/// number of values.
+pub fn arrays(rng: &mut ChaCha8Rng, arrays: &mut Vec<Array>) {
+    if arrays.is_empty() {
+        return;
+    }
+    let k = rng.gen_range(0..arrays.len());
+    let a = &mut arrays[k];
+    match rng.gen_range(0..7) {
+        0 => {
+            let d = rng.gen_range(0..a.shape.len().max(1));
+            if let Some(dim) = a.shape.get_mut(d) {
+                *dim = 0;
+            }
+            a.values = empty_like(&a.values);
+        }
+        1 => {
+            if a.shape.len() == 2 {
+                a.shape.insert(1, 1);
+            } else {
+                a.shape.push(1);
+            }
+        }
+        2 => {
+            if let Some(&rows) = a.shape.first().filter(|&&r| r > 0) {
+                let width = a.values.len() / rows as usize;
+                a.shape[0] = rows - 1;
+                truncate(&mut a.values, (rows as usize - 1) * width);
+            }
+        }
+        3 | 4 => {
+            if !a.values.is_empty() {
+                let i = rng.gen_range(0..a.values.len());
+                match &mut a.values {
+                    Values::F32(v) => {
+                        v[i] = *[f32::NAN, f32::INFINITY, 1e30, -1e30, f32::MAX]
+                            .choose(rng)
+                            .unwrap_or(&0.0)
+                    }
+                    Values::F64(v) => {
+                        v[i] = *[f64::NAN, f64::NEG_INFINITY, 1e300, 1e39, -1e39]
+                            .choose(rng)
+                            .unwrap_or(&0.0)
+                    }
+                    Values::I64(v) => {
+                        v[i] = *[1_000_000_000_000, -1, i64::MAX, 1 << 20, i64::MIN]
+                            .choose(rng)
+                            .unwrap_or(&0)
+                    }
+                    Values::U8(v) => v[i] = *[2u8, 255].choose(rng).unwrap_or(&0),
+                }
+            }
+        }
+        5 => {
+            a.values = match &a.values {
+                Values::F32(v) => Values::F64(v.iter().map(|&x| f64::from(x)).collect()),
+                Values::F64(v) => Values::I64(v.iter().map(|&x| x as i64).collect()),
+                Values::I64(v) => Values::U8(v.iter().map(|&x| x as u8).collect()),
+                Values::U8(v) => Values::F32(v.iter().map(|&x| f32::from(x)).collect()),
+            }
+        }
+        _ => {
+            if rng.gen_bool(0.5) {
+                arrays.remove(k);
+            } else {
+                let j = rng.gen_range(0..arrays.len());
+                let path = arrays[j].path.clone();
+                arrays[j].path = std::mem::replace(&mut arrays[k].path, path);
+            }
+        }
+    }
+}
+
+fn empty_like(values: &Values) -> Values {
+    match values {
+        Values::F32(_) => Values::F32(Vec::new()),
+        Values::F64(_) => Values::F64(Vec::new()),
+        Values::I64(_) => Values::I64(Vec::new()),
+        Values::U8(_) => Values::U8(Vec::new()),
+    }
+}
+
+fn truncate(values: &mut Values, len: usize) {
+    match values {
+        Values::F32(v) => v.truncate(len),
+        Values::F64(v) => v.truncate(len),
+        Values::I64(v) => v.truncate(len),
+        Values::U8(v) => v.truncate(len),
     }
 }
 

@@ -1,26 +1,19 @@
 //! Valid inputs the fuzzer starts from, made at run time with flowrl's own writers
 //! (the native dataset writer, the agent's checkpoint encoder, the config writer) and,
-//! for the HDF5 layouts, with `hdf5-pure`'s file builder.
+//! for the HDF5 layouts, as arrays written with `hdf5-pure`'s file builder (which
+//! the fuzzer also mutates as arrays), plus the h5py-written test fixtures.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context;
 use dfdx::prelude::Cpu;
 use flowrl_agents::agent::{ActionSpace, Agent, AgentConfig, AgentKind};
-use hdf5_pure::FileBuilder;
+use hdf5_pure::{DatasetBuilder as H5Builder, FileBuilder};
 
 use crate::config::Config;
 use crate::data::dataset::{DatasetBuilder, Ending, Metadata, Provenance};
 use crate::data::space::Space;
 use crate::data::store;
-
-/// Steps of the small D4RL seed file, and its observation and action widths: the
-/// size fields the HDF5 mutations look for.
-pub const D4RL_SIZES: [u64; 3] = [12, 3, 2];
-
-/// Episode lengths of the Minari seed (observations have one more row), with its
-/// observation width: the size fields the HDF5 mutations look for.
-pub const MINARI_SIZES: [u64; 5] = [5, 6, 3, 4, 1];
 
 /// A small native dataset of 2 episodes (observations of 3, continuous actions of 2
 /// in a Box[-2, 2], or discrete actions of 3 choices), as file bytes.
@@ -97,35 +90,118 @@ pub fn checkpoints() -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// A D4RL file of 12 steps (observations `[12, 3]` f32, actions `[12, 2]` f32 or
-/// `[12]` i64, rewards, terminals and timeouts as u8 flags).
-pub fn d4rl(discrete: bool) -> anyhow::Result<Vec<u8>> {
-    let n = D4RL_SIZES[0] as usize;
-    let mut f = FileBuilder::new();
-    let obs: Vec<f32> = (0..n * 3).map(|i| i as f32 * 0.1).collect();
-    f.create_dataset("observations")
-        .with_f32_data(&obs)
-        .with_shape(&[n as u64, 3]);
-    if discrete {
-        let actions: Vec<i64> = (0..n as i64).map(|i| i % 3).collect();
-        f.create_dataset("actions").with_i64_data(&actions);
-    } else {
-        let actions: Vec<f32> = (0..n * 2).map(|i| (i as f32 * 0.05).sin()).collect();
-        f.create_dataset("actions")
-            .with_f32_data(&actions)
-            .with_shape(&[n as u64, 2]);
-    }
-    let rewards: Vec<f32> = (0..n).map(|i| i as f32).collect();
-    f.create_dataset("rewards").with_f32_data(&rewards);
-    let flags = |at: &[usize]| -> Vec<u8> { (0..n).map(|i| u8::from(at.contains(&i))).collect() };
-    f.create_dataset("terminals").with_u8_data(&flags(&[3, 9]));
-    f.create_dataset("timeouts").with_u8_data(&flags(&[6, 9]));
-    f.finish().context("cannot write the D4RL seed")
+/// Values of one HDF5 array.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    /// 32-bit floats.
+    F32(Vec<f32>),
+    /// 64-bit floats.
+    F64(Vec<f64>),
+    /// 64-bit signed integers.
+    I64(Vec<i64>),
+    /// Bytes (flags).
+    U8(Vec<u8>),
 }
 
-/// A Minari dataset: `metadata.json` text and `main_data.hdf5` bytes with two
-/// episodes (of [`MINARI_SIZES`] steps) of Box(3) observations and Box[-2, 2] actions.
-pub fn minari() -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+impl Values {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+            Values::I64(v) => v.len(),
+            Values::U8(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One array of an HDF5 file: its path (`name` or `group/name`), values and shape
+/// (whose product is the number of values).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    /// Path in the file.
+    pub path: String,
+    /// Row-major values.
+    pub values: Values,
+    /// Shape.
+    pub shape: Vec<u64>,
+}
+
+impl Array {
+    fn new(path: &str, values: Values, shape: &[usize]) -> Self {
+        Self {
+            path: path.into(),
+            values,
+            shape: shape.iter().map(|&d| d as u64).collect(),
+        }
+    }
+}
+
+/// Writes arrays to HDF5 bytes with `hdf5-pure`, one group per path prefix.
+pub fn write_h5(arrays: &[Array]) -> anyhow::Result<Vec<u8>> {
+    fn fill(ds: &mut H5Builder, a: &Array) {
+        match &a.values {
+            Values::F32(v) => ds.with_f32_data(v),
+            Values::F64(v) => ds.with_f64_data(v),
+            Values::I64(v) => ds.with_i64_data(v),
+            Values::U8(v) => ds.with_u8_data(v),
+        }
+        .with_shape(&a.shape);
+    }
+    let mut f = FileBuilder::new();
+    let mut groups: BTreeMap<&str, Vec<(&str, &Array)>> = BTreeMap::new();
+    for a in arrays {
+        match a.path.split_once('/') {
+            Some((group, leaf)) => groups.entry(group).or_default().push((leaf, a)),
+            None => fill(f.create_dataset(&a.path), a),
+        }
+    }
+    for (group, members) in groups {
+        let mut g = f.create_group(group);
+        for (leaf, a) in members {
+            fill(g.create_dataset(leaf), a);
+        }
+        f.add_group(g.finish());
+    }
+    f.finish().context("cannot write an HDF5 seed")
+}
+
+/// The arrays of a D4RL file of 12 steps: observations `[12, 3]` f32, actions
+/// `[12, 2]` f32 or `[12]` i64, rewards, terminals and timeouts as u8 flags.
+pub fn d4rl(discrete: bool) -> Vec<Array> {
+    let n = 12;
+    let flags = |at: &[usize]| -> Vec<u8> { (0..n).map(|i| u8::from(at.contains(&i))).collect() };
+    let obs: Vec<f32> = (0..n * 3).map(|i| i as f32 * 0.1).collect();
+    let actions = if discrete {
+        Array::new(
+            "actions",
+            Values::I64((0..n as i64).map(|i| i % 3).collect()),
+            &[n],
+        )
+    } else {
+        let values = (0..n * 2).map(|i| (i as f32 * 0.05).sin()).collect();
+        Array::new("actions", Values::F32(values), &[n, 2])
+    };
+    vec![
+        Array::new("observations", Values::F32(obs), &[n, 3]),
+        actions,
+        Array::new(
+            "rewards",
+            Values::F32((0..n).map(|i| i as f32).collect()),
+            &[n],
+        ),
+        Array::new("terminals", Values::U8(flags(&[3, 9])), &[n]),
+        Array::new("timeouts", Values::U8(flags(&[6, 9])), &[n]),
+    ]
+}
+
+/// `metadata.json` of the Minari seed: Box(3) observations, Box[-2, 2] actions.
+pub fn minari_metadata() -> anyhow::Result<Vec<u8>> {
     let meta = serde_json::json!({
         "dataset_id": "fuzz/pendulum-v0",
         "total_episodes": 2,
@@ -137,30 +213,48 @@ pub fn minari() -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
         "ref_min_score": -1200.5,
         "ref_max_score": -150.25,
     });
-    let mut f = FileBuilder::new();
-    for (e, &t) in MINARI_SIZES[..2].iter().enumerate() {
-        let t = t as usize;
-        let mut g = f.create_group(&format!("episode_{e}"));
-        let obs: Vec<f32> = (0..(t + 1) * 3).map(|i| (i as f32 * 0.3).cos()).collect();
-        g.create_dataset("observations")
-            .with_f32_data(&obs)
-            .with_shape(&[t as u64 + 1, 3]);
-        let actions: Vec<f32> = (0..t).map(|i| (i as f32 * 0.7).sin()).collect();
-        g.create_dataset("actions")
-            .with_f32_data(&actions)
-            .with_shape(&[t as u64, 1]);
-        let rewards: Vec<f64> = (0..t).map(|i| -(i as f64)).collect();
-        g.create_dataset("rewards").with_f64_data(&rewards);
+    Ok(serde_json::to_vec_pretty(&meta)?)
+}
+
+/// The arrays of the Minari seed's `main_data.hdf5`: two episodes of 5 and 6 steps
+/// (observations have one more row), the first terminated, the second truncated.
+pub fn minari() -> Vec<Array> {
+    let mut arrays = Vec::new();
+    for (e, t) in [5usize, 6].into_iter().enumerate() {
+        let at = |name: &str| format!("episode_{e}/{name}");
+        let obs = (0..(t + 1) * 3).map(|i| (i as f32 * 0.3).cos()).collect();
+        let actions = (0..t).map(|i| (i as f32 * 0.7).sin()).collect();
         let last: Vec<u8> = (0..t).map(|i| u8::from(i + 1 == t)).collect();
         let none = vec![0u8; t];
         let (terms, truncs) = if e == 0 { (last, none) } else { (none, last) };
-        g.create_dataset("terminations").with_u8_data(&terms);
-        g.create_dataset("truncations").with_u8_data(&truncs);
-        f.add_group(g.finish());
+        arrays.extend([
+            Array::new(&at("observations"), Values::F32(obs), &[t + 1, 3]),
+            Array::new(&at("actions"), Values::F32(actions), &[t, 1]),
+            Array::new(
+                &at("rewards"),
+                Values::F64((0..t).map(|i| -(i as f64)).collect()),
+                &[t],
+            ),
+            Array::new(&at("terminations"), Values::U8(terms), &[t]),
+            Array::new(&at("truncations"), Values::U8(truncs), &[t]),
+        ]);
     }
-    let h5 = f.finish().context("cannot write the Minari seed")?;
-    Ok((serde_json::to_vec_pretty(&meta)?, h5))
+    arrays
 }
+
+/// Files written by h5py in the earliest HDF5 format (no checksums, so byte edits
+/// of size fields reach the reader): D4RL files and a Minari Pendulum dataset, the
+/// fixtures of `tests/data` (see its `make_fixtures.py`).
+pub const H5PY_D4RL: [&[u8]; 2] = [
+    include_bytes!("../../tests/data/d4rl_basic.hdf5"),
+    include_bytes!("../../tests/data/d4rl_discrete.hdf5"),
+];
+
+/// The h5py-written Minari fixture: `metadata.json` and `main_data.hdf5`.
+pub const H5PY_MINARI: (&[u8], &[u8]) = (
+    include_bytes!("../../tests/data/minari_pendulum/data/metadata.json"),
+    include_bytes!("../../tests/data/minari_pendulum/data/main_data.hdf5"),
+);
 
 /// Experiment configs as TOML: the defaults with a dataset file, and with a
 /// collected dataset, evaluation targets and every section written out.

@@ -44,6 +44,24 @@ fn cli(cwd: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `flowrl collect` of 2 random Pendulum-v1 episodes into `out` (in `dir`), with the
+/// `extra` flags.
+fn collect(dir: &Path, out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "collect",
+        "--env",
+        "Pendulum-v1",
+        "--tier",
+        "random",
+        "--episodes",
+        "2",
+        "--out",
+        out,
+    ];
+    args.extend(extra);
+    cli(dir, &args)
+}
+
 /// The stderr of a command that must fail.
 fn failure(out: &Output) -> String {
     assert!(!out.status.success(), "should fail");
@@ -277,7 +295,11 @@ fn after_a_crash_resume_logs_each_step_once_and_removes_stale_temporaries() {
         let bytes = std::fs::read(f.unwrap().path()).unwrap();
         bytes.windows(6).any(|w| w == session_start)
     });
-    assert!(told, "no session start at step 11 in {}", tb_dir(&run).display());
+    assert!(
+        told,
+        "no session start at step 11 in {}",
+        tb_dir(&run).display()
+    );
 }
 
 #[test]
@@ -378,22 +400,7 @@ fn the_same_seed_gives_the_same_dataset_and_checkpoint_bytes() {
     let collected: Vec<Vec<u8>> = (0..3)
         .map(|i| {
             let name = format!("d{i}.safetensors");
-            success(&cli(
-                tmp.path(),
-                &[
-                    "collect",
-                    "--env",
-                    "Pendulum-v1",
-                    "--tier",
-                    "random",
-                    "--episodes",
-                    "2",
-                    "--seed",
-                    "4",
-                    "--out",
-                    &name,
-                ],
-            ));
+            success(&collect(tmp.path(), &name, &["--seed", "4"]));
             std::fs::read(tmp.path().join(name)).unwrap()
         })
         .collect();
@@ -417,40 +424,25 @@ fn the_same_seed_gives_the_same_dataset_and_checkpoint_bytes() {
 fn outputs_never_overwrite_inputs_and_existing_files_need_force() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let collect = |out: &str, force: bool| {
-        let mut args = vec![
-            "collect",
-            "--env",
-            "Pendulum-v1",
-            "--tier",
-            "random",
-            "--episodes",
-            "1",
-            "--out",
-            out,
-        ];
-        if force {
-            args.push("--force");
-        }
-        cli(t, &args)
-    };
-    success(&collect("d.safetensors", false));
+    let collect_to =
+        |out: &str, force: bool| collect(t, out, if force { &["--force"] } else { &[] });
+    success(&collect_to("d.safetensors", false));
     let before = std::fs::read(t.join("d.safetensors")).unwrap();
-    let err = failure(&collect("d.safetensors", false));
+    let err = failure(&collect_to("d.safetensors", false));
     assert!(
         err.contains("--out d.safetensors already exists") && err.contains("--force"),
         "{err}"
     );
-    success(&collect("d.safetensors", true));
+    success(&collect_to("d.safetensors", true));
     assert_eq!(std::fs::read(t.join("d.safetensors")).unwrap(), before);
     // Checked before collecting: a folder, or a path under a file.
     std::fs::create_dir(t.join("folder")).unwrap();
-    let err = failure(&collect("folder", true));
+    let err = failure(&collect_to("folder", true));
     assert!(
         err.contains("--out folder") && err.contains("found a folder"),
         "{err}"
     );
-    let err = failure(&collect("d.safetensors/x.safetensors", false));
+    let err = failure(&collect_to("d.safetensors/x.safetensors", false));
     assert!(err.contains("d.safetensors is not a folder"), "{err}");
 
     // dataset import onto its own source, also through a symlink.

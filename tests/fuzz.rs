@@ -124,3 +124,18 @@ fn an_allocation_above_the_cap_is_a_saved_finding() {
         .unwrap()
         .contains("above the cap"));
 }
+
+/// Findings of the fuzzer, regenerated from their seed and index, stay fixed.
+#[test]
+fn past_findings_are_errors_now() {
+    // A chunk record claiming 4 GiB at an address past the end of a 36 KB file:
+    // hdf5-pure sized its buffer by it (an allocation above the 1 GiB cap).
+    let input = Corpus::new(Target::Minari).unwrap().input(0, 145_869);
+    let dir = tempfile::tempdir().unwrap();
+    input.write(dir.path()).unwrap();
+    let err = import_minari(dir.path(), &MinariOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("main_data.hdf5"), "{err}");
+    assert!(err.contains("beyond the end of the file"), "{err}");
+}

@@ -11,6 +11,8 @@ use crate::data::error::{check_finite, DataError, Problem};
 pub(crate) struct H5File {
     file: File,
     path: PathBuf,
+    /// The file's length in bytes.
+    len: u64,
 }
 
 /// A numeric array read as f32 (finite, checked against the f32 range).
@@ -66,6 +68,7 @@ impl H5File {
         Ok(Self {
             file,
             path: path.to_path_buf(),
+            len: meta.len(),
         })
     }
 
@@ -135,9 +138,10 @@ impl H5File {
         Ok(shape.into_iter().map(|d| d as usize).collect())
     }
 
-    /// Opens `name` and checks, before reading it, that its declared shape can be held:
-    /// reading takes up to [`BYTES_PER_VALUE`] bytes per value (the file's values, the
-    /// f32 copy and the dataset's own), compared with [`crate::limits::available`].
+    /// Opens `name` and checks, before reading it, that its declared shape can be held
+    /// (reading takes up to [`BYTES_PER_VALUE`] bytes per value: the file's values, the
+    /// f32 copy and the dataset's own, compared with [`crate::limits::available`]) and
+    /// that no chunk claims bytes beyond the end of the file.
     fn require_sized(&self, name: &str) -> Result<(H5Dataset, Vec<usize>), DataError> {
         let ds = self.require(name)?;
         let dims = ds.shape().map_err(|e| self.err(h5_problem(name, e)))?;
@@ -160,6 +164,21 @@ impl H5File {
         let need = values * BYTES_PER_VALUE;
         if need > available.bytes as f64 {
             return Err(too_large(crate::limits::human(need), available.to_string()));
+        }
+        // The reader sizes its buffers by the chunk records: a chunk that claims
+        // bytes beyond the end of the file is corrupt, whatever the shape says.
+        if let Some(chunk) = ds.chunks().ok().into_iter().flatten().find(|c| {
+            c.address
+                .checked_add(c.storage_size)
+                .is_none_or(|end| end > self.len)
+        }) {
+            return Err(self.err(Problem::Hdf5 {
+                object: name.into(),
+                detail: format!(
+                    "a chunk at byte {} declares {} bytes, beyond the end of the file ({} bytes)",
+                    chunk.address, chunk.storage_size, self.len
+                ),
+            }));
         }
         Ok((ds, dims.into_iter().map(|d| d as usize).collect()))
     }

@@ -138,4 +138,14 @@ fn past_findings_are_errors_now() {
         .to_string();
     assert!(err.contains("main_data.hdf5"), "{err}");
     assert!(err.contains("beyond the end of the file"), "{err}");
+
+    // `timeouts` declared [8] but read as 4 values: an index out of bounds.
+    let input = Corpus::new(Target::D4rl).unwrap().input(1, 345_620);
+    let dir = tempfile::tempdir().unwrap();
+    input.write(dir.path()).unwrap();
+    let path = dir.path().join(input.files[0].0);
+    let err = import_d4rl(&path, &D4rlOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`timeouts`: expected 8 values"), "{err}");
 }

@@ -214,6 +214,7 @@ impl H5File {
             }
         };
         check_finite(name, &values).map_err(|p| self.err(p))?;
+        self.check_count(name, &shape, values.len())?;
         Ok(Array { shape, values })
     }
 
@@ -246,6 +247,7 @@ impl H5File {
             }
             out
         };
+        self.check_count(name, &shape, values.len())?;
         Ok((values, shape))
     }
 
@@ -259,7 +261,7 @@ impl H5File {
     /// is true). Returns the flags and the shape.
     pub fn read_flags(&self, name: &str) -> Result<(Vec<bool>, Vec<usize>), DataError> {
         let (ds, shape) = self.require_sized(name)?;
-        let flags = match self.dtype(&ds, name)? {
+        let flags: Vec<bool> = match self.dtype(&ds, name)? {
             DType::Enum(_) | DType::U8 | DType::I8 => ds
                 .read_u8()
                 .map(|v| v.into_iter().map(|b| b != 0).collect())
@@ -278,7 +280,22 @@ impl H5File {
                 .map(|v| v != 0.0)
                 .collect(),
         };
+        self.check_count(name, &shape, flags.len())?;
         Ok((flags, shape))
+    }
+
+    /// Checks that the reader returned as many values as the shape holds (a corrupt
+    /// file can declare one and store another).
+    fn check_count(&self, name: &str, shape: &[usize], found: usize) -> Result<(), DataError> {
+        let expected = shape.iter().product::<usize>();
+        if found == expected {
+            return Ok(());
+        }
+        Err(self.err(Problem::BadArray {
+            name: name.into(),
+            expected: format!("{expected} values (shape {shape:?})"),
+            found: format!("{found} values"),
+        }))
     }
 }
 

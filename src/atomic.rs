@@ -4,7 +4,20 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+
+/// Start of the name of every temporary file [`write_atomic`] creates.
+const TMP_PREFIX: &str = ".flowrl-";
+/// End of the name of every temporary file [`write_atomic`] creates.
+const TMP_SUFFIX: &str = ".tmp";
+
+/// Whether `name` is the name of a temporary file of [`write_atomic`] (one left behind
+/// by an interrupted write is stale).
+pub fn is_temporary(name: &str) -> bool {
+    name.len() > TMP_PREFIX.len() + TMP_SUFFIX.len()
+        && name.starts_with(TMP_PREFIX)
+        && name.ends_with(TMP_SUFFIX)
+}
 
 /// Writes a file atomically: `fill` writes the whole content into a temporary file in
 /// the target's folder, which is synced and renamed onto `path` only if `fill` succeeds.
@@ -20,8 +33,8 @@ where
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create folder {}", dir.display()))?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(".flowrl-")
-        .suffix(".tmp")
+        .prefix(TMP_PREFIX)
+        .suffix(TMP_SUFFIX)
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     {
@@ -59,6 +72,66 @@ fn default_permissions(_file: &std::fs::File) -> std::io::Result<std::fs::Permis
 #[cfg(not(unix))]
 fn default_permissions(file: &std::fs::File) -> std::io::Result<std::fs::Permissions> {
     Ok(file.metadata()?.permissions())
+}
+
+/// Checks, before any work, that `out` (given by the command-line flag `flag`) may
+/// be written: it is not a folder, its folder exists or can be created, it is not one
+/// of `inputs` (same file, through any path, symlink or hard link; or a file inside
+/// an input folder), and it does not exist yet unless `force`.
+pub fn check_output(out: &Path, flag: &str, inputs: &[&Path], force: bool) -> anyhow::Result<()> {
+    let shown = out.display();
+    if out.is_dir() {
+        bail!("{flag} {shown}: expected a file path, found a folder");
+    }
+    let mut ancestor = out.parent();
+    while let Some(dir) = ancestor.filter(|d| !d.as_os_str().is_empty()) {
+        if dir.is_dir() {
+            break;
+        }
+        if dir.exists() {
+            bail!(
+                "{flag} {shown}: cannot create its folder: {} is not a folder",
+                dir.display()
+            );
+        }
+        ancestor = dir.parent();
+    }
+    let exists = std::fs::symlink_metadata(out).is_ok();
+    for input in inputs {
+        let inside_input_folder = exists
+            && input.is_dir()
+            && matches!(
+                (out.canonicalize(), input.canonicalize()),
+                (Ok(o), Ok(i)) if o.starts_with(&i)
+            );
+        if same_file(out, input) || inside_input_folder {
+            bail!(
+                "{flag} {shown} is the input {}: writing it would destroy what is being read; \
+                 choose another output path",
+                input.display()
+            );
+        }
+    }
+    if exists && !force {
+        bail!("{flag} {shown} already exists; pass --force to overwrite it");
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same existing file (identity, not spelling).
+#[cfg(unix)]
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
+    }
+}
+
+/// Whether `a` and `b` name the same existing file (canonical paths).
+#[cfg(not(unix))]
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Writes `bytes` to `path` atomically (see [`write_atomic`]).

@@ -11,6 +11,7 @@
 
 mod error;
 mod load;
+mod seed;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -37,7 +38,9 @@ pub const DEFAULT_COLLECT_EPISODES: usize = 1000;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Seed of the training run: parameter initialisation, batch sampling, dropout.
+    /// Seed of the training run: parameter initialisation, batch sampling, dropout
+    /// (above `i64::MAX`, written as a string: TOML integers are `i64`).
+    #[serde(with = "seed")]
     pub seed: u64,
     /// Where the trajectories come from.
     pub dataset: DatasetConfig,
@@ -67,7 +70,7 @@ pub struct DatasetConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub episodes: Option<usize>,
     /// Seed of the collection; 0 when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", with = "seed::option")]
     pub seed: Option<u64>,
 }
 
@@ -295,6 +298,7 @@ pub struct EvalConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_mode: Option<ContextMode>,
     /// Seed of the evaluation episodes.
+    #[serde(with = "seed")]
     pub seed: u64,
 }
 
@@ -319,9 +323,9 @@ impl Config {
             .iter()
             .map(|s| s.as_ref().parse())
             .collect::<Result<Vec<Override>, _>>()?;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         load::parse(&text, &path.display().to_string(), &overrides)
     }

@@ -11,6 +11,8 @@ pub mod config;
 pub mod cpu_time;
 pub mod data;
 pub mod eval;
+pub mod fuzz;
+pub mod limits;
 pub mod logging;
 pub mod plot;
 pub mod progress;

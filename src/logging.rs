@@ -1,33 +1,38 @@
-//! Run logging: TensorBoard scalars written through tensorboard-rs, and a reader of
-//! TensorBoard event files ([`read_scalars`]) to check or compare runs.
+//! Run logging: TensorBoard scalars in event files, and a reader of TensorBoard event
+//! files ([`read_scalars`]) to check or compare runs.
 //!
-//! tensorboard-rs queues records for a writer thread: nothing is guaranteed on disk
-//! until its `SummaryWriter` is dropped, and two writers opened on one folder within
-//! the same second (in one process) write to the same file name and truncate each
-//! other. [`RunLogger`] therefore keeps exactly one writer per run folder, refuses a
-//! second one while the first is open, waits for a fresh second before opening a
-//! writer where an event file of the current second exists, and has an explicit
-//! [`RunLogger::close`] that drops the writer, the only point at which the data is
-//! complete on disk.
+//! [`RunLogger`] writes the event records itself, synchronously (TFRecord framing and
+//! the few protobuf fields of a scalar `Event`), so every write error, a full disk
+//! say, comes back as an error naming the file; tensorboard-rs wrote from a thread
+//! that panicked on such errors. Each record is handed to the operating system as it
+//! is logged. One logger per run folder is open at a time in a process, event files
+//! are created new (never truncating another), and a logger waits for a fresh second
+//! before opening where an event file of the current second exists, so file-name order
+//! is creation order.
 
 mod events;
 
 use std::collections::HashSet;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::fs::File;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
-use tensorboard_rs::summary_writer::SummaryWriter;
 
-pub use events::{masked_crc32c, read_event_file, read_scalars, Scalar};
+pub use events::{drop_steps_after, masked_crc32c, read_event_file, read_scalars, Scalar};
 
 /// Name of the TensorBoard subfolder of a run folder.
 pub const TB_DIR: &str = "tb";
 
-/// Prefix of the event files tensorboard-rs writes (then `seconds.host.pid.0`).
+/// Prefix of the event files (then `seconds.flowrl.pid.0`).
 pub const EVENT_FILE_PREFIX: &str = "events.out.tfevents.";
+
+/// Whether `name` is the name of a TensorBoard event file.
+pub fn is_event_file(name: &str) -> bool {
+    name.starts_with(EVENT_FILE_PREFIX)
+}
 
 /// The folder holding the TensorBoard event files of the run folder `run_dir`.
 pub fn tb_dir(run_dir: &Path) -> PathBuf {
@@ -40,10 +45,18 @@ fn open_dirs() -> &'static Mutex<HashSet<PathBuf>> {
     OPEN.get_or_init(Default::default)
 }
 
+/// Seconds since the Unix epoch.
+fn now() -> anyhow::Result<Duration> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")
+}
+
 /// TensorBoard scalars of one run, written to `<run>/tb` by a single writer.
 pub struct RunLogger {
     dir: PathBuf,
-    writer: Option<SummaryWriter>,
+    /// The event file and its path; `None` once a write has failed.
+    file: Option<(File, PathBuf)>,
     written: u64,
 }
 
@@ -59,8 +72,6 @@ impl RunLogger {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("cannot resolve the log folder {}", dir.display()))?;
-        tempfile::tempfile_in(&dir)
-            .with_context(|| format!("cannot write into the log folder {}", dir.display()))?;
         {
             let mut open = open_dirs()
                 .lock()
@@ -73,21 +84,35 @@ impl RunLogger {
                 );
             }
         }
-        let opened = wait_for_fresh_second(&dir).and_then(|()| {
-            catch_unwind(AssertUnwindSafe(|| SummaryWriter::new(&dir)))
-                .map_err(|_| anyhow!("tensorboard-rs failed to open a writer"))
+        let opened = wait_for_fresh_second(&dir).and_then(|secs| {
+            let path = dir.join(format!(
+                "{EVENT_FILE_PREFIX}{secs:010}.flowrl.{}.0",
+                std::process::id()
+            ));
+            let file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .with_context(|| format!("cannot create the event file {}", path.display()))?;
+            Self::on_file(dir.clone(), file, path)
         });
-        match opened {
-            Ok(writer) => Ok(Self {
-                dir,
-                writer: Some(writer),
-                written: 0,
-            }),
-            Err(e) => {
-                unregister(&dir);
-                Err(e.context(format!("cannot start logging into {}", dir.display())))
-            }
-        }
+        opened.map_err(|e| {
+            unregister(&dir);
+            e.context(format!("cannot start logging into {}", dir.display()))
+        })
+    }
+
+    /// A logger of the folder `dir` writing into the open `file` at `path`; writes
+    /// the file-version event that opens every event file.
+    fn on_file(dir: PathBuf, file: File, path: PathBuf) -> anyhow::Result<Self> {
+        let mut logger = Self {
+            dir,
+            file: Some((file, path)),
+            written: 0,
+        };
+        let wall_time = now()?.as_secs_f64();
+        logger.write_event(&events::file_version_event(wall_time))?;
+        Ok(logger)
     }
 
     /// The folder of the event files (canonical path of `<run>/tb`).
@@ -101,32 +126,25 @@ impl RunLogger {
     }
 
     /// Logs `value` (stored as f32, like every TensorBoard scalar; NaN and infinities
-    /// are kept) under `tag` at `step`.
+    /// are kept) under `tag` at `step`. After a failed write (e.g. a full disk) the
+    /// logger stays failed: every later call returns an error too.
     pub fn scalar(&mut self, tag: &str, step: u64, value: f64) -> anyhow::Result<()> {
         if tag.trim().is_empty() {
             bail!("a TensorBoard scalar needs a non-empty tag (step {step})");
         }
-        let step_index = usize::try_from(step)
-            .with_context(|| format!("step {step} of `{tag}` does not fit this platform"))?;
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| anyhow!("the run logger of {} has failed", self.dir.display()))?;
-        let sent = catch_unwind(AssertUnwindSafe(|| {
-            writer.add_scalar(tag, value as f32, step_index)
-        }));
-        if sent.is_err() {
-            // The writer thread has died (e.g. disk full): the writer is unusable.
-            if let Some(w) = self.writer.take() {
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(w)));
-            }
-            bail!(
-                "the TensorBoard writer of {} failed while logging `{tag}` at step {step}",
-                self.dir.display()
-            );
-        }
+        let wall_time = now()?.as_secs_f64();
+        self.write_event(&events::scalar_event(wall_time, step, tag, value as f32))
+            .with_context(|| format!("cannot log `{tag}` at step {step}"))?;
         self.written += 1;
         Ok(())
+    }
+
+    /// Records that the run continues at `step` (after a resume): a running
+    /// TensorBoard then discards the points it holds at `step` and later, which the
+    /// run logs again. [`read_scalars`] skips the record.
+    pub fn session_start(&mut self, step: u64) -> anyhow::Result<()> {
+        let wall_time = now()?.as_secs_f64();
+        self.write_event(&events::session_start_event(wall_time, step))
     }
 
     /// Logs several scalars at one step.
@@ -136,20 +154,35 @@ impl RunLogger {
             .try_for_each(|(tag, value)| self.scalar(tag, step, *value))
     }
 
-    /// Closes the writer: when this returns `Ok`, every scalar is on disk.
-    pub fn close(mut self) -> anyhow::Result<()> {
-        self.finish()
+    /// Writes one framed event; on failure the logger is closed for good and a partly
+    /// written record is cut off.
+    fn write_event(&mut self, event: &[u8]) -> anyhow::Result<()> {
+        let Some((file, path)) = self.file.as_mut() else {
+            bail!(
+                "the TensorBoard log of {} stopped after an earlier write error",
+                self.dir.display()
+            );
+        };
+        let start = file.stream_position();
+        if let Err(e) = file.write_all(&events::frame(event)) {
+            // Cut a partly written record (best effort): the file stays readable.
+            if let Ok(start) = start {
+                let _ = file.set_len(start);
+            }
+            let path = path.display().to_string();
+            self.file = None;
+            return Err(anyhow!(e).context(format!("cannot write the event file {path}")));
+        }
+        Ok(())
     }
 
-    fn finish(&mut self) -> anyhow::Result<()> {
-        let result = match self.writer.take() {
-            Some(w) => catch_unwind(AssertUnwindSafe(move || drop(w))).map_err(|_| {
-                anyhow!(
-                    "the TensorBoard writer of {} failed while closing; the event file \
-                     may be incomplete",
-                    self.dir.display()
-                )
-            }),
+    /// Closes the writer, syncing the event file: when this returns `Ok`, every
+    /// scalar is on disk.
+    pub fn close(mut self) -> anyhow::Result<()> {
+        let result = match self.file.take() {
+            Some((file, path)) => file
+                .sync_all()
+                .with_context(|| format!("cannot sync the event file {}", path.display())),
             None => Ok(()),
         };
         unregister(&self.dir);
@@ -159,8 +192,8 @@ impl RunLogger {
 
 impl Drop for RunLogger {
     fn drop(&mut self) {
-        // Errors cannot be returned from drop; `close` reports them.
-        let _ = self.finish();
+        // Records are already written; `close` also syncs and reports errors.
+        unregister(&self.dir);
     }
 }
 
@@ -170,12 +203,10 @@ fn unregister(dir: &Path) {
     }
 }
 
-/// Returns once no event file in `dir` carries the current second in its name.
-fn wait_for_fresh_second(dir: &Path) -> anyhow::Result<()> {
+/// Returns the current second once no event file in `dir` carries it in its name.
+fn wait_for_fresh_second(dir: &Path) -> anyhow::Result<u64> {
     loop {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .context("the system clock is before 1970")?;
+        let now = now()?;
         let prefix = format!("{EVENT_FILE_PREFIX}{:010}.", now.as_secs());
         let mut taken = false;
         for entry in std::fs::read_dir(dir)
@@ -186,7 +217,7 @@ fn wait_for_fresh_second(dir: &Path) -> anyhow::Result<()> {
             taken |= entry.file_name().to_string_lossy().starts_with(&prefix);
         }
         if !taken {
-            return Ok(());
+            return Ok(now.as_secs());
         }
         let into_second = Duration::from_nanos(u64::from(now.subsec_nanos()));
         std::thread::sleep(Duration::from_secs(1) - into_second + Duration::from_millis(5));
@@ -274,6 +305,40 @@ mod tests {
         assert_eq!(read[99].value, 99.0 * 0.25);
         // Dropping released the folder: a new logger may open it.
         RunLogger::create(run.path()).unwrap().close().unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_is_an_error_naming_the_file_not_a_panic() {
+        let run = tempfile::tempdir().unwrap();
+        let full = PathBuf::from("/dev/full");
+        let file = File::options().write(true).open(&full).unwrap();
+        let err = RunLogger::on_file(run.path().to_path_buf(), file, full.clone())
+            .err()
+            .unwrap();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("/dev/full") && text.contains("No space left"),
+            "{text}"
+        );
+
+        let file = File::options().write(true).open(&full).unwrap();
+        let mut log = RunLogger {
+            dir: run.path().to_path_buf(),
+            file: Some((file, full)),
+            written: 0,
+        };
+        let err = format!("{:#}", log.scalar("train/loss", 3, 1.0).unwrap_err());
+        assert!(
+            err.contains("`train/loss` at step 3") && err.contains("No space left"),
+            "{err}"
+        );
+        let err = format!("{:#}", log.scalar("train/loss", 4, 1.0).unwrap_err());
+        assert!(
+            err.contains("stopped after an earlier write error"),
+            "{err}"
+        );
+        assert_eq!(log.written(), 0);
     }
 
     #[test]

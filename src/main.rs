@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use flowrl::cli;
 
-/// Counting allocator: lets `flowrl bench` report peak memory (a thin wrapper over the system allocator).
+/// Counting allocator: lets `flowrl bench` report peak memory (a thin wrapper over the
+/// system allocator), with the cap `flowrl fuzz` arms around each input.
 #[global_allocator]
-static PEAK_ALLOC: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
+static ALLOC: flowrl::allocator::CappedAlloc = flowrl::allocator::CappedAlloc;
 
 /// flowrl: offline reinforcement learning with a linear-time Decision-Flowformer policy.
 /// Without a subcommand, runs the quickstart.
@@ -34,6 +35,8 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Install what optional environments need (`flowrl setup mujoco`).
     Setup(cli::setup::SetupArgs),
+    /// Mutation-fuzz a reader of untrusted input (dataset, checkpoint, d4rl, minari, config).
+    Fuzz(cli::fuzz::FuzzArgs),
     /// Run a suite config: environments × tiers × agents × seeds, results table and plots.
     Suite(cli::suite::SuiteArgs),
     /// Collect, train, evaluate and report with the embedded defaults (the default command).
@@ -66,5 +69,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Train(args)) => cli::train::run(args),
         Some(Command::Suite(args)) => cli::suite::run(args),
         Some(Command::Setup(args)) => cli::setup::run(args),
+        Some(Command::Fuzz(args)) => cli::fuzz::run(args),
     }
 }

@@ -411,6 +411,7 @@ fn cli_reports_bad_configs_bad_overrides_and_bad_run_folders() {
     let run = tmp.path().join("run");
     let err = stderr(&["--config", good, "--run-dir", run.to_str().unwrap()]);
     assert!(err.contains("nowhere.safetensors"), "{err}");
+    assert!(!run.exists(), "a failed start must not leave its folder");
 
     let missing = tmp.path().join("missing");
     let err = stderr(&["--resume", missing.to_str().unwrap()]);
@@ -418,16 +419,23 @@ fn cli_reports_bad_configs_bad_overrides_and_bad_run_folders() {
         err.contains("not a run folder") && err.contains("missing"),
         "{err}"
     );
-    let err = stderr(&["--resume", run.to_str().unwrap()]);
-    assert!(err.contains("checkpoint"), "{err}");
+    std::fs::create_dir_all(run_dir::checkpoints(&run)).unwrap();
     std::fs::write(
         run.join("config.toml"),
         "[dataset]\npath = \"nowhere.safetensors\"\n",
     )
     .unwrap();
+    // No checkpoint yet: --resume starts from step 0 (and needs the dataset).
+    let err = stderr(&["--resume", run.to_str().unwrap()]);
+    assert!(
+        err.contains("nowhere.safetensors") && err.contains("cannot resume"),
+        "{err}"
+    );
+    std::fs::create_dir_all(run_dir::checkpoints(&run)).unwrap();
+    std::fs::write(run_dir::checkpoints(&run).join("latest"), "step-3\n").unwrap();
     let err = stderr(&["--config", good, "--run-dir", run.to_str().unwrap()]);
     assert!(
-        err.contains("already holds a run") && err.contains("--resume"),
+        err.contains("already holds a run with a checkpoint") && err.contains("--resume"),
         "{err}"
     );
 }

@@ -20,9 +20,11 @@ use crate::backbone::BackboneError;
 use crate::decision::{DecisionModel, DecisionState};
 use crate::layers::{Tensor2, Tensor3};
 use crate::mlp_bc::MlpBc;
-use crate::params::{ParamError, ParamStore};
+use crate::params::{decode, ParamError, ParamStore};
 
-pub use config::{ActionSpace, AgentConfig, AgentKind};
+pub use config::{
+    ActionSpace, AgentConfig, AgentKind, MAX_FEATURES, MAX_LAYERS, MAX_STEPS, MAX_WIDTH,
+};
 pub(crate) use window::{check_finite, check_len, to_device, ActionInputs, Targets};
 pub use window::{HostActions, HostWindow, Window};
 
@@ -105,13 +107,27 @@ where
     pub fn new(dev: &D, cfg: AgentConfig, seed: u64) -> Result<Self, AgentError> {
         cfg.validate()?;
         let mut store = ParamStore::new(dev, seed);
-        let model = match cfg.kind {
-            AgentKind::MlpBc => Model::Mlp(MlpBc::register(&mut store, &cfg)?),
-            AgentKind::DecisionFlowformer | AgentKind::DecisionTransformer => {
-                Model::Decision(Box::new(DecisionModel::register(&mut store, &cfg)?))
-            }
-        };
+        let model = Self::register(&mut store, &cfg)?;
         Ok(Self { cfg, store, model })
+    }
+
+    fn register(store: &mut ParamStore<E, D>, cfg: &AgentConfig) -> Result<Model, AgentError> {
+        Ok(match cfg.kind {
+            AgentKind::MlpBc => Model::Mlp(MlpBc::register(store, cfg)?),
+            AgentKind::DecisionFlowformer | AgentKind::DecisionTransformer => {
+                Model::Decision(Box::new(DecisionModel::register(store, cfg)?))
+            }
+        })
+    }
+
+    /// The parameters `cfg` implies, names and shapes only, listed after validating
+    /// `cfg` and without allocating any value (see [`ParamStore::planner`]): what
+    /// [`Agent::new`] would build, for sizing it or checking a file against it first.
+    pub fn plan(dev: &D, cfg: &AgentConfig) -> Result<ParamStore<E, D>, AgentError> {
+        cfg.validate()?;
+        let mut store = ParamStore::planner(dev);
+        Self::register(&mut store, cfg)?;
+        Ok(store)
     }
 
     /// The configuration.
@@ -249,6 +265,11 @@ where
 
     /// Rebuilds an agent on `dev` from [`Agent::to_safetensors`] bytes; returns it
     /// with the metadata map (config entry included).
+    ///
+    /// The bytes are untrusted: the config is validated (bounds included, see
+    /// [`AgentConfig::validate`]) and every tensor is checked against the shapes the
+    /// config implies (names, shapes, dtype, no extras) and for finite values before
+    /// any model is built, so the model allocated is never larger than the data read.
     pub fn from_safetensors(
         dev: &D,
         bytes: &[u8],
@@ -265,8 +286,11 @@ where
         let cfg: AgentConfig = serde_json::from_str(json).map_err(|e| {
             AgentError::Checkpoint(format!("`{CONFIG_KEY}` is not a valid agent config: {e}"))
         })?;
+        let plan = Self::plan(dev, &cfg)?;
+        let expected: Vec<(&str, &[usize])> = plan.shapes().collect();
+        let (values, metadata) = decode::<E>(bytes, &expected)?;
         let mut agent = Self::new(dev, cfg, 0)?;
-        let metadata = agent.store.load_safetensors(bytes)?;
+        agent.store.set_decoded(values);
         Ok((agent, metadata))
     }
 }

@@ -27,6 +27,7 @@ use rand::distributions::Distribution;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+pub use codec::sorted_header;
 pub(crate) use codec::{decode, encode, Metadata};
 
 /// Index of a parameter inside its [`ParamStore`] (registration order).
@@ -149,6 +150,24 @@ pub enum ParamError {
     /// The bytes are not valid safetensors, or a metadata entry is malformed.
     #[error("invalid safetensors data: {0}")]
     Format(String),
+    /// A tensor holds NaN or an infinity.
+    #[error("tensor `{name}` holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite {
+        /// The tensor.
+        name: String,
+        /// Flat index of the first non-finite value.
+        index: usize,
+        /// The value found.
+        value: f64,
+    },
+    /// A shape whose number of elements does not fit in `usize`.
+    #[error("parameter `{name}`: shape {shape:?} holds more elements than can be addressed")]
+    TooLarge {
+        /// The parameter.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
 }
 
 struct Param<E: Dtype, D: Storage<E>> {
@@ -160,6 +179,8 @@ struct Param<E: Dtype, D: Storage<E>> {
 /// Ordered, named, runtime-shaped parameters on one device.
 pub struct ParamStore<E: Dtype, D: Storage<E>> {
     dev: D,
+    /// A planner records names and shapes only (see [`ParamStore::planner`]).
+    planning: bool,
     rng: ChaCha8Rng,
     params: Vec<Param<E, D>>,
     index: HashMap<String, usize>,
@@ -174,10 +195,39 @@ where
     pub fn new(dev: &D, seed: u64) -> Self {
         Self {
             dev: dev.clone(),
+            planning: false,
             rng: ChaCha8Rng::seed_from_u64(seed),
             params: Vec::new(),
             index: HashMap::new(),
         }
+    }
+
+    /// A store that records the names and shapes of registered parameters without
+    /// allocating or initialising their values (every tensor is empty): it lists, and
+    /// sizes, what a config would build before anything is built. Only
+    /// [`ParamStore::shapes`] and [`ParamStore::planned_elements`] are meaningful on it.
+    pub fn planner(dev: &D) -> Self {
+        Self {
+            planning: true,
+            ..Self::new(dev, 0)
+        }
+    }
+
+    /// Names and logical shapes of every parameter, in registration order.
+    pub fn shapes(&self) -> impl Iterator<Item = (&str, &[usize])> {
+        self.params
+            .iter()
+            .map(|p| (p.name.as_str(), p.shape.as_slice()))
+    }
+
+    /// Total number of scalar parameters the registered shapes hold (also on a
+    /// [`planner`](ParamStore::planner); [`register`](ParamStore::register) checked
+    /// that each shape's product fits in `usize`, the sum saturates).
+    pub fn planned_elements(&self) -> usize {
+        self.params
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .fold(0, usize::saturating_add)
     }
 
     /// The device the parameters live on.
@@ -197,8 +247,15 @@ where
         if self.index.contains_key(&name) {
             return Err(ParamError::Duplicate { name });
         }
-        let n: usize = shape.iter().product();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| ParamError::TooLarge {
+                name: name.clone(),
+                shape: shape.to_vec(),
+            })?;
         let values: Vec<f64> = match init {
+            _ if self.planning => Vec::new(),
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
             Init::Normal { std } => {
@@ -218,7 +275,8 @@ where
             }
         };
         let values: Vec<E> = values.into_iter().map(from_f64).collect();
-        let value = self.dev.tensor_from_vec(values, (n,));
+        let len = values.len();
+        let value = self.dev.tensor_from_vec(values, (len,));
         self.index.insert(name.clone(), self.params.len());
         self.params.push(Param {
             name,
@@ -358,10 +416,16 @@ where
             .map(|p| (p.name.as_str(), p.shape.as_slice()))
             .collect();
         let (values, metadata) = decode::<E>(bytes, &expected)?;
+        self.set_decoded(values);
+        Ok(metadata)
+    }
+
+    /// Copies values decoded for this store's parameters (in registration order,
+    /// shapes already checked by [`decode`]) into it.
+    pub(crate) fn set_decoded(&mut self, values: Vec<Vec<E>>) {
         for (p, v) in self.params.iter_mut().zip(values) {
             p.value.copy_from(&v);
         }
-        Ok(metadata)
     }
 }
 

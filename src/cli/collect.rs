@@ -50,11 +50,15 @@ pub struct CollectArgs {
     /// Output native dataset (.safetensors), written atomically.
     #[arg(long)]
     out: PathBuf,
+    /// Overwrite --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Runs the subcommand.
 pub fn run(args: CollectArgs) -> anyhow::Result<()> {
     let tier = Tier::from_str(&args.tier).context("invalid --tier")?;
+    crate::atomic::check_output(&args.out, "--out", &[], args.force)?;
     let size = match (args.episodes, args.transitions) {
         (Some(n), None) => Size::Episodes(n),
         (None, Some(n)) => Size::Transitions(n),

@@ -46,6 +46,9 @@ struct ImportArgs {
     /// Output native dataset (.safetensors), written atomically.
     #[arg(long)]
     out: PathBuf,
+    /// Overwrite --out if it exists.
+    #[arg(long)]
+    force: bool,
     /// Environment id to record (default: D4RL file name / Minari env_spec id).
     #[arg(long)]
     env: Option<String>,
@@ -81,6 +84,7 @@ pub fn run(args: DatasetArgs) -> anyhow::Result<()> {
 }
 
 fn import(a: ImportArgs) -> anyhow::Result<()> {
+    crate::atomic::check_output(&a.out, "--out", &[&a.path], a.force)?;
     let reference_returns = match (a.ref_random, a.ref_expert) {
         (Some(random), Some(expert)) => Some(ReferenceReturns { random, expert }),
         _ => None,

@@ -6,5 +6,6 @@ pub mod collect;
 pub mod dataset;
 pub mod eval;
 pub mod setup;
+pub mod fuzz;
 pub mod suite;
 pub mod train;

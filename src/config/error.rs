@@ -8,12 +8,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         /// The config file.
         path: PathBuf,
-        /// The operating-system error.
-        source: std::io::Error,
+        /// The operating-system error (shown in the message, so not a `source`: an
+        /// error chain would print it twice).
+        error: std::io::Error,
     },
     /// The text is not valid TOML.
     #[error("{origin}:{line}:{column}: invalid TOML: {message}")]

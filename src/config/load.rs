@@ -130,7 +130,7 @@ pub(super) fn parse(
             origin: origin.to_string(),
             line,
             column,
-            message: e.message().trim().to_string(),
+            message: integer_hint(e.message().trim()),
         }
     })?;
     for o in overrides {
@@ -152,6 +152,21 @@ pub(super) fn parse(
         origin: origin.to_string(),
         problems,
     })
+}
+
+/// A TOML integer too large for `i64` is a syntax error of the TOML reader: say how
+/// to write a larger `u64` seed.
+fn integer_hint(message: &str) -> String {
+    if message.contains("too large") {
+        format!(
+            "{message}: TOML integers stop at {}; write a larger seed as a string of \
+             digits, e.g. seed = \"{}\"",
+            i64::MAX,
+            u64::MAX
+        )
+    } else {
+        message.to_string()
+    }
 }
 
 /// Turns a deserialisation error into one naming the full dotted key.

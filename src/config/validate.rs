@@ -1,9 +1,12 @@
 //! Range and consistency checks of config values; each problem names its key.
 
+use flowrl_agents::agent::{MAX_LAYERS, MAX_STEPS, MAX_WIDTH};
+
 use super::{
     AgentConfig, DatasetConfig, DatasetSource, EvalConfig, Problem, TrainConfig,
     DEFAULT_COLLECT_EPISODES, TIERS,
 };
+use crate::limits::{MAX_BATCH, MAX_EPISODES};
 
 impl DatasetConfig {
     pub(super) fn resolve(&self, p: &mut Vec<Problem>) -> Option<DatasetSource> {
@@ -72,7 +75,7 @@ impl DatasetConfig {
                     }
                 };
                 let episodes = self.episodes.unwrap_or(DEFAULT_COLLECT_EPISODES);
-                positive(p, "dataset.episodes", episodes);
+                within(p, "dataset.episodes", episodes, 1, MAX_EPISODES);
                 Some(DatasetSource::Collect {
                     env: env.clone(),
                     tier: tier?,
@@ -86,8 +89,8 @@ impl DatasetConfig {
 
 impl AgentConfig {
     pub(super) fn check(&self, p: &mut Vec<Problem>) {
-        positive(p, "agent.width", self.width);
-        positive(p, "agent.layers", self.layers);
+        within(p, "agent.width", self.width, 1, MAX_WIDTH);
+        within(p, "agent.layers", self.layers, 1, MAX_LAYERS);
         positive(p, "agent.heads", self.heads);
         if self.heads > 0 && !self.width.is_multiple_of(self.heads) {
             p.push(Problem::new(
@@ -99,7 +102,14 @@ impl AgentConfig {
             ));
         }
         probability(p, "agent.dropout", self.dropout);
-        positive(p, "agent.context", self.context);
+        within(p, "agent.context", self.context, 1, MAX_STEPS);
+        within(
+            p,
+            "agent.max_episode_length",
+            self.max_episode_length,
+            0,
+            MAX_STEPS,
+        );
         if !(self.flow_clamp.is_finite() && self.flow_clamp > 0.0) {
             p.push(Problem::new(
                 "agent.flow_clamp",
@@ -112,7 +122,7 @@ impl AgentConfig {
 impl TrainConfig {
     pub(super) fn check(&self, p: &mut Vec<Problem>) {
         positive(p, "train.steps", self.steps);
-        positive(p, "train.batch", self.batch);
+        within(p, "train.batch", self.batch, 1, MAX_BATCH);
         greater_than_zero(p, "train.lr", self.lr);
         at_least_zero(p, "train.weight_decay", self.weight_decay);
         probability(p, "train.adam_betas[0]", self.adam_betas[0]);
@@ -132,6 +142,7 @@ impl TrainConfig {
 
 impl EvalConfig {
     pub(super) fn check(&self, p: &mut Vec<Problem>) {
+        within(p, "eval.episodes", self.episodes, 0, MAX_EPISODES);
         if let Some(env) = &self.env {
             if env.trim().is_empty() {
                 p.push(Problem::new(
@@ -148,6 +159,18 @@ impl EvalConfig {
                 ));
             }
         }
+    }
+}
+
+/// Sizes are bounded so that a config cannot ask for an absurd allocation; whether
+/// the sizes fit the machine is checked once the dataset is known
+/// ([`crate::limits::check_training`]).
+fn within(p: &mut Vec<Problem>, key: &str, value: usize, min: usize, max: usize) {
+    if !(min..=max).contains(&value) {
+        p.push(Problem::new(
+            key,
+            format!("expected an integer in [{min}, {max}], found {value}"),
+        ));
     }
 }
 

@@ -525,8 +525,11 @@ fn validate(p: &DatasetParts) -> Result<usize, Problem> {
     }
     validate_offsets(&p.episode_offsets, n)?;
     check_finite("observations", &p.observations)?;
-    if let Actions::Continuous { values, .. } = &p.actions {
+    if let Actions::Continuous { values, dim } = &p.actions {
         check_finite("actions", values)?;
+        if let Space::Box { low, high } = &p.meta.action_space {
+            check_bounds(values, *dim, low, high)?;
+        }
     }
     check_finite("rewards", &p.rewards)?;
     validate_flags(p)?;
@@ -542,6 +545,35 @@ fn validate(p: &DatasetParts) -> Result<usize, Problem> {
         }
     }
     Ok(obs_dim)
+}
+
+/// Checks that every action lies within the action space's box; the error gives the
+/// value furthest outside it, its step and dimension, and the bound it breaks.
+fn check_bounds(values: &[f32], dim: usize, low: &[f32], high: &[f32]) -> Result<(), Problem> {
+    let mut worst: Option<(f32, usize)> = None;
+    for (i, &v) in values.iter().enumerate() {
+        let j = i % dim;
+        let excess = (low[j] - v).max(v - high[j]);
+        if excess > 0.0 && worst.is_none_or(|(e, _)| excess > e) {
+            worst = Some((excess, i));
+        }
+    }
+    let Some((_, i)) = worst else {
+        return Ok(());
+    };
+    let (step, j, v) = (i / dim, i % dim, values[i]);
+    let (side, bound) = if v < low[j] {
+        ("low", low[j])
+    } else {
+        ("high", high[j])
+    };
+    Err(Problem::BadArray {
+        name: "actions".into(),
+        expected: format!("values within the bounds of `action_space` ({side}[{j}] = {bound})"),
+        found: format!(
+            "{v:e} at step {step}, dimension {j} (the value furthest outside the bounds)"
+        ),
+    })
 }
 
 fn validate_offsets(offsets: &[usize], n: usize) -> Result<(), Problem> {

@@ -56,6 +56,28 @@ pub enum Problem {
         /// The value found.
         value: f64,
     },
+    /// A finite number too large for the native format's f32 arrays.
+    #[error("array `{name}` holds {value:e} at flat index {index}, outside the f32 range of the native format (magnitude at most {max:e})", max = f32::MAX)]
+    OutOfRange {
+        /// The array's name.
+        name: String,
+        /// Flat index of the first such value.
+        index: usize,
+        /// The value found.
+        value: f64,
+    },
+    /// An array would need more memory than the machine has available.
+    #[error("array `{name}` of shape {shape:?} needs about {need} to read, but {available}")]
+    TooLarge {
+        /// The array's name.
+        name: String,
+        /// Its shape in the file.
+        shape: Vec<u64>,
+        /// The estimate, human-readable.
+        need: String,
+        /// What is available and where that figure comes from.
+        available: String,
+    },
     /// There is nothing to learn from: no steps or no episodes.
     #[error("the dataset is empty: {0}")]
     EmptyDataset(String),

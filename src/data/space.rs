@@ -1,6 +1,7 @@
 //! Observation and action spaces as stored in dataset metadata (JSON), and the relaxed
 //! JSON reader for files written by Python's `json` module (which emits `Infinity`/`NaN`).
 
+use flowrl_agents::agent::MAX_FEATURES;
 use serde_json::{json, Value};
 
 /// A flat space: a box of `low.len()` continuous dimensions, or `n` discrete choices.
@@ -72,8 +73,12 @@ impl Space {
                     ));
                 }
                 if let Some(shape) = value.get("shape").and_then(Value::as_array) {
-                    let size: u64 = shape.iter().filter_map(Value::as_u64).product();
-                    if size != low.len() as u64 {
+                    let size = shape
+                        .iter()
+                        .filter_map(Value::as_u64)
+                        .try_fold(1u64, u64::checked_mul);
+                    if size != Some(low.len() as u64) {
+                        let size = size.map_or("more than 2^64".into(), |s| s.to_string());
                         return Err(format!(
                             "Box shape {} holds {size} values but the bounds hold {}",
                             Value::Array(shape.clone()),
@@ -106,7 +111,8 @@ impl Space {
         }
     }
 
-    /// Checks the space itself: at least one dimension or choice, `low <= high`, no NaN.
+    /// Checks the space itself: at least one dimension or choice, at most
+    /// [`MAX_FEATURES`] choices, `low <= high`, no NaN.
     pub fn check(&self) -> Result<(), String> {
         match self {
             Space::Box { low, high } => {
@@ -123,6 +129,9 @@ impl Space {
                 Ok(())
             }
             Space::Discrete { n } if *n == 0 => Err("Discrete space with n = 0".into()),
+            Space::Discrete { n } if *n > MAX_FEATURES => Err(format!(
+                "Discrete space with n = {n}, more than the {MAX_FEATURES} actions an agent takes"
+            )),
             Space::Discrete { .. } => Ok(()),
         }
     }

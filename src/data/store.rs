@@ -165,12 +165,13 @@ pub fn save(dataset: &Dataset, path: &Path) -> anyhow::Result<()> {
         ));
         offset += len;
     }
-    let header = Header::new(Some(metadata_map(dataset.meta())), infos)
+    let metadata = metadata_map(dataset.meta());
+    // Validates the layout; the bytes come from `sorted_header` (reproducible).
+    Header::new(Some(metadata.clone()), infos.clone())
         .map_err(|e| anyhow::anyhow!("cannot build the safetensors header: {e}"))?;
-    let mut header = serde_json::to_vec(&header)?;
-    header.resize(header.len().next_multiple_of(8), b' ');
+    let header = flowrl_agents::params::sorted_header(Some(&metadata), &infos)
+        .map_err(anyhow::Error::msg)?;
     crate::atomic::write_atomic(path, |w| {
-        w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(&header)?;
         for a in &arrays {
             a.data.write(w)?;

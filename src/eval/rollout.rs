@@ -116,6 +116,13 @@ pub fn continuous_action(
     (env, model)
 }
 
+/// Checks, before any rollout, that `env_id` exists and that `policy` fits it
+/// (observation size, action space, action bounds, reward scale).
+pub fn check_env(policy: &Policy<'_>, env_id: &str) -> anyhow::Result<()> {
+    let vec = VecEnv::new(env_id, 1)?;
+    check_fit(policy, env_id, &vec)
+}
+
 /// Checks that the agent fits the environment: observation size and action space.
 fn check_fit(policy: &Policy<'_>, env_id: &str, vec: &VecEnv) -> anyhow::Result<()> {
     let cfg = policy.agent.config();

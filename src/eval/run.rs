@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use dfdx::prelude::Cpu;
 use flowrl_agents::acting::ContextMode;
 use flowrl_agents::agent::Agent;
@@ -67,6 +68,59 @@ pub fn plan_for(config: &Config, pre: &Preprocessing, over: &EvalOverrides) -> E
     }
 }
 
+/// Checks, before training starts, that the evaluations `config` schedules can run:
+/// the evaluation environment exists and the agent (built for the dataset) fits it.
+/// The error names where the environment id came from (`eval.env` or the dataset's
+/// `env_id`).
+pub fn check_evaluable(
+    config: &Config,
+    agent: &Agent<f32, Cpu>,
+    pre: &Preprocessing,
+) -> anyhow::Result<()> {
+    let plan = plan_for(config, pre, &EvalOverrides::default());
+    let env_id = &plan.settings.env_id;
+    let source = if config.eval.env.is_some() {
+        "eval.env"
+    } else {
+        "the dataset's env_id (no eval.env set)"
+    };
+    let targets_from = if config.eval.targets.is_empty() {
+        "the default target (the dataset's best return)"
+    } else {
+        "eval.targets"
+    };
+    check_targets(&plan.targets, pre, targets_from, "of the dataset")?;
+    super::rollout::check_env(&policy_of(agent, pre), env_id).with_context(|| {
+        format!(
+            "the agent cannot be evaluated on `{env_id}`, from {source}; set eval.env to the \
+             dataset's environment or eval.episodes = 0"
+        )
+    })
+}
+
+/// Checks that every target return divided by the reward scale (`scale_from` says
+/// where the scale comes from) is a finite 32-bit model input; the error names
+/// `targets_from`, the flag or config key that gave the targets.
+pub fn check_targets(
+    targets: &[f64],
+    pre: &Preprocessing,
+    targets_from: &str,
+    scale_from: &str,
+) -> anyhow::Result<()> {
+    let scale = pre.normalisation.reward_scale;
+    for &t in targets {
+        let scaled = (t / f64::from(scale)) as f32;
+        if !scaled.is_finite() {
+            anyhow::bail!(
+                "{targets_from}: target return {t:?} divided by the reward scale {scale} \
+                 ({scale_from}) is {scaled} as a 32-bit model input; expected a target whose \
+                 scaled value is finite"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The policy of a trained agent with its preprocessing.
 pub fn policy_of<'a>(agent: &'a Agent<f32, Cpu>, pre: &'a Preprocessing) -> Policy<'a> {
     Policy {
@@ -82,7 +136,7 @@ pub fn policy_of<'a>(agent: &'a Agent<f32, Cpu>, pre: &'a Preprocessing) -> Poli
 /// Where `flowrl eval` and the training hook write the JSON report of an evaluation:
 /// `<run>/eval/step-<N>-<context>-seed-<S>.json`.
 pub fn report_file(run: &Path, step: u64, context: ContextMode, seed: u64) -> PathBuf {
-    run.join("eval").join(format!(
+    run.join(crate::train::run_dir::EVAL_DIR).join(format!(
         "step-{step}-{}-seed-{seed}.json",
         context_name(context)
     ))

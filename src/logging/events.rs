@@ -30,31 +30,33 @@ pub struct Scalar {
 /// files in name order (which is creation-time order), records in file order.
 /// Fails if there is no event file, or if a file is truncated or corrupt.
 pub fn read_scalars(dir: &Path) -> anyhow::Result<Vec<Scalar>> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    for entry in std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list the log folder {}", dir.display()))?
-    {
-        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(EVENT_FILE_PREFIX)
-        {
-            files.push(entry.path());
-        }
-    }
+    let files = event_files(dir)?;
     if files.is_empty() {
         bail!(
             "no TensorBoard event files ({EVENT_FILE_PREFIX}*) in {}",
             dir.display()
         );
     }
-    files.sort();
     let mut out = Vec::new();
     for file in files {
         out.extend(read_event_file(&file)?);
     }
     Ok(out)
+}
+
+/// The event files directly inside `dir`, in name order.
+fn event_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list the log folder {}", dir.display()))?
+    {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        if super::is_event_file(&entry.file_name().to_string_lossy()) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Every scalar in one event file, in record order.
@@ -66,6 +68,16 @@ pub fn read_event_file(path: &Path) -> anyhow::Result<Vec<Scalar>> {
 
 fn parse_records(bytes: &[u8]) -> anyhow::Result<Vec<Scalar>> {
     let mut out = Vec::new();
+    for_each_record(bytes, |_, data| decode_event(data, &mut out))?;
+    Ok(out)
+}
+
+/// Calls `f(record, data)` for each checked TFRecord of `bytes`, where `record` is
+/// the whole framed record and `data` its payload; errors name the record and byte.
+fn for_each_record<'a>(
+    bytes: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut at = 0usize;
     let mut record = 0usize;
     while at < bytes.len() {
@@ -97,12 +109,121 @@ fn parse_records(bytes: &[u8]) -> anyhow::Result<Vec<Scalar>> {
         if masked_crc32c(data) != data_crc {
             bail!("record {record} at byte {at}: data checksum mismatch (corrupt file)");
         }
-        decode_event(data, &mut out)
+        f(&rest[..need], data)
             .with_context(|| format!("record {record} at byte {at}: bad Event message"))?;
         at += need;
         record += 1;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Removes, from every event file directly inside `dir`, the events of steps after
+/// `step` (a resumed run logs those steps again), rewriting only files that change
+/// (atomically). Events without a step (the file version) are kept. Returns the
+/// number of events removed; a missing folder removes nothing.
+pub fn drop_steps_after(dir: &Path, step: u64) -> anyhow::Result<usize> {
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for file in event_files(dir)? {
+        let bytes = std::fs::read(&file)
+            .with_context(|| format!("cannot read the event file {}", file.display()))?;
+        let mut kept = Vec::with_capacity(bytes.len());
+        let mut dropped = 0;
+        for_each_record(&bytes, |record, data| {
+            if event_step(data)? > step {
+                dropped += 1;
+            } else {
+                kept.extend_from_slice(record);
+            }
+            Ok(())
+        })
+        .with_context(|| format!("event file {}", file.display()))?;
+        if dropped > 0 {
+            crate::atomic::write_bytes_atomic(&file, &kept)?;
+            removed += dropped;
+        }
+    }
+    Ok(removed)
+}
+
+/// The step of an `Event` message (0 when absent; negative steps count as 0).
+fn event_step(data: &[u8]) -> anyhow::Result<u64> {
+    let mut step = 0;
+    let mut msg = Proto::new(data);
+    while let Some((field, wire)) = msg.key()? {
+        match (field, wire) {
+            (2, WIRE_VARINT) => step = msg.varint()?,
+            _ => msg.skip(wire)?,
+        }
+    }
+    Ok(u64::try_from(step as i64).unwrap_or(0))
+}
+
+/// `data` framed as a TFRecord: length, its masked CRC32C, data, its masked CRC32C.
+pub(super) fn frame(data: &[u8]) -> Vec<u8> {
+    let len = (data.len() as u64).to_le_bytes();
+    let mut out = Vec::with_capacity(data.len() + 16);
+    out.extend(len);
+    out.extend(masked_crc32c(&len).to_le_bytes());
+    out.extend(data);
+    out.extend(masked_crc32c(data).to_le_bytes());
+    out
+}
+
+/// The `Event` {wall_time, file_version = "brain.Event:2"} that opens an event file.
+pub(super) fn file_version_event(wall_time: f64) -> Vec<u8> {
+    let mut event = vec![0x09];
+    event.extend(wall_time.to_le_bytes());
+    put_bytes(&mut event, 3, b"brain.Event:2");
+    event
+}
+
+/// The `Event` {wall_time, step, session_log {status = START}}: TensorBoard discards
+/// the points it has loaded at `step` and later.
+pub(super) fn session_start_event(wall_time: f64, step: u64) -> Vec<u8> {
+    let mut event = vec![0x09];
+    event.extend(wall_time.to_le_bytes());
+    event.push(2 << 3 | WIRE_VARINT);
+    put_varint(&mut event, step);
+    put_bytes(&mut event, 6, &[1 << 3 | WIRE_VARINT, 1]);
+    event
+}
+
+/// The `Event` {wall_time, step, summary {value {tag, simple_value}}} of one scalar.
+pub(super) fn scalar_event(wall_time: f64, step: u64, tag: &str, value: f32) -> Vec<u8> {
+    let mut v = Vec::new();
+    put_bytes(&mut v, 1, tag.as_bytes());
+    v.push(2 << 3 | WIRE_32);
+    v.extend(value.to_le_bytes());
+    let mut summary = Vec::new();
+    put_bytes(&mut summary, 1, &v);
+    let mut event = vec![0x09];
+    event.extend(wall_time.to_le_bytes());
+    event.push(2 << 3 | WIRE_VARINT);
+    put_varint(&mut event, step);
+    put_bytes(&mut event, 5, &summary);
+    event
+}
+
+/// Appends field `field` (length-delimited) holding `bytes`.
+fn put_bytes(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
+    out.push(field << 3 | WIRE_LEN);
+    put_varint(out, bytes.len() as u64);
+    out.extend(bytes);
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let b = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
 }
 
 /// The first four or eight bytes of `b` as an array (callers pass exact slices).
@@ -284,40 +405,8 @@ pub fn masked_crc32c(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    /// A record framed as TFRecord.
-    fn frame(data: &[u8]) -> Vec<u8> {
-        let len = (data.len() as u64).to_le_bytes();
-        let mut out = len.to_vec();
-        out.extend(masked_crc32c(&len).to_le_bytes());
-        out.extend(data);
-        out.extend(masked_crc32c(data).to_le_bytes());
-        out
-    }
-
-    /// An Event {wall_time, step, summary {value {tag, simple_value}}}.
     fn scalar_event(tag: &str, step: u64, value: f32) -> Vec<u8> {
-        let mut v = vec![0x0a, tag.len() as u8];
-        v.extend(tag.as_bytes());
-        v.push(0x15);
-        v.extend(value.to_le_bytes());
-        let mut summary = vec![0x0a, v.len() as u8];
-        summary.extend(v);
-        let mut event = vec![0x09];
-        event.extend(1.7e9f64.to_le_bytes());
-        event.push(0x10);
-        let mut s = step;
-        loop {
-            let b = (s & 0x7f) as u8;
-            s >>= 7;
-            if s == 0 {
-                event.push(b);
-                break;
-            }
-            event.push(b | 0x80);
-        }
-        event.extend([0x2a, summary.len() as u8]);
-        event.extend(summary);
-        event
+        super::scalar_event(1.7e9, step, tag, value)
     }
 
     #[test]
@@ -376,6 +465,28 @@ mod tests {
         let err = format!("{:#}", read_scalars(dir.path()).unwrap_err());
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn dropping_later_steps_keeps_earlier_ones_the_file_version_and_session_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.out.tfevents.0000000001.host.1.0");
+        let mut bytes = frame(&file_version_event(1.7e9));
+        bytes.extend(frame(&session_start_event(1.7e9, 1)));
+        for step in [1, 2, 3, 4] {
+            bytes.extend(frame(&scalar_event("loss", step, step as f32)));
+        }
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(drop_steps_after(dir.path(), 2).unwrap(), 2);
+        let steps: Vec<u64> = read_scalars(dir.path())
+            .unwrap()
+            .iter()
+            .map(|s| s.step)
+            .collect();
+        assert_eq!(steps, [1, 2]);
+        let version = frame(&file_version_event(1.7e9));
+        assert!(std::fs::read(&path).unwrap().starts_with(&version));
+        assert_eq!(drop_steps_after(dir.path(), 2).unwrap(), 0);
     }
 
     #[test]

@@ -10,12 +10,13 @@ use crate::config::ConfigError;
 #[derive(Debug, thiserror::Error)]
 pub enum SuiteError {
     /// The file cannot be read.
-    #[error("cannot read suite config {}: {source}", path.display())]
+    #[error("cannot read suite config {}: {error}", path.display())]
     Read {
         /// The suite file (or the base experiment config it names).
         path: PathBuf,
-        /// The operating-system error.
-        source: std::io::Error,
+        /// The operating-system error (shown in the message, so not a `source`: an
+        /// error chain would print it twice).
+        error: std::io::Error,
     },
     /// The text is not valid TOML.
     #[error("{origin}:{line}:{column}: invalid TOML: {message}")]

@@ -114,9 +114,9 @@ impl SuiteSpec {
     /// Reads and checks the suite file at `path`; `cli_set` are `--set key=value`
     /// experiment-config overrides applied to every entry.
     pub fn load(path: &Path, cli_set: &[String]) -> Result<Self, SuiteError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| SuiteError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let origin = path.display().to_string();
         let table: Table = text.parse().map_err(|e: toml::de::Error| {

@@ -49,8 +49,12 @@ pub struct DropoutPosition {
 }
 
 /// Enough of the dataset to notice that a resumed run would see different data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetFingerprint {
+    /// [`content_hash`] of the dataset's arrays (empty in checkpoints written before
+    /// it was recorded).
+    #[serde(default)]
+    pub content_hash: String,
     /// Steps (transitions).
     pub steps: usize,
     /// Episodes.
@@ -65,6 +69,7 @@ impl DatasetFingerprint {
     /// The fingerprint of `ds`.
     pub fn of(ds: &crate::data::Dataset) -> Self {
         Self {
+            content_hash: content_hash(ds),
             steps: ds.len(),
             episodes: ds.num_episodes(),
             obs_dim: ds.obs_dim(),
@@ -74,6 +79,73 @@ impl DatasetFingerprint {
                 .map(|&r| f64::from(r))
                 .sum::<f64>()
                 .to_bits(),
+        }
+    }
+}
+
+/// A hash of a dataset's content, `fnv1a64:<16 hex digits>`: 64-bit FNV-1a over its
+/// arrays in a fixed order (episode offsets, observations, actions, rewards,
+/// terminated, truncated), each preceded by its name and length, values as
+/// little-endian bytes. Independent of the file's bytes (header, metadata order).
+pub fn content_hash(ds: &crate::data::Dataset) -> String {
+    use crate::data::Actions;
+    let mut h = Fnv1a64::default();
+    let mut array = |name: &str, len: usize, bytes: &mut dyn Iterator<Item = u8>| {
+        h.write(name.bytes().chain((len as u64).to_le_bytes()));
+        h.write(bytes);
+    };
+    let offsets = ds.episode_offsets();
+    array(
+        "episode_offsets",
+        offsets.len(),
+        &mut offsets.iter().flat_map(|&o| (o as u64).to_le_bytes()),
+    );
+    let obs = ds.observations();
+    array(
+        "observations",
+        obs.len(),
+        &mut obs.iter().flat_map(|x| x.to_le_bytes()),
+    );
+    match ds.actions() {
+        Actions::Discrete { values } => array(
+            "actions/discrete",
+            values.len(),
+            &mut values.iter().flat_map(|&a| (a as u64).to_le_bytes()),
+        ),
+        Actions::Continuous { values, .. } => array(
+            "actions/continuous",
+            values.len(),
+            &mut values.iter().flat_map(|x| x.to_le_bytes()),
+        ),
+    }
+    let rewards = ds.rewards();
+    array(
+        "rewards",
+        rewards.len(),
+        &mut rewards.iter().flat_map(|x| x.to_le_bytes()),
+    );
+    for (name, flags) in [
+        ("terminated", ds.terminated()),
+        ("truncated", ds.truncated()),
+    ] {
+        array(name, flags.len(), &mut flags.iter().map(|&b| u8::from(b)));
+    }
+    format!("fnv1a64:{:016x}", h.0)
+}
+
+/// 64-bit FNV-1a.
+struct Fnv1a64(u64);
+
+impl Default for Fnv1a64 {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a64 {
+    fn write(&mut self, bytes: impl Iterator<Item = u8>) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
 }
@@ -118,36 +190,42 @@ pub fn save(run: &Path, parts: &CheckpointParts<'_>) -> anyhow::Result<PathBuf> 
     let step = parts.state.step;
     let root = run_dir::checkpoints(run);
     let final_dir = run_dir::checkpoint_dir(run, step);
-    let tmp = root.join(format!(".{}.tmp", run_dir::checkpoint_name(step)));
+    let tmp = root.join(run_dir::checkpoint_temporary(step));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)
             .with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let extra = HashMap::from([(STEP_KEY.to_string(), step.to_string())]);
-    let params = parts
-        .agent
-        .to_safetensors(&extra)
-        .context("cannot serialise the parameters")?;
-    write_bytes_atomic(&tmp.join(PARAMS_FILE), &params)?;
-    let optim = parts
-        .optimizer
-        .state_to_safetensors(parts.agent.params())
-        .context("cannot serialise the optimiser state")?;
-    write_bytes_atomic(&tmp.join(OPTIMIZER_FILE), &optim)?;
-    write_json(&tmp.join(STATE_FILE), parts.state)?;
-    write_json(&tmp.join(NORMALISATION_FILE), parts.preprocessing)?;
+    if let Err(e) = write_parts(&tmp, parts) {
+        // Best effort: a full disk, say, should not also leave a partial folder.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)
             .with_context(|| format!("cannot replace {}", final_dir.display()))?;
     }
     std::fs::rename(&tmp, &final_dir)
         .with_context(|| format!("cannot move the checkpoint to {}", final_dir.display()))?;
-    write_bytes_atomic(
-        &root.join(run_dir::LATEST_FILE),
-        format!("{}\n", run_dir::checkpoint_name(step)).as_bytes(),
-    )?;
+    run_dir::write_latest(run, step)?;
     Ok(final_dir)
+}
+
+/// Writes every file of a checkpoint into the folder `dir`.
+fn write_parts(dir: &Path, parts: &CheckpointParts<'_>) -> anyhow::Result<()> {
+    let extra = HashMap::from([(STEP_KEY.to_string(), parts.state.step.to_string())]);
+    let params = parts
+        .agent
+        .to_safetensors(&extra)
+        .context("cannot serialise the parameters")?;
+    write_bytes_atomic(&dir.join(PARAMS_FILE), &params)?;
+    let optim = parts
+        .optimizer
+        .state_to_safetensors(parts.agent.params())
+        .context("cannot serialise the optimiser state")?;
+    write_bytes_atomic(&dir.join(OPTIMIZER_FILE), &optim)?;
+    write_json(&dir.join(STATE_FILE), parts.state)?;
+    write_json(&dir.join(NORMALISATION_FILE), parts.preprocessing)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
@@ -261,6 +339,7 @@ pub(crate) fn load_on(run: &Path, step: Option<u64>, dev: &Cpu) -> anyhow::Resul
         );
     }
     let preprocessing: Preprocessing = read_json(&dir.join(NORMALISATION_FILE))?;
+    check_normalisation(&dir.join(NORMALISATION_FILE), &preprocessing)?;
     let params_path = dir.join(PARAMS_FILE);
     let bytes = std::fs::read(&params_path)
         .with_context(|| format!("cannot read the checkpoint file {}", params_path.display()))?;
@@ -286,6 +365,41 @@ pub(crate) fn load_on(run: &Path, step: Option<u64>, dev: &Cpu) -> anyhow::Resul
         preprocessing,
         state,
     })
+}
+
+/// Checks what an agent's inputs are divided and shifted by: finite observation means,
+/// finite positive observation standard deviations, a finite positive reward scale.
+fn check_normalisation(path: &Path, pre: &Preprocessing) -> anyhow::Result<()> {
+    let n = &pre.normalisation;
+    let bad = |field: &str, expected: &str, values: &[f32], ok: fn(f32) -> bool| {
+        values.iter().position(|&v| !ok(v)).map(|i| {
+            anyhow::anyhow!(
+                "{}: `{field}[{i}]` must be {expected}, found {} (a damaged or hand-edited checkpoint)",
+                path.display(),
+                values[i]
+            )
+        })
+    };
+    let problem = bad(
+        "normalisation.obs_mean",
+        "finite",
+        &n.obs_mean,
+        f32::is_finite,
+    )
+    .or_else(|| {
+        bad("normalisation.obs_std", "finite and > 0", &n.obs_std, |v| {
+            v.is_finite() && v > 0.0
+        })
+    })
+    .or_else(|| {
+        bad(
+            "normalisation.reward_scale",
+            "finite and > 0",
+            &[n.reward_scale],
+            |v| v.is_finite() && v > 0.0,
+        )
+    });
+    problem.map_or(Ok(()), Err)
 }
 
 /// Restores the optimiser state of a loaded checkpoint into `optimizer`.

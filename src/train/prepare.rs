@@ -228,6 +228,18 @@ pub fn plan(cfg: &Config, ds: &Dataset, sampler_seed: u64) -> anyhow::Result<Pla
             ds.meta().env_id
         )
     })?;
+    crate::limits::check_training(&agent_cfg, cfg.train.batch)?;
+    if cfg.eval.episodes > 0 {
+        let targets = cfg.eval.targets.len().max(1);
+        crate::limits::check_rollout(
+            &agent_cfg,
+            cfg.eval.episodes * targets,
+            &format!(
+                "eval.episodes = {} x {targets} target(s)",
+                cfg.eval.episodes
+            ),
+        )?;
+    }
     let reward_scale = cfg.train.reward_scale as f32;
     if !(reward_scale.is_finite() && reward_scale > 0.0) {
         bail!(

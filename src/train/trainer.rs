@@ -19,9 +19,8 @@ use super::schedule::warmup_lr;
 use super::streams::{self, Seeds};
 use super::warm_start;
 use crate::atomic::write_atomic;
-use crate::config::Config;
+use crate::config::{Config, DatasetSource};
 use crate::data::windows::{Batch, Sampler};
-use crate::data::Dataset;
 use crate::logging::RunLogger;
 
 /// An evaluation callback: given the run folder, the step, the agent and its
@@ -38,11 +37,38 @@ pub struct TrainOptions {
     pub stop_at: Option<u64>,
 }
 
+impl TrainOptions {
+    /// Checks the options before anything is written.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.stop_at == Some(0) {
+            bail!("the stop step (--stop-at) must be at least 1, found 0");
+        }
+        Ok(())
+    }
+}
+
+/// How a training call began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStart {
+    /// A new run in a folder that held none.
+    New,
+    /// The folder held a run that never reached a checkpoint: it started again from
+    /// step 0 (by `train --config` with the new config, or by `--resume` with its own).
+    Restarted,
+    /// Continued from the checkpoint at this step.
+    Resumed {
+        /// The checkpoint's step.
+        step: u64,
+    },
+}
+
 /// What a training call did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainOutcome {
     /// The run folder.
     pub run_dir: PathBuf,
+    /// How the call began.
+    pub started: RunStart,
     /// Steps done.
     pub step: u64,
     /// Steps configured (`train.steps`).
@@ -130,23 +156,69 @@ fn adamw_config(cfg: &Config) -> AdamWConfig {
     }
 }
 
-/// Starts a new run of `config` in the folder `run` (created; it must not already hold
-/// a run): saves the resolved config, loads or collects the dataset, then trains.
+/// Starts a new run of `config` in the folder `run`, then trains. The folder must not
+/// hold a run with a checkpoint (continue that with [`resume`]); a run that never
+/// reached a checkpoint is restarted in place with this config (its log, event files
+/// and reports removed; a note is printed). The resolved config is saved, the dataset
+/// loaded or collected, and if the start fails before the config is saved, a folder
+/// this call created is removed again.
 pub fn start(
     config: Config,
     run: &Path,
     opts: &TrainOptions,
     eval: Option<&mut EvalHook<'_>>,
 ) -> anyhow::Result<TrainOutcome> {
-    if run.join(CONFIG_FILE).exists() || run_dir::checkpoints(run).exists() {
-        bail!(
-            "{} already holds a run; continue it with `flowrl train --resume {}` or choose another folder",
-            run.display(),
-            run.display()
-        );
-    }
+    opts.check()?;
     let config = prepare::with_absolute_dataset_path(config)?;
     config.validate()?;
+    let started = if run.join(CONFIG_FILE).exists() || run_dir::checkpoints(run).exists() {
+        if run_dir::has_checkpoint(run)? {
+            bail!(
+                "{} already holds a run with a checkpoint; continue it with \
+                 `flowrl train --resume {}` or choose another folder",
+                run.display(),
+                run.display()
+            );
+        }
+        let previous = Config::load(&run.join(CONFIG_FILE), &[] as &[&str]).with_context(|| {
+            format!(
+                "{} is not a run folder that can be restarted: it has no checkpoint and no \
+                 readable run config {CONFIG_FILE}; choose another folder",
+                run.display()
+            )
+        })?;
+        run_dir::clear_unfinished(run, previous.dataset == config.dataset)?;
+        eprintln!(
+            "note: {} held a run that never reached a checkpoint; restarting it from step 0 \
+             with the new config",
+            run.display()
+        );
+        RunStart::Restarted
+    } else {
+        RunStart::New
+    };
+    if run.is_dir() {
+        run_dir::remove_stale_temporaries(run)?;
+    }
+    let created = !run.exists();
+    let result = begin(config, run, started, opts, eval);
+    if result.is_err() && created && !run.join(CONFIG_FILE).exists() {
+        // Nothing of a run was kept: leave no folder behind. Best effort, the start's
+        // error is the one to report.
+        let _ = std::fs::remove_dir_all(run);
+    }
+    result
+}
+
+/// Trains `config` from step 0 in `run`: loads or collects the dataset, builds (and
+/// warm-starts) the agent, saves the config, then trains.
+fn begin(
+    config: Config,
+    run: &Path,
+    started: RunStart,
+    opts: &TrainOptions,
+    eval: Option<&mut EvalHook<'_>>,
+) -> anyhow::Result<TrainOutcome> {
     std::fs::create_dir_all(run)
         .with_context(|| format!("cannot create the run folder {}", run.display()))?;
     let ds = prepare::load_dataset(&config, &prepare::collected_path(run))?;
@@ -175,8 +247,9 @@ pub fn start(
         Sampler::new(&ds, plan.windows.clone()).context("cannot set up the window sampler")?;
     Session {
         run,
+        started,
         config: &config,
-        ds: &ds,
+        fingerprint: DatasetFingerprint::of(&ds),
         plan: &plan,
         seeds,
         agent,
@@ -189,6 +262,15 @@ pub fn start(
     .train(opts, eval)
 }
 
+/// The dataset file a run's config trains on: its `dataset.path`, or the dataset
+/// collected into the run folder.
+fn dataset_file(config: &Config, run: &Path) -> anyhow::Result<PathBuf> {
+    Ok(match config.dataset_source()? {
+        DatasetSource::File(path) => path,
+        DatasetSource::Collect { .. } => prepare::collected_path(run),
+    })
+}
+
 /// Continues the run in folder `run` from its newest checkpoint, exactly: the same
 /// batches, dropout masks and updates as if it had never stopped.
 pub fn resume(
@@ -196,13 +278,30 @@ pub fn resume(
     opts: &TrainOptions,
     eval: Option<&mut EvalHook<'_>>,
 ) -> anyhow::Result<TrainOutcome> {
+    opts.check()?;
     let config_path = run.join(CONFIG_FILE);
     if !run.is_dir() {
         bail!("{} is not a run folder (no such folder)", run.display());
     }
-    run_dir::latest_step(run)?;
     let config = Config::load(&config_path, &[] as &[&str])
         .with_context(|| format!("run folder {}: cannot load its config", run.display()))?;
+    run_dir::remove_stale_temporaries(run)?;
+    if !run_dir::has_checkpoint(run)? {
+        run_dir::clear_unfinished(run, true)?;
+        eprintln!(
+            "note: {} never reached a checkpoint; starting it from step 0 with its config",
+            run.display()
+        );
+        return begin(config, run, RunStart::Restarted, opts, eval);
+    }
+    if let Some(step) = run_dir::restore_latest(run)? {
+        eprintln!(
+            "note: {} had no `latest` pointer (interrupted while checkpointing); resuming from \
+             its newest complete checkpoint, step {step}",
+            run.display()
+        );
+    }
+    run_dir::latest_step(run)?;
     let ds = prepare::load_dataset(&config, &prepare::collected_path(run))?;
     let seeds = Seeds::from_config_seed(config.seed);
     let plan = prepare::plan(&config, &ds, seeds.sampler)?;
@@ -219,11 +318,28 @@ pub fn resume(
         );
     }
     let fingerprint = DatasetFingerprint::of(&ds);
-    if state.dataset != fingerprint {
+    let trained_on = &state.dataset;
+    if !trained_on.content_hash.is_empty() && trained_on.content_hash != fingerprint.content_hash {
         bail!(
-            "{}: the run was trained on a dataset {:?}, the dataset found now is {:?}",
+            "dataset {} has content hash {}, but the run was trained on a dataset with content \
+             hash {} (recorded in {}); resume with the dataset the run was trained on, or \
+             start a new run",
+            dataset_file(&config, run)?.display(),
+            fingerprint.content_hash,
+            trained_on.content_hash,
+            state_file.display()
+        );
+    }
+    let old_fields = DatasetFingerprint {
+        content_hash: trained_on.content_hash.clone(),
+        ..fingerprint.clone()
+    };
+    if *trained_on != old_fields {
+        bail!(
+            "{}: the run was trained on a dataset {:?}, the dataset {} is {:?}",
             state_file.display(),
-            state.dataset,
+            trained_on,
+            dataset_file(&config, run)?.display(),
             fingerprint
         );
     }
@@ -269,10 +385,13 @@ pub fn resume(
         );
     }
     let step = state.step;
+    // Steps after the checkpoint are trained (and logged) again.
+    crate::logging::drop_steps_after(&crate::logging::tb_dir(run), step)?;
     Session {
         run,
+        started: RunStart::Resumed { step },
         config: &config,
-        ds: &ds,
+        fingerprint,
         plan: &plan,
         seeds,
         agent: loaded.agent,
@@ -288,8 +407,10 @@ pub fn resume(
 /// A run in progress.
 struct Session<'a> {
     run: &'a Path,
+    started: RunStart,
     config: &'a Config,
-    ds: &'a Dataset,
+    /// The fingerprint of the dataset, recorded in every checkpoint.
+    fingerprint: DatasetFingerprint,
     plan: &'a Plan,
     seeds: Seeds,
     agent: Agent<f32, Cpu>,
@@ -298,6 +419,44 @@ struct Session<'a> {
     step: u64,
     draws_per_step: u64,
     history: Vec<StepRecord>,
+}
+
+/// TensorBoard logging that never stops training: the first failure (a full disk,
+/// say) is printed as a warning and logging ends there; `train_log.csv` still records
+/// every step with the checkpoints.
+struct TrainingLog(Option<RunLogger>);
+
+impl TrainingLog {
+    fn open(run: &Path) -> Self {
+        Self(RunLogger::create(run).map_err(Self::warn).ok())
+    }
+
+    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) {
+        self.write(|logger| logger.scalars(step, values));
+    }
+
+    fn session_start(&mut self, step: u64) {
+        self.write(|logger| logger.session_start(step));
+    }
+
+    fn write(&mut self, f: impl FnOnce(&mut RunLogger) -> anyhow::Result<()>) {
+        if let Some(logger) = &mut self.0 {
+            if let Err(e) = f(logger) {
+                Self::warn(e);
+                self.0 = None;
+            }
+        }
+    }
+
+    fn close(self) {
+        if let Some(logger) = self.0 {
+            logger.close().unwrap_or_else(Self::warn);
+        }
+    }
+
+    fn warn(e: anyhow::Error) {
+        eprintln!("warning: TensorBoard logging stopped ({e:#}); training continues");
+    }
 }
 
 /// Running sums of the scalars between two log points.
@@ -326,9 +485,6 @@ impl Session<'_> {
         mut eval: Option<&mut EvalHook<'_>>,
     ) -> anyhow::Result<TrainOutcome> {
         let total = self.config.train.steps as u64;
-        if opts.stop_at == Some(0) {
-            bail!("the stop step must be at least 1, found 0");
-        }
         let stop = opts.stop_at.map_or(total, |s| s.min(total));
         let log_every = self.config.train.log_every as u64;
         let checkpoint_every = self.config.train.checkpoint_every as u64;
@@ -338,13 +494,27 @@ impl Session<'_> {
             // Nothing to do (a finished run resumed, or a stop point already passed).
             return Ok(TrainOutcome {
                 run_dir: self.run.to_path_buf(),
+                started: self.started,
                 step: self.step,
                 total_steps: total,
                 last_loss: self.history.last().map_or(f32::NAN, |r| r.loss),
                 checkpoint: run_dir::checkpoint_dir(self.run, run_dir::latest_step(self.run)?),
             });
         }
-        let mut logger = RunLogger::create(self.run)?;
+        if evaluating && eval.is_some() {
+            crate::eval::run::check_evaluable(self.config, &self.agent, &self.plan.preprocessing)
+                .with_context(|| {
+                format!(
+                    "checked before training: the evaluations of [eval] (eval.episodes = {}) \
+                         cannot run",
+                    self.config.eval.episodes
+                )
+            })?;
+        }
+        let mut logger = TrainingLog::open(self.run);
+        if self.step > 0 {
+            logger.session_start(self.step + 1);
+        }
         let bar = crate::progress::bar(total, "steps");
         bar.set_position(self.step);
         let mut batch = self.sampler.new_batch();
@@ -365,15 +535,17 @@ impl Session<'_> {
             if self.step.is_multiple_of(log_every) || self.step == stop {
                 let secs = interval.since.elapsed().as_secs_f64().max(1e-9);
                 let n = interval.steps as f64;
-                logger.scalars(
-                    self.step,
-                    &[
-                        ("train/loss", interval.loss / n),
-                        ("train/lr", record.lr),
-                        ("train/grad_norm", interval.grad_norm / n),
-                        ("train/steps_per_s", n / secs),
-                    ],
-                )?;
+                bar.suspend(|| {
+                    logger.scalars(
+                        self.step,
+                        &[
+                            ("train/loss", interval.loss / n),
+                            ("train/lr", record.lr),
+                            ("train/grad_norm", interval.grad_norm / n),
+                            ("train/steps_per_s", n / secs),
+                        ],
+                    )
+                });
                 interval = Interval::new();
             }
             // Checkpoint first: a failing evaluation must not lose the steps.
@@ -405,20 +577,25 @@ impl Session<'_> {
                             )));
                         }
                     };
-                    for (tag, value) in values {
-                        logger.scalar(&format!("eval/{tag}"), self.step, value)?;
-                    }
+                    let values: Vec<(String, f64)> = values
+                        .into_iter()
+                        .map(|(t, v)| (format!("eval/{t}"), v))
+                        .collect();
+                    let values: Vec<(&str, f64)> =
+                        values.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+                    logger.scalars(self.step, &values);
                 }
             }
         }
         bar.finish_and_clear();
-        logger.close()?;
+        logger.close();
         let checkpoint = match last_checkpoint {
             Some(c) => c,
             None => run_dir::checkpoint_dir(self.run, run_dir::latest_step(self.run)?),
         };
         Ok(TrainOutcome {
             run_dir: self.run.to_path_buf(),
+            started: self.started,
             step: self.step,
             total_steps: total,
             last_loss,
@@ -503,7 +680,7 @@ impl Session<'_> {
                 draws_per_step: self.draws_per_step,
                 draws: self.step * self.draws_per_step,
             },
-            dataset: DatasetFingerprint::of(self.ds),
+            dataset: self.fingerprint.clone(),
             last_loss,
         };
         write_train_log(self.run, &self.history)?;

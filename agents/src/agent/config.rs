@@ -86,6 +86,16 @@ pub struct AgentConfig {
     pub layer_norm_eps: f64,
 }
 
+/// Largest observation size, action dimension and number of discrete actions an
+/// agent accepts (2^20): larger ones are rejected before anything is allocated.
+pub const MAX_FEATURES: usize = 1 << 20;
+/// Largest token width (2^16).
+pub const MAX_WIDTH: usize = 1 << 16;
+/// Largest number of transformer blocks (2^10).
+pub const MAX_LAYERS: usize = 1 << 10;
+/// Largest context length and timestep table (2^24 steps, about 16.7 million).
+pub const MAX_STEPS: usize = 1 << 24;
+
 impl AgentConfig {
     /// The reference Decision Transformer's sizes (width 128, 3 layers, 1 head,
     /// dropout 0.1, K 20, max episode length 1000, clamp 10, eps 1e-5) for the given
@@ -106,7 +116,10 @@ impl AgentConfig {
         }
     }
 
-    /// Checks every field, naming the first bad one.
+    /// Checks every field, naming the first bad one. Sizes are bounded
+    /// ([`MAX_FEATURES`], [`MAX_WIDTH`], [`MAX_LAYERS`], [`MAX_STEPS`]) so a config read
+    /// from an untrusted file cannot ask for an absurd model; whether a valid config
+    /// fits the machine's memory is the caller's check.
     pub fn validate(&self) -> Result<(), AgentError> {
         let bad = |field: &'static str, expected: &str, found: String| {
             Err(AgentError::Config {
@@ -115,32 +128,28 @@ impl AgentConfig {
                 found,
             })
         };
-        if self.obs_dim == 0 {
-            return bad("obs_dim", ">= 1", self.obs_dim.to_string());
-        }
+        let within = |field: &'static str, value: usize, min: usize, max: usize| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                bad(field, &format!("in [{min}, {max}]"), value.to_string())
+            }
+        };
+        within("obs_dim", self.obs_dim, 1, MAX_FEATURES)?;
         match self.action {
-            ActionSpace::Continuous { dim: 0 } => return bad("action.dim", ">= 1", "0".into()),
-            ActionSpace::Discrete { n } if n < 2 => return bad("action.n", ">= 2", n.to_string()),
-            _ => {}
+            ActionSpace::Continuous { dim } => within("action.dim", dim, 1, MAX_FEATURES)?,
+            ActionSpace::Discrete { n } => within("action.n", n, 2, MAX_FEATURES)?,
         }
-        if self.width == 0 {
-            return bad("width", ">= 1", self.width.to_string());
-        }
+        within("width", self.width, 1, MAX_WIDTH)?;
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", "in [0, 1)", self.dropout.to_string());
         }
-        if self.context == 0 {
-            return bad("context", ">= 1", self.context.to_string());
-        }
+        within("context", self.context, 1, MAX_STEPS)?;
         if self.kind == AgentKind::MlpBc {
             return Ok(());
         }
-        if self.max_ep_len == 0 {
-            return bad("max_ep_len", ">= 1", self.max_ep_len.to_string());
-        }
-        if self.layers == 0 {
-            return bad("layers", ">= 1", self.layers.to_string());
-        }
+        within("max_ep_len", self.max_ep_len, 1, MAX_STEPS)?;
+        within("layers", self.layers, 1, MAX_LAYERS)?;
         if self.heads == 0 || !self.width.is_multiple_of(self.heads) {
             return bad(
                 "heads",

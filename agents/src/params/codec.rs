@@ -1,9 +1,9 @@
 //! Safetensors encoding and strict decoding of named flat tensors (bytes only: the
 //! agents crate does no file I/O).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorInfo, TensorView};
 
 use super::{from_f64, to_f64, ParamError};
 
@@ -67,12 +67,60 @@ pub(crate) fn encode<E: num_traits::Float>(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = (!metadata.is_empty()).then(|| metadata.clone());
-    safetensors::tensor::serialize(views, metadata).map_err(|e| ParamError::Format(e.to_string()))
+    let bytes = safetensors::tensor::serialize(views, metadata)
+        .map_err(|e| ParamError::Format(e.to_string()))?;
+    with_sorted_header(&bytes).map_err(ParamError::Format)
+}
+
+/// The safetensors header (8-byte length, then JSON padded with spaces to a multiple
+/// of 8) of `metadata` and `tensors`, byte-reproducible: `__metadata__` first with
+/// its keys sorted, then the tensors in the given order. (safetensors 0.8 writes its
+/// `HashMap` metadata in hash order, so the same content gave different bytes.)
+pub fn sorted_header(
+    metadata: Option<&HashMap<String, String>>,
+    tensors: &[(String, TensorInfo)],
+) -> Result<Vec<u8>, String> {
+    let json = |e: serde_json::Error| format!("cannot serialise the safetensors header: {e}");
+    let mut out = String::from("{");
+    if let Some(map) = metadata {
+        let sorted: BTreeMap<&String, &String> = map.iter().collect();
+        out += "\"__metadata__\":";
+        out += &serde_json::to_string(&sorted).map_err(json)?;
+    }
+    for (i, (name, info)) in tensors.iter().enumerate() {
+        if i > 0 || metadata.is_some() {
+            out.push(',');
+        }
+        out += &serde_json::to_string(name).map_err(json)?;
+        out.push(':');
+        out += &serde_json::to_string(info).map_err(json)?;
+    }
+    out.push('}');
+    let mut header = out.into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    Ok(bytes)
+}
+
+/// `bytes` (a whole safetensors file) with its header rewritten by [`sorted_header`].
+fn with_sorted_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let (n, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let mut tensors: Vec<(String, TensorInfo)> = header
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| (name, info.clone()))
+        .collect();
+    tensors.sort_by(|(a, x), (b, y)| x.data_offsets.cmp(&y.data_offsets).then(a.cmp(b)));
+    let mut out = sorted_header(header.metadata().as_ref(), &tensors)?;
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Decodes exactly the `expected` `(name, shape)` tensors from safetensors bytes,
 /// returning their flat values in the order of `expected` and the metadata map.
-/// Fails, naming the tensor, on a missing name, a shape or dtype mismatch, or extra names.
+/// Fails, naming the tensor, on a missing name, a shape or dtype mismatch, a NaN or
+/// infinite value, or extra names.
 pub(crate) fn decode<E: num_traits::Float>(
     bytes: &[u8],
     expected: &[(&str, &[usize])],
@@ -101,7 +149,15 @@ pub(crate) fn decode<E: num_traits::Float>(
                 found: format!("{:?}", view.dtype()),
             });
         }
-        values.push(from_bytes(view.data(), dtype));
+        let v: Vec<E> = from_bytes(view.data(), dtype);
+        if let Some(index) = v.iter().position(|x| !x.is_finite()) {
+            return Err(ParamError::NonFinite {
+                name: name.to_string(),
+                index,
+                value: to_f64(v[index]),
+            });
+        }
+        values.push(v);
     }
     let known: BTreeSet<&str> = expected.iter().map(|(n, _)| *n).collect();
     let extra: Vec<String> = tensors

@@ -9,11 +9,12 @@
 
 use std::path::Path;
 
-use super::hdf5::{column, row_width, H5File};
+use super::hdf5::{column, row_width, H5File, Rows};
 use super::{known_reference_returns, Imported};
 use crate::data::dataset::{DatasetBuilder, Ending, Metadata, Provenance, ReferenceReturns};
 use crate::data::error::{DataError, Problem};
 use crate::data::space::Space;
+use flowrl_agents::agent::MAX_FEATURES;
 
 /// Maximum episode length used when a file has no `timeouts` and none is given (the
 /// length of D4RL's MuJoCo episodes).
@@ -69,7 +70,7 @@ pub fn import_d4rl(path: &Path, opts: &D4rlOptions) -> Result<Imported, DataErro
             found: "a scalar".into(),
         })
     })?;
-    let obs_dim = row_width(path, "observations", &obs.shape, n, "N steps")?;
+    let obs_dim = row_width(path, "observations", &obs.shape, n, "N steps", Rows::Flat)?;
     let rows = "one per observation";
     let discrete = h5.is_integer("actions")?;
     let (act_dim, continuous, indices) = if discrete {
@@ -85,7 +86,7 @@ pub fn import_d4rl(path: &Path, opts: &D4rlOptions) -> Result<Imported, DataErro
     } else {
         let a = h5.read_numbers("actions")?;
         (
-            row_width(path, "actions", &a.shape, n, rows)?,
+            row_width(path, "actions", &a.shape, n, rows, Rows::Flat)?,
             a.values,
             Vec::new(),
         )
@@ -127,8 +128,20 @@ pub fn import_d4rl(path: &Path, opts: &D4rlOptions) -> Result<Imported, DataErro
         }
     }
 
-    let action_space = match indices.iter().max() {
-        Some(max) if discrete => Space::Discrete { n: max + 1 },
+    let action_space = match indices.iter().enumerate().max_by_key(|&(_, a)| *a) {
+        Some((step, &max)) if discrete => {
+            if max >= MAX_FEATURES {
+                return Err(h5.err(Problem::BadArray {
+                    name: "actions".into(),
+                    expected: format!(
+                        "integer action indices below {MAX_FEATURES} (the most discrete \
+                         actions an agent takes; integer actions are read as indices)"
+                    ),
+                    found: format!("{max} at step {step}"),
+                }));
+            }
+            Space::Discrete { n: max + 1 }
+        }
         _ => Space::unbounded(act_dim),
     };
 

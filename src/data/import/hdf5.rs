@@ -11,6 +11,8 @@ use crate::data::error::{check_finite, DataError, Problem};
 pub(crate) struct H5File {
     file: File,
     path: PathBuf,
+    /// The file's length in bytes.
+    len: u64,
 }
 
 /// A numeric array read as f32 (finite, checked against the f32 range).
@@ -66,6 +68,7 @@ impl H5File {
         Ok(Self {
             file,
             path: path.to_path_buf(),
+            len: meta.len(),
         })
     }
 
@@ -135,6 +138,51 @@ impl H5File {
         Ok(shape.into_iter().map(|d| d as usize).collect())
     }
 
+    /// Opens `name` and checks, before reading it, that its declared shape can be held
+    /// (reading takes up to [`BYTES_PER_VALUE`] bytes per value: the file's values, the
+    /// f32 copy and the dataset's own, compared with [`crate::limits::available`]) and
+    /// that no chunk claims bytes beyond the end of the file.
+    fn require_sized(&self, name: &str) -> Result<(H5Dataset, Vec<usize>), DataError> {
+        let ds = self.require(name)?;
+        let dims = ds.shape().map_err(|e| self.err(h5_problem(name, e)))?;
+        let values = dims.iter().map(|&d| d as f64).product::<f64>();
+        let too_large = |need: String, available: String| {
+            self.err(Problem::TooLarge {
+                name: name.into(),
+                shape: dims.clone(),
+                need,
+                available,
+            })
+        };
+        if dims.iter().any(|&d| usize::try_from(d).is_err()) || values > usize::MAX as f64 {
+            return Err(too_large(
+                format!("{values:e} values"),
+                "that is more than can be addressed".into(),
+            ));
+        }
+        let available = crate::limits::available();
+        let need = values * BYTES_PER_VALUE;
+        if need > available.bytes as f64 {
+            return Err(too_large(crate::limits::human(need), available.to_string()));
+        }
+        // The reader sizes its buffers by the chunk records: a chunk that claims
+        // bytes beyond the end of the file is corrupt, whatever the shape says.
+        if let Some(chunk) = ds.chunks().ok().into_iter().flatten().find(|c| {
+            c.address
+                .checked_add(c.storage_size)
+                .is_none_or(|end| end > self.len)
+        }) {
+            return Err(self.err(Problem::Hdf5 {
+                object: name.into(),
+                detail: format!(
+                    "a chunk at byte {} declares {} bytes, beyond the end of the file ({} bytes)",
+                    chunk.address, chunk.storage_size, self.len
+                ),
+            }));
+        }
+        Ok((ds, dims.into_iter().map(|d| d as usize).collect()))
+    }
+
     fn dtype(&self, ds: &H5Dataset, name: &str) -> Result<DType, DataError> {
         ds.dtype().map_err(|e| self.err(h5_problem(name, e)))
     }
@@ -142,17 +190,17 @@ impl H5File {
     /// Reads a numeric array (any float or integer type) as f32, checking that every
     /// value is finite and fits in f32 (the native format's precision).
     pub fn read_numbers(&self, name: &str) -> Result<Array, DataError> {
-        let ds = self.require(name)?;
-        let shape = self.shape(&ds, name)?;
+        let (ds, shape) = self.require_sized(name)?;
         let values = match self.dtype(&ds, name)? {
             DType::F32 => ds.read_f32().map_err(|e| self.err(h5_problem(name, e)))?,
             dtype if is_integer(&dtype) || dtype == DType::F64 => {
                 let wide = ds.read_f64().map_err(|e| self.err(h5_problem(name, e)))?;
                 if let Some(index) = wide.iter().position(|v| v.abs() > f64::from(f32::MAX)) {
-                    return Err(self.err(Problem::NonFinite {
-                        name: name.into(),
-                        index,
-                        value: wide[index],
+                    let (name, value) = (name.to_string(), wide[index]);
+                    return Err(self.err(if value.is_finite() {
+                        Problem::OutOfRange { name, index, value }
+                    } else {
+                        Problem::NonFinite { name, index, value }
                     }));
                 }
                 wide.into_iter().map(|v| v as f32).collect()
@@ -166,14 +214,14 @@ impl H5File {
             }
         };
         check_finite(name, &values).map_err(|p| self.err(p))?;
+        self.check_count(name, &shape, values.len())?;
         Ok(Array { shape, values })
     }
 
     /// Reads action indices: integers (or integral floats), all non-negative.
     /// Returns the indices and the shape.
     pub fn read_indices(&self, name: &str) -> Result<(Vec<usize>, Vec<usize>), DataError> {
-        let ds = self.require(name)?;
-        let shape = self.shape(&ds, name)?;
+        let (ds, shape) = self.require_sized(name)?;
         let bad = |i: usize, v: String| {
             self.err(Problem::BadArray {
                 name: name.into(),
@@ -199,6 +247,7 @@ impl H5File {
             }
             out
         };
+        self.check_count(name, &shape, values.len())?;
         Ok((values, shape))
     }
 
@@ -211,9 +260,8 @@ impl H5File {
     /// Reads a flag array: h5py booleans (an HDF5 enum over u8), or numbers (non-zero
     /// is true). Returns the flags and the shape.
     pub fn read_flags(&self, name: &str) -> Result<(Vec<bool>, Vec<usize>), DataError> {
-        let ds = self.require(name)?;
-        let shape = self.shape(&ds, name)?;
-        let flags = match self.dtype(&ds, name)? {
+        let (ds, shape) = self.require_sized(name)?;
+        let flags: Vec<bool> = match self.dtype(&ds, name)? {
             DType::Enum(_) | DType::U8 | DType::I8 => ds
                 .read_u8()
                 .map(|v| v.into_iter().map(|b| b != 0).collect())
@@ -232,9 +280,28 @@ impl H5File {
                 .map(|v| v != 0.0)
                 .collect(),
         };
+        self.check_count(name, &shape, flags.len())?;
         Ok((flags, shape))
     }
+
+    /// Checks that the reader returned as many values as the shape holds (a corrupt
+    /// file can declare one and store another).
+    fn check_count(&self, name: &str, shape: &[usize], found: usize) -> Result<(), DataError> {
+        let expected = shape.iter().product::<usize>();
+        if found == expected {
+            return Ok(());
+        }
+        Err(self.err(Problem::BadArray {
+            name: name.into(),
+            expected: format!("{expected} values (shape {shape:?})"),
+            found: format!("{found} values"),
+        }))
+    }
 }
+
+/// Bytes reading one value may take at most (an f64 read, its f32 copy and the
+/// dataset's copy): the factor of the size check before reading an array.
+const BYTES_PER_VALUE: f64 = 16.0;
 
 fn is_integer(dtype: &DType) -> bool {
     matches!(
@@ -250,16 +317,45 @@ fn is_integer(dtype: &DType) -> bool {
     )
 }
 
+/// How [`row_width`] treats arrays of more than two dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// Only `[rows]` and `[rows, d]`: a file without a space to say how a 3-D array's
+    /// rows are laid out (D4RL) is refused rather than flattened silently.
+    Flat,
+    /// Any trailing shape, flattened row-major (Minari: the metadata's Box shape says
+    /// so, and the width is checked against it).
+    Flatten,
+}
+
 /// Checks that an array has `rows` rows and returns its row width: 1 for `[rows]`,
-/// the product of the trailing dimensions otherwise.
+/// the product of the trailing dimensions otherwise (at least 1; more than one
+/// trailing dimension only with [`Rows::Flatten`]).
 pub(crate) fn row_width(
     path: &Path,
     name: &str,
     shape: &[usize],
     rows: usize,
     what: &str,
+    layout: Rows,
 ) -> Result<usize, DataError> {
+    let bad = |expected: String| {
+        Err(Problem::BadArray {
+            name: name.into(),
+            expected,
+            found: format!("shape {shape:?}"),
+        }
+        .at(path))
+    };
     match shape.split_first() {
+        Some((&n, rest)) if n == rows && rest.contains(&0) => bad(format!(
+            "{rows} rows of at least one value each ({what}); a dimension of size 0 holds no data"
+        )),
+        Some((&n, rest)) if n == rows && rest.len() > 1 && layout == Rows::Flat => bad(format!(
+            "shape [{rows}] or [{rows}, d] (one flat vector per row, {what}); flatten the array \
+             to [{rows}, {}] before importing",
+            rest.iter().product::<usize>()
+        )),
         Some((&n, rest)) if n == rows => Ok(rest.iter().product()),
         _ => Err(Problem::BadArray {
             name: name.into(),
@@ -281,7 +377,7 @@ pub(crate) fn column(
     rows: usize,
     what: &str,
 ) -> Result<(), DataError> {
-    if row_width(path, name, shape, rows, what)? == 1 && shape.len() <= 2 {
+    if row_width(path, name, shape, rows, what, Rows::Flatten)? == 1 && shape.len() <= 2 {
         return Ok(());
     }
     Err(Problem::BadArray {

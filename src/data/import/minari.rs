@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::hdf5::{column, row_width, H5File};
+use super::hdf5::{column, row_width, H5File, Rows};
 use super::Imported;
 use crate::data::dataset::{DatasetBuilder, Ending, Metadata, Provenance, ReferenceReturns};
 use crate::data::error::{DataError, Problem};
@@ -84,6 +84,9 @@ fn space(path: &Path, meta: &Value, key: &str) -> Result<Space, DataError> {
 /// Imports a Minari dataset (folder, `data` folder or `main_data.hdf5`).
 pub fn import_minari(path: &Path, opts: &MinariOptions) -> Result<Imported, DataError> {
     let (h5_path, meta_path) = locate(path)?;
+    // The HDF5 file first: a file that is not one is reported as such, not as a
+    // dataset without `metadata.json`.
+    let h5 = H5File::open(&h5_path)?;
     let text = std::fs::read_to_string(&meta_path).map_err(|e| Problem::Io(e).at(&meta_path))?;
     let meta = parse_relaxed_json(&text).map_err(|e| {
         Problem::NotFormat {
@@ -126,7 +129,6 @@ pub fn import_minari(path: &Path, opts: &MinariOptions) -> Result<Imported, Data
         },
     };
 
-    let h5 = H5File::open(&h5_path)?;
     let (_, groups) = h5.members("")?;
     let mut episodes: Vec<(usize, String)> = groups
         .iter()
@@ -184,6 +186,7 @@ pub fn import_minari(path: &Path, opts: &MinariOptions) -> Result<Imported, Data
             &obs.shape,
             t + 1,
             "one more than the steps in `rewards`",
+            Rows::Flatten,
         )?;
         if width != obs_dim {
             return Err(h5.err(Problem::BadArray {
@@ -204,6 +207,7 @@ pub fn import_minari(path: &Path, opts: &MinariOptions) -> Result<Imported, Data
                 &actions.shape,
                 t,
                 "one per step",
+                Rows::Flatten,
             )?;
             if width != act_dim {
                 return Err(h5.err(Problem::BadArray {

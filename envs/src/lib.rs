@@ -31,8 +31,8 @@ pub use error::EnvError;
 pub use flow_env::{Action, ActionSpec, FlowEnv, Obs, Step};
 pub use policy::{Behaviour, Tier};
 pub use reference::{
-    d4rl_locomotion, measure_reference_returns, reference_returns, ReferenceReturns, REFERENCE_EPISODES,
-    REFERENCE_SEED,
+    d4rl_locomotion, measure_reference_returns, reference_returns, ReferenceReturns,
+    REFERENCE_EPISODES, REFERENCE_SEED,
 };
 pub use registry::{make, CLASSIC_IDS, KNOWN_IDS};
 pub use time_limit::TimeLimit;

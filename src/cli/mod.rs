@@ -5,7 +5,7 @@ pub mod bench;
 pub mod collect;
 pub mod dataset;
 pub mod eval;
-pub mod setup;
 pub mod fuzz;
+pub mod setup;
 pub mod suite;
 pub mod train;

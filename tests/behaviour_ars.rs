@@ -344,23 +344,9 @@ fn bad_flags_are_named() {
     assert!(err.contains("nowhere"), "{err}");
 }
 
-/// Whether MuJoCo can be used; panics under `FLOWRL_REQUIRE_MUJOCO=1` when not.
-fn mujoco_ready() -> bool {
-    match flowrl_envs::mujoco::available() {
-        Ok(()) => true,
-        Err(e) if std::env::var("FLOWRL_REQUIRE_MUJOCO").is_ok_and(|v| v == "1") => {
-            panic!("FLOWRL_REQUIRE_MUJOCO=1 but MuJoCo is not usable: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping the Hopper-v5 learning check: {e}");
-            false
-        }
-    }
-}
-
 #[test]
 fn hopper_learns_in_a_few_iterations() {
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the Hopper-v5 learning check") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -37,20 +37,6 @@ fn fails(dir: &Path, args: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Whether MuJoCo can be used; panics under `FLOWRL_REQUIRE_MUJOCO=1` when not.
-fn mujoco_ready() -> bool {
-    match flowrl_envs::mujoco::available() {
-        Ok(()) => true,
-        Err(e) if std::env::var("FLOWRL_REQUIRE_MUJOCO").is_ok_and(|v| v == "1") => {
-            panic!("FLOWRL_REQUIRE_MUJOCO=1 but MuJoCo is not usable: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping the Hopper-v5 behaviour-tier checks: {e}");
-            false
-        }
-    }
-}
-
 fn provenance(ds: &Dataset) -> &BehaviourSetProvenance {
     ds.meta()
         .provenance
@@ -142,7 +128,7 @@ fn tiny_run(dir: &Path) -> PathBuf {
 
 #[test]
 fn hopper_tiers_from_a_behaviour_set() {
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the Hopper-v5 behaviour-tier checks") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -10,20 +10,6 @@ use std::process::Command;
 use flowrl_envs::{collect, Action, Tier};
 use hdf5_pure::{EnumTypeBuilder, FileBuilder};
 
-/// Whether MuJoCo can be used; panics under `FLOWRL_REQUIRE_MUJOCO=1` when not.
-fn mujoco_ready() -> bool {
-    match flowrl_envs::mujoco::available() {
-        Ok(()) => true,
-        Err(e) if std::env::var("FLOWRL_REQUIRE_MUJOCO").is_ok_and(|v| v == "1") => {
-            panic!("FLOWRL_REQUIRE_MUJOCO=1 but MuJoCo is not usable: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping the MuJoCo end-to-end tests: {e}");
-            false
-        }
-    }
-}
-
 fn flowrl(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_flowrl"))
         .args(args)
@@ -82,7 +68,7 @@ fn write_d4rl_hopper(path: &Path, episodes: usize) {
 
 #[test]
 fn d4rl_hopper_imports_trains_and_evaluates_with_d4rl_scores() {
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the MuJoCo end-to-end tests") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -211,7 +197,7 @@ fn collect_on_hopper_gives_random_and_names_the_missing_pieces() {
         "{err}"
     );
     assert!(!cwd.join("a.safetensors").exists());
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the MuJoCo end-to-end tests") {
         return;
     }
     let (ok, out, err) = flowrl(&collect_args("random", "a.safetensors"), cwd, &[]);
@@ -231,7 +217,7 @@ fn collect_on_hopper_gives_random_and_names_the_missing_pieces() {
 
 #[test]
 fn halfcheetah_writes_no_mujoco_log_and_no_expected_warning() {
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the MuJoCo end-to-end tests") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -277,7 +263,7 @@ fn setup_verifies_every_file_and_says_what_to_install_without_pip() {
         !ok && err.contains("pip") && err.contains("FLOWRL_MUJOCO_DIR"),
         "{err}"
     );
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the MuJoCo end-to-end tests") {
         return;
     }
     // A verified install is left alone, without pip.

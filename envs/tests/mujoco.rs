@@ -9,20 +9,6 @@ use flowrl_envs::mujoco::{Locomotion, LocomotionSpec, MUJOCO_IDS};
 use flowrl_envs::{make, Action, EnvError, FlowEnv, TimeLimit, VecEnv};
 use serde_json::Value;
 
-/// Whether MuJoCo can be used; panics under `FLOWRL_REQUIRE_MUJOCO=1` when not.
-fn mujoco_ready() -> bool {
-    match flowrl_envs::mujoco::available() {
-        Ok(()) => true,
-        Err(e) if std::env::var("FLOWRL_REQUIRE_MUJOCO").is_ok_and(|v| v == "1") => {
-            panic!("FLOWRL_REQUIRE_MUJOCO=1 but MuJoCo is not usable: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping the MuJoCo tests: {e}");
-            false
-        }
-    }
-}
-
 fn fixture_files() -> Vec<PathBuf> {
     let mut dirs = vec![PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -191,7 +177,7 @@ fn replay(path: &PathBuf) -> usize {
 
 #[test]
 fn fixtures_replay_bit_for_bit() {
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the MuJoCo tests") {
         return;
     }
     let files = fixture_files();
@@ -216,7 +202,7 @@ fn fixtures_replay_bit_for_bit() {
 
 #[test]
 fn registry_makes_time_limited_locomotion() {
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the MuJoCo tests") {
         return;
     }
     for id in MUJOCO_IDS {
@@ -251,7 +237,7 @@ fn registry_makes_time_limited_locomotion() {
 
 #[test]
 fn non_finite_and_misshaped_actions_are_errors() {
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the MuJoCo tests") {
         return;
     }
     let mut env = make("Hopper-v5").expect("Hopper-v5");
@@ -278,7 +264,7 @@ fn non_finite_and_misshaped_actions_are_errors() {
 
 #[test]
 fn lockstep_vector_matches_single_environments() {
-    if !mujoco_ready() {
+    if !flowrl_envs::mujoco::ready_or_skip("the MuJoCo tests") {
         return;
     }
     let n = 8;

@@ -51,31 +51,26 @@ static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// MuJoCo's warning hook: keeps the message for flowrl to report.
 extern "C" fn on_warning(message: *const c_char) {
-    let text = if message.is_null() {
-        String::from("(no message)")
-    } else {
-        // SAFETY: MuJoCo passes a NUL-terminated message.
-        unsafe { CStr::from_ptr(message) }
-            .to_string_lossy()
-            .into_owned()
-    };
     if let Ok(mut warnings) = WARNINGS.lock() {
-        warnings.push(text);
+        warnings.push(message_text(message));
     }
+}
+
+/// The text of a message MuJoCo passes to a hook.
+fn message_text(message: *const c_char) -> String {
+    if message.is_null() {
+        return String::from("(no message)");
+    }
+    // SAFETY: MuJoCo passes a NUL-terminated message.
+    unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// MuJoCo's error hook. MuJoCo cannot continue after an error (its default handler
 /// prints, waits for Enter and exits); flowrl says what happened and aborts.
 extern "C" fn on_error(message: *const c_char) {
-    let text = if message.is_null() {
-        String::from("(no message)")
-    } else {
-        // SAFETY: MuJoCo passes a NUL-terminated message.
-        unsafe { CStr::from_ptr(message) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    eprintln!("flowrl: fatal MuJoCo error: {text}");
+    eprintln!("flowrl: fatal MuJoCo error: {}", message_text(message));
     std::process::abort();
 }
 

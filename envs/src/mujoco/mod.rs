@@ -33,3 +33,20 @@ pub const MUJOCO_IDS: [&str; 6] = [
 pub fn available() -> Result<(), crate::EnvError> {
     library::api().map(|_| ())
 }
+
+/// For tests that need MuJoCo: whether it is usable. When it is not, says why on
+/// standard error (naming `what` is skipped) and returns false, or panics when the
+/// environment variable `FLOWRL_REQUIRE_MUJOCO` is `1` (CI sets it after
+/// `flowrl setup mujoco`, so a missing install fails instead of skipping).
+pub fn ready_or_skip(what: &str) -> bool {
+    match available() {
+        Ok(()) => true,
+        Err(e) if std::env::var("FLOWRL_REQUIRE_MUJOCO").is_ok_and(|v| v == "1") => {
+            panic!("FLOWRL_REQUIRE_MUJOCO=1 but MuJoCo is not usable: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping {what}: {e}");
+            false
+        }
+    }
+}

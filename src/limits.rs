@@ -23,6 +23,9 @@ pub const FALLBACK_AVAILABLE: u64 = 4 << 30;
 /// most episodes one collection asks for (`dataset.episodes`).
 pub const MAX_EPISODES: usize = 1_000_000;
 
+/// Most transitions one collection asks for (`flowrl collect --transitions`).
+pub const MAX_TRANSITIONS: usize = 1_000_000_000;
+
 /// Most windows in one training batch (`train.batch`).
 pub const MAX_BATCH: usize = 1 << 20;
 

@@ -421,3 +421,37 @@ fn eval_episodes_and_nan_checkpoints_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn collect_sizes_are_bounded_before_collecting() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, most) in [
+        ("--episodes", "1000000000000", "1000000"),
+        ("--transitions", "1000000000000", "1000000000"),
+        ("--episodes", "0", "1000000"),
+    ] {
+        let (ok, _, err) = flowrl(
+            &[
+                "collect",
+                "--env",
+                "Pendulum-v1",
+                "--tier",
+                "random",
+                flag,
+                value,
+                "--out",
+                "d.safetensors",
+            ],
+            dir.path(),
+            &[],
+        );
+        assert!(!ok);
+        assert!(
+            err.contains(&format!(
+                "{flag}: expected an integer in [1, {most}], found {value}"
+            )),
+            "{err}"
+        );
+        assert!(!dir.path().join("d.safetensors").exists());
+    }
+}

@@ -64,6 +64,14 @@ pub fn run(args: CollectArgs) -> anyhow::Result<()> {
         (None, Some(n)) => Size::Transitions(n),
         _ => anyhow::bail!("give exactly one of --episodes and --transitions"),
     };
+    let (flag, found, most) = match size {
+        Size::Episodes(n) => ("--episodes", n, crate::limits::MAX_EPISODES),
+        Size::Transitions(n) => ("--transitions", n, crate::limits::MAX_TRANSITIONS),
+    };
+    anyhow::ensure!(
+        (1..=most).contains(&found),
+        "{flag}: expected an integer in [1, {most}], found {found}"
+    );
     let bar = match size {
         Size::Episodes(n) => crate::progress::bar(n as u64, "episodes"),
         Size::Transitions(_) => indicatif::ProgressBar::new_spinner(),

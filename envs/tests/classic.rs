@@ -1,6 +1,8 @@
 //! Classic control against Gymnasium 1.4: replay of the recorded parity fixtures
 //! (bit-exact), and seeded resets (numpy's generator) equal to Gymnasium's, bit for bit.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use flowrl_envs::classic::{
@@ -24,29 +26,6 @@ fn replayable(id: &str, max_steps: usize) -> Box<dyn Replayable> {
         "Acrobot-v1" => Box::new(TimeLimit::new(Acrobot::new(), max_steps)),
         other => panic!("fixture for unknown environment {other}"),
     }
-}
-
-fn fixture_files() -> Vec<PathBuf> {
-    let mut dirs = vec![PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/envs"
-    ))];
-    if let Ok(extra) = std::env::var("FLOWRL_ENV_FIXTURES") {
-        dirs.push(PathBuf::from(extra));
-    }
-    let mut files = Vec::new();
-    for dir in dirs {
-        let entries =
-            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
-        for entry in entries {
-            let path = entry.expect("directory entry").path();
-            if path.extension().is_some_and(|e| e == "json") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -186,7 +165,7 @@ fn replay(path: &Path) -> Replay {
 
 #[test]
 fn fixtures_replay_exactly() {
-    let files = fixture_files();
+    let files = common::fixture_files("envs", "FLOWRL_ENV_FIXTURES");
     assert!(!files.is_empty(), "no parity fixture found");
     let repo = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -238,7 +217,7 @@ fn assert_bits(found: &[f64], expected: &[f64], what: &str) {
 
 #[test]
 fn seeded_resets_match_the_recorded_episodes() {
-    let files = fixture_files();
+    let files = common::fixture_files("envs", "FLOWRL_ENV_FIXTURES");
     assert!(!files.is_empty(), "no parity fixture found");
     for path in &files {
         let name = path.display().to_string();

@@ -3,34 +3,13 @@
 //! from `reset(seed)` on. Needs `flowrl setup mujoco`; without it the tests skip with
 //! the reason, unless `FLOWRL_REQUIRE_MUJOCO=1`, under which they fail.
 
+mod common;
+
 use std::path::PathBuf;
 
 use flowrl_envs::mujoco::{Locomotion, LocomotionSpec, MUJOCO_IDS};
 use flowrl_envs::{make, Action, EnvError, FlowEnv, TimeLimit, VecEnv};
 use serde_json::Value;
-
-fn fixture_files() -> Vec<PathBuf> {
-    let mut dirs = vec![PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/mujoco"
-    ))];
-    if let Ok(extra) = std::env::var("FLOWRL_MUJOCO_FIXTURES") {
-        dirs.push(PathBuf::from(extra));
-    }
-    let mut files = Vec::new();
-    for dir in dirs {
-        let entries =
-            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
-        for entry in entries {
-            let path = entry.expect("directory entry").path();
-            if path.extension().is_some_and(|e| e == "json") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
-}
 
 fn floats(v: &Value) -> Vec<f64> {
     v.as_array()
@@ -180,7 +159,7 @@ fn fixtures_replay_bit_for_bit() {
     if !flowrl_envs::mujoco::ready_or_skip("the MuJoCo tests") {
         return;
     }
-    let files = fixture_files();
+    let files = common::fixture_files("mujoco", "FLOWRL_MUJOCO_FIXTURES");
     assert!(
         files.len() >= 11,
         "expected the 11 shipped fixtures, found {files:?}"

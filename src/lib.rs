@@ -10,6 +10,7 @@ pub mod collect;
 pub mod config;
 pub mod cpu_time;
 pub mod data;
+pub mod digest;
 pub mod eval;
 pub mod fuzz;
 pub mod limits;

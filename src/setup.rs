@@ -7,9 +7,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::digest::{sha256_bytes, sha256_file};
 use anyhow::{bail, Context};
 use flowrl_envs::mujoco::{Install, LIBRARY_FILE, MUJOCO_DIR_VAR};
-use sha2::{Digest, Sha256};
 
 /// A pinned file: its name and sha256 (hex).
 struct Pinned {
@@ -61,18 +61,6 @@ pub enum Outcome {
     Installed,
 }
 
-/// The sha256 of a file, as lowercase hex.
-fn sha256_of(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Every file of the install with its pinned hash, in [`Install::files`] order.
 fn pinned_files(install: &Install) -> Vec<(PathBuf, &'static Pinned)> {
     std::iter::once((install.library(), &LIBRARY))
@@ -84,7 +72,8 @@ fn pinned_files(install: &Install) -> Vec<(PathBuf, &'static Pinned)> {
 /// first file that is missing or differs.
 pub fn verify(install: &Install) -> anyhow::Result<()> {
     for (path, pinned) in pinned_files(install) {
-        let found = sha256_of(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let found =
+            sha256_file(&path).with_context(|| format!("cannot read {}", path.display()))?;
         if found != pinned.sha256 {
             bail!(
                 "{}: expected sha256 {}, found {found}",
@@ -146,7 +135,7 @@ fn download(
         );
     }
     let path = dir.join(wheel.name);
-    let found = sha256_of(&path)
+    let found = sha256_file(&path)
         .with_context(|| format!("pip did not leave the expected wheel {}", path.display()))?;
     if found != wheel.sha256 {
         bail!(
@@ -172,7 +161,7 @@ fn extract(wheel: &Path, member: &str, pinned: &Pinned, dest: &Path) -> anyhow::
     entry
         .read_to_end(&mut bytes)
         .with_context(|| format!("{}: cannot read {member}", wheel.display()))?;
-    let found = hex(&Sha256::digest(&bytes));
+    let found = sha256_bytes(&bytes);
     if found != pinned.sha256 {
         bail!(
             "{}: {member}: expected sha256 {}, found {found}",

@@ -8,14 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use flowrl::behaviour::{run, set, BehaviourPolicy};
+use flowrl::behaviour::{recipe, run, set, BehaviourPolicy};
 use flowrl::data::{store, Actions, BehaviourSetProvenance, Dataset};
 use flowrl_envs::Action;
 
-/// Runs `flowrl` in `dir` with the whitespace-separated `args`.
+/// Runs `flowrl` in `dir` with the whitespace-separated `args` (regenerated rollouts
+/// go to `dir/behaviour-cache`).
 fn flowrl(dir: &Path, args: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flowrl"))
         .args(args.split_whitespace())
+        .env(recipe::CACHE_VAR, dir.join("behaviour-cache"))
         .current_dir(dir)
         .output()
         .unwrap()
@@ -311,6 +313,51 @@ fn hopper_tiers_from_a_behaviour_set() {
     assert_is_replay(&fr, &files, "full-replay");
     assert_eq!(provenance(&fr).episode_policies, names);
 
+    // A set without rollouts makes them again from its recipe, in the cache, and
+    // checks each file against its recorded sha256: the replay tiers are the same.
+    ok(
+        dir,
+        "behaviour select --from train --medium mid --expert final --without-rollouts \
+         --out lean",
+    );
+    let lean = dir.join("lean");
+    assert!(!lean.join(run::ROLLOUTS_DIR).exists());
+    let lean_collect = |tier: &str, size: &str, out: &str| {
+        ok(
+            dir,
+            &format!("collect --env Hopper-v5 --tier {tier} --behaviour lean --out {out} {size}"),
+        );
+        store::load(&dir.join(out)).unwrap()
+    };
+    let fr_lean = lean_collect(
+        "full-replay",
+        &format!("--transitions {total}"),
+        "fr-lean.safetensors",
+    );
+    assert_same_steps(&fr, &fr_lean, "full-replay made again from the recipe");
+    let mr_lean = lean_collect(
+        "medium-replay",
+        &format!("--episodes {count}"),
+        "mr-lean.safetensors",
+    );
+    assert_same_steps(&mr, &mr_lean, "medium-replay made again from the recipe");
+    assert!(dir.join("behaviour-cache").is_dir());
+    // A recorded hash the regenerated file does not have: an error naming the file.
+    let recipe_path = lean.join(recipe::RECIPE_FILE);
+    let text = std::fs::read_to_string(&recipe_path).unwrap();
+    let mut r: recipe::Recipe = serde_json::from_str(&text).unwrap();
+    r.rollouts_sha256[2] = "0".repeat(64);
+    std::fs::write(&recipe_path, r.to_json().unwrap()).unwrap();
+    let err = fails(
+        dir,
+        "collect --env Hopper-v5 --tier full-replay --episodes 1000 --behaviour lean \
+         --out x.safetensors",
+    );
+    assert!(
+        err.contains("iter-000003.safetensors") && err.contains("differ from the recorded"),
+        "{err}"
+    );
+
     // random needs no set; dataset info shows our expert snapshot's return.
     let rnd = dir.join("random.safetensors");
     ok(
@@ -372,6 +419,7 @@ fn hopper_tiers_from_a_behaviour_set() {
     )
     .unwrap();
     std::fs::remove_dir_all(set_dir.join(run::ROLLOUTS_DIR)).unwrap();
+    std::fs::remove_file(set_dir.join(recipe::RECIPE_FILE)).unwrap();
     collect(
         "medium-expert",
         "--episodes 2",

@@ -85,6 +85,7 @@ mod checkpoint;
 mod config;
 pub mod normaliser;
 pub mod policy;
+pub mod recipe;
 mod rollout;
 pub mod run;
 pub mod set;

@@ -5,12 +5,17 @@
 //! <set>/
 //!   medium.safetensors      the medium snapshot (a policy file, see [`super::snapshot`])
 //!   expert.safetensors      the expert snapshot
+//!   training.json           the run's recipe: its configuration and the sha256 of
+//!                           each rollout file (see [`super::recipe`])
 //!   rollouts/iter-<i>.safetensors  every training rollout of iterations 1..=n, as
-//!                           `flowrl behaviour train` wrote them (n >= the medium
-//!                           snapshot's iteration; only the replay tiers read them, a
-//!                           set without rollouts still gives the snapshot tiers)
+//!                           `flowrl behaviour train` wrote them (optional: the
+//!                           repository's sets leave them out, and the replay tiers
+//!                           make them again from training.json)
 //!   selection.json          which run and snapshot names the set was selected from
 //! ```
+//!
+//! Only the replay tiers read rollouts; a set with neither rollouts nor a recipe still
+//! gives the snapshot tiers.
 //!
 //! `flowrl collect` looks for the set of an environment in `--behaviour DIR`, or by
 //! default in `assets/behaviour/<env-id>/` of the repository ([`default_dir`]).
@@ -21,6 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::policy::BehaviourPolicy;
+use super::recipe::{Recipe, RECIPE_FILE};
 use super::run::{rollouts_path, snapshot_path, ROLLOUTS_DIR, SNAPSHOTS_DIR};
 
 /// The medium snapshot's file in a set.
@@ -47,7 +53,8 @@ pub struct Selection {
     pub medium: String,
     /// Name of the expert snapshot in the run (e.g. `best`).
     pub expert: String,
-    /// Iterations whose rollouts were copied (1..=rollouts).
+    /// Iterations of the run's rollouts (1..=rollouts), copied into the set or made
+    /// again by its recipe.
     pub rollouts: u64,
 }
 
@@ -65,6 +72,8 @@ pub struct BehaviourSet {
     pub selection: Selection,
     /// Number of rollout iterations in the set (files `iter-000001` .. this).
     pub rollout_iterations: u64,
+    /// The run's recipe, which makes the rollouts the set does not carry.
+    pub recipe: Option<Recipe>,
 }
 
 /// How to make a set, for the errors.
@@ -147,6 +156,12 @@ impl BehaviourSet {
         let medium = load(MEDIUM_FILE)?;
         let expert = load(EXPERT_FILE)?;
         let rollout_iterations = rollout_iterations(&dir.join(ROLLOUTS_DIR))?;
+        let recipe_path = dir.join(RECIPE_FILE);
+        let recipe = if recipe_path.is_file() {
+            Some(Recipe::load(&recipe_path, env_id)?)
+        } else {
+            None
+        };
         let selection_path = dir.join(SELECTION_FILE);
         let selection = if selection_path.is_file() {
             let text = std::fs::read_to_string(&selection_path)
@@ -167,39 +182,59 @@ impl BehaviourSet {
             expert,
             selection,
             rollout_iterations,
+            recipe,
         })
     }
 
-    /// Checks the set holds the rollouts of iterations `1..=last` (what a replay tier
+    /// Iterations whose rollouts the set gives: those it carries, or all its recipe
+    /// makes.
+    pub fn replay_iterations(&self) -> u64 {
+        let made = self.recipe.as_ref().map_or(0, Recipe::iterations);
+        self.rollout_iterations.max(made)
+    }
+
+    /// Checks the set gives the rollouts of iterations `1..=last` (what a replay tier
     /// needs; the snapshot tiers need no rollouts); the error names the folder, what
     /// is missing and how to make a set.
     pub fn require_rollouts(&self, tier: &str, last: u64) -> anyhow::Result<()> {
-        if last == 0 || self.rollout_iterations < last {
+        if last == 0 || self.replay_iterations() < last {
             let env_id = &self.expert.info().env_id;
             bail!(
                 "the behaviour set of {env_id} in {} lacks rollouts: {tier} needs those of \
-                 iterations 1 to {last} in {}/, it holds {}; {}",
+                 iterations 1 to {last} in {}/ or a {RECIPE_FILE} that makes them, it gives \
+                 {}; {}",
                 self.dir.display(),
                 ROLLOUTS_DIR,
-                self.rollout_iterations,
+                self.replay_iterations(),
                 how_to_make(env_id, &self.dir)
             );
         }
         Ok(())
     }
 
-    /// The rollouts file of `iteration` (1-based).
-    pub fn rollouts_path(&self, iteration: u64) -> PathBuf {
-        rollouts_path(&self.dir, iteration)
+    /// The rollouts file of `iteration` (1-based): the set's own, or else one its
+    /// recipe regenerates (and checks) in the cache.
+    pub fn rollouts_file(&self, iteration: u64) -> anyhow::Result<PathBuf> {
+        match &self.recipe {
+            Some(recipe) if iteration > self.rollout_iterations => recipe.rollouts(iteration),
+            _ => Ok(rollouts_path(&self.dir, iteration)),
+        }
     }
 }
 
 /// `flowrl behaviour select`: makes the set `out` from the training run in `from`:
-/// copies its snapshots `medium` and `expert` (names in `from/snapshots/`) and every
-/// rollout file (the medium-replay tier is those up to the medium snapshot's iteration,
-/// full-replay all of them). `out` must not exist; the set is built in a temporary
-/// folder beside it and renamed into place, so it appears whole or not at all.
-pub fn select(from: &Path, medium: &str, expert: &str, out: &Path) -> anyhow::Result<Selection> {
+/// copies its snapshots `medium` and `expert` (names in `from/snapshots/`), writes its
+/// recipe and, with `with_rollouts`, copies every rollout file (the medium-replay tier
+/// is those up to the medium snapshot's iteration, full-replay all of them). `out`
+/// must not exist; the set is built in a temporary folder beside it and renamed into
+/// place, so it appears whole or not at all.
+pub fn select(
+    from: &Path,
+    medium: &str,
+    expert: &str,
+    with_rollouts: bool,
+    out: &Path,
+) -> anyhow::Result<Selection> {
     if out.exists() {
         bail!(
             "--out {}: already exists (remove it first to select again)",
@@ -262,9 +297,13 @@ pub fn select(from: &Path, medium: &str, expert: &str, out: &Path) -> anyhow::Re
     };
     copy(&snapshot_path(from, medium), &tmp.path().join(MEDIUM_FILE))?;
     copy(&snapshot_path(from, expert), &tmp.path().join(EXPERT_FILE))?;
-    std::fs::create_dir(tmp.path().join(ROLLOUTS_DIR))?;
-    for i in 1..=iterations {
-        copy(&rollouts_path(from, i), &rollouts_path(tmp.path(), i))?;
+    let recipe = Recipe::of_run(from, iterations)?;
+    std::fs::write(tmp.path().join(RECIPE_FILE), recipe.to_json()?)?;
+    if with_rollouts {
+        std::fs::create_dir(tmp.path().join(ROLLOUTS_DIR))?;
+        for i in 1..=iterations {
+            copy(&rollouts_path(from, i), &rollouts_path(tmp.path(), i))?;
+        }
     }
     let selection = Selection {
         from: from.display().to_string(),

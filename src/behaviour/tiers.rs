@@ -161,11 +161,11 @@ pub fn collect_from_set(
             let last = if tier == Tier::MediumReplay {
                 set.medium.info().iteration
             } else {
-                set.rollout_iterations
+                set.replay_iterations()
             };
             set.require_rollouts(tier.name(), last)?;
             'files: for i in 1..=last {
-                let path = set.rollouts_path(i);
+                let path = set.rollouts_file(i)?;
                 let ds = store::load(&path)?;
                 if ds.meta().env_id != env_id || ds.obs_dim() != obs_dim {
                     bail!("{}: rollouts of another environment", path.display());

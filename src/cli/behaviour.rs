@@ -20,7 +20,7 @@ enum BehaviourCommand {
     Train(TrainArgs),
     /// Make a behaviour set (what `flowrl collect` takes the D4RL-style tiers of a
     /// MuJoCo task from) out of a training run: copies the --medium and --expert
-    /// snapshots and every training rollout into --out, atomically.
+    /// snapshots, the run's recipe and every training rollout into --out, atomically.
     Select(SelectArgs),
 }
 
@@ -39,6 +39,10 @@ struct SelectArgs {
     /// The set's folder (must not exist), e.g. assets/behaviour/Hopper-v5.
     #[arg(long)]
     out: PathBuf,
+    /// Leave the rollouts out (the set stays small, as the repository's are): the
+    /// replay tiers then make them again from the set's training.json.
+    #[arg(long)]
+    without_rollouts: bool,
 }
 
 /// Arguments of `flowrl behaviour train`; unset hyper-parameters take the defaults of
@@ -105,11 +109,18 @@ pub fn run(args: BehaviourArgs) -> anyhow::Result<()> {
 }
 
 fn select(args: SelectArgs) -> anyhow::Result<()> {
-    let s = behaviour::set::select(&args.from, &args.medium, &args.expert, &args.out)?;
+    let s = behaviour::set::select(
+        &args.from,
+        &args.medium,
+        &args.expert,
+        !args.without_rollouts,
+        &args.out,
+    )?;
     let set = behaviour::BehaviourSet::open(&args.out, &behaviour_env(&args.out)?)?;
     println!(
         "wrote the behaviour set {}: medium {} (return {:.2}, iteration {}), expert {} \
-         (return {:.2}, iteration {}), rollouts of iterations 1 to {} (medium-replay: 1 to {})",
+         (return {:.2}, iteration {}), rollouts of iterations 1 to {} {} (medium-replay: \
+         1 to {})",
         args.out.display(),
         s.medium,
         set.medium.info().eval_return,
@@ -118,6 +129,11 @@ fn select(args: SelectArgs) -> anyhow::Result<()> {
         set.expert.info().eval_return,
         set.expert.info().iteration,
         s.rollouts,
+        if args.without_rollouts {
+            "made again from training.json when read"
+        } else {
+            "copied"
+        },
         set.medium.info().iteration
     );
     Ok(())

@@ -24,6 +24,17 @@ pub const MODEL_FILES: [&str; 4] = [
     "walker2d.xml",
 ];
 
+/// flowrl's cache folder: `$XDG_CACHE_HOME/flowrl`, otherwise `$HOME/.cache/flowrl`
+/// (`None` when neither variable is set). MuJoCo's install and regenerated behaviour
+/// rollouts live there.
+pub fn flowrl_cache_dir() -> Option<PathBuf> {
+    let non_empty = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
+    non_empty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| non_empty("HOME").map(|home| Path::new(&home).join(".cache")))
+        .map(|cache| cache.join("flowrl"))
+}
+
 /// An install folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Install {
@@ -39,22 +50,14 @@ impl Install {
     /// The configured folder (see the module docs), not checked; an error when
     /// neither `FLOWRL_MUJOCO_DIR`, `XDG_CACHE_HOME` nor `HOME` is set.
     pub fn configured() -> Result<Self, EnvError> {
-        let non_empty = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
-        if let Some(dir) = non_empty(MUJOCO_DIR_VAR) {
+        if let Some(dir) = std::env::var_os(MUJOCO_DIR_VAR).filter(|v| !v.is_empty()) {
             return Ok(Install::at(dir));
         }
-        let cache = non_empty("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| non_empty("HOME").map(|home| Path::new(&home).join(".cache")))
-            .ok_or_else(|| EnvError::Mujoco {
-                what: "the MuJoCo folder".into(),
-                reason: format!("none of {MUJOCO_DIR_VAR}, XDG_CACHE_HOME and HOME is set"),
-            })?;
-        Ok(Install::at(
-            cache
-                .join("flowrl")
-                .join(format!("mujoco-{MUJOCO_VERSION}")),
-        ))
+        let cache = flowrl_cache_dir().ok_or_else(|| EnvError::Mujoco {
+            what: "the MuJoCo folder".into(),
+            reason: format!("none of {MUJOCO_DIR_VAR}, XDG_CACHE_HOME and HOME is set"),
+        })?;
+        Ok(Install::at(cache.join(format!("mujoco-{MUJOCO_VERSION}"))))
     }
 
     /// The configured folder, checked to hold the library and every model file; the

@@ -12,7 +12,8 @@ mod locomotion;
 mod simulation;
 
 pub use install::{
-    Install, LIBRARY_FILE, MODEL_FILES, MUJOCO_DIR_VAR, MUJOCO_VERSION, MUJOCO_VERSION_NUMBER,
+    flowrl_cache_dir, Install, LIBRARY_FILE, MODEL_FILES, MUJOCO_DIR_VAR, MUJOCO_VERSION,
+    MUJOCO_VERSION_NUMBER,
 };
 pub use locomotion::{
     Locomotion, LocomotionInfo, LocomotionSpec, Robot, Version, LOCOMOTION_STEPS,

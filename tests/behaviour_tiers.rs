@@ -188,7 +188,7 @@ fn hopper_tiers_from_a_behaviour_set() {
     assert_eq!(med.num_episodes(), 4);
     let p = provenance(&med);
     assert_eq!(p.episode_policies, vec!["medium"; 4]);
-    assert_eq!(p.action_noise, Some(0.1));
+    assert_eq!(p.action_noise, Some(0.05));
     assert_eq!(
         (p.medium_snapshot.as_str(), p.expert_snapshot.as_str()),
         ("mid", "final")
@@ -288,18 +288,17 @@ fn hopper_tiers_from_a_behaviour_set() {
         ),
     );
     assert!(err.contains(&format!("holds {count} episodes")), "{err}");
-    // A prefix by transitions: whole episodes until at least N.
-    let first = files[0].episode_lengths().next().unwrap();
+    // A size below the buffer: whole iterations evenly spaced over it (here iteration
+    // 2 of 1..=2), then whole episodes until the size.
     let part = collect(
         "medium-replay",
-        &format!("--transitions {}", first + 1),
+        "--episodes 1",
         0,
         "",
         "mr-part.safetensors",
     );
-    assert_eq!(part.num_episodes(), 2);
-    assert_same_episode(&part, 1, &files[0], 1, "medium-replay prefix");
-
+    assert_eq!(provenance(&part).episode_policies, ["iter-000002"]);
+    assert_same_episode(&part, 0, &files[1], 0, "medium-replay, spaced");
     // full-replay: every rollout (iterations 1..=4).
     let (files, names) = stored(&set_dir, 4);
     let total: usize = files.iter().map(Dataset::len).sum();
@@ -312,6 +311,20 @@ fn hopper_tiers_from_a_behaviour_set() {
     );
     assert_is_replay(&fr, &files, "full-replay");
     assert_eq!(provenance(&fr).episode_policies, names);
+    // Two iterations' worth of episodes out of four: iterations 2 and 4.
+    let per_iteration = files[0].num_episodes();
+    let spaced = collect(
+        "full-replay",
+        &format!("--episodes {}", 2 * per_iteration),
+        0,
+        "",
+        "fr-spaced.safetensors",
+    );
+    assert_is_replay(
+        &spaced,
+        &[files[1].clone(), files[3].clone()],
+        "full-replay, spaced",
+    );
 
     // A set without rollouts makes them again from its recipe, in the cache, and
     // checks each file against its recorded sha256: the replay tiers are the same.

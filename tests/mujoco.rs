@@ -204,15 +204,17 @@ fn collect_on_hopper_gives_random_and_names_the_missing_pieces() {
     assert!(ok, "collect failed:\n{out}\n{err}");
     let (ok, out, err) = flowrl(&["dataset", "info", "a.safetensors"], cwd, &[]);
     assert!(ok && out.contains("Hopper-v5"), "{out}\n{err}");
-    // The other tiers come from the repository's behaviour set (see
-    // tests/behaviour_tiers.rs), when it is there.
+    // The other tiers come from the repository's behaviour set (tests/behaviour_sets.rs);
+    // another folder without one names how to make one.
     let (ok, _, err) = flowrl(&collect_args("medium", "b.safetensors"), cwd, &[]);
-    if !flowrl::behaviour::set::default_dir("Hopper-v5").exists() {
-        assert!(
-            !ok && err.contains("flowrl behaviour select") && err.contains("random"),
-            "{err}"
-        );
-    }
+    assert!(ok, "{err}");
+    let mut args = collect_args("medium", "c.safetensors").to_vec();
+    args.extend(["--behaviour", "elsewhere"]);
+    let (ok, _, err) = flowrl(&args, cwd, &[]);
+    assert!(
+        !ok && err.contains("flowrl behaviour select") && err.contains("random"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -77,7 +77,7 @@
 //!
 //! `flowrl behaviour select` copies a run's medium and expert snapshots and its
 //! rollouts into a set folder; `flowrl collect` takes the D4RL-style tiers of the
-//! MuJoCo locomotion tasks from it (snapshots with Gaussian action noise, σ = 0.1 by
+//! MuJoCo locomotion tasks from it (snapshots with Gaussian action noise, σ = 0.05 by
 //! default, and the rollouts as replay data).
 
 pub mod ars;

@@ -11,12 +11,13 @@ use std::process::Command;
 use flowrl::behaviour::{recipe, set, ArsConfig, BehaviourSet};
 use flowrl::data::{store, Dataset};
 
-/// Each committed set: environment, the expert's least normalised return (the
-/// issue's targets) and the medium snapshot's normalised band.
-const SETS: [(&str, f64, (f64, f64)); 3] = [
-    ("Hopper-v5", 90.0, (30.0, 50.0)),
-    ("HalfCheetah-v5", 40.0, (15.0, 40.0)),
-    ("Walker2d-v5", 80.0, (40.0, 75.0)),
+/// Each committed set: environment, the seed of its ARS run, the expert's least
+/// normalised return (the targets) and the medium snapshot's normalised band
+/// (around D4RL's medium data: 44, 40 and 62).
+const SETS: [(&str, u64, f64, (f64, f64)); 3] = [
+    ("Hopper-v5", 0, 90.0, (30.0, 50.0)),
+    ("HalfCheetah-v5", 0, 40.0, (30.0, 50.0)),
+    ("Walker2d-v5", 1, 80.0, (50.0, 70.0)),
 ];
 
 /// `flowrl collect` of `size` of `tier` on `env` from the repository's set, in `dir`.
@@ -39,7 +40,7 @@ fn collect(dir: &Path, env: &str, tier: &str, size: &str) -> Dataset {
 
 #[test]
 fn committed_sets_reach_their_levels_and_give_every_tier() {
-    for (env, expert_floor, (medium_low, medium_high)) in SETS {
+    for (env, seed, expert_floor, (medium_low, medium_high)) in SETS {
         let dir = set::default_dir(env);
         let set = BehaviourSet::open(&dir, env).unwrap();
         let reference = flowrl_envs::reference_returns(env).unwrap();
@@ -51,11 +52,11 @@ fn committed_sets_reach_their_levels_and_give_every_tier() {
             "{env}: medium at {medium:.1}"
         );
         assert!(set.medium.info().iteration < set.expert.info().iteration);
-        // The recipe is the documented run: the environment's ARS defaults and seed 0,
-        // trained for as many iterations as it records rollouts of; no rollouts are
-        // committed.
+        // The recipe is the documented run: the environment's ARS defaults and its
+        // seed, trained for as many iterations as it records rollouts of; no rollouts
+        // are committed.
         let recipe = set.recipe.as_ref().expect("a committed set has its recipe");
-        let mut documented = ArsConfig::defaults(env, 0);
+        let mut documented = ArsConfig::defaults(env, seed);
         documented.iterations = recipe.iterations();
         assert_eq!(recipe.config, documented, "{env}");
         assert_eq!(
@@ -68,7 +69,9 @@ fn committed_sets_reach_their_levels_and_give_every_tier() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    for (env, _, _) in SETS {
+    // The one test of this binary: the in-process recipe reads the same cache.
+    std::env::set_var(recipe::CACHE_VAR, tmp.path().join("cache"));
+    for (env, ..) in SETS {
         for tier in ["medium", "expert", "medium-expert"] {
             let ds = collect(tmp.path(), env, tier, "--episodes 2");
             assert_eq!(ds.num_episodes(), 2, "{env} {tier}");
@@ -80,12 +83,25 @@ fn committed_sets_reach_their_levels_and_give_every_tier() {
             };
             assert_eq!(policies.episode_policies, expected, "{env} {tier}");
         }
-        // The replay tiers' first rollouts, made again from the recipe.
-        for tier in ["medium-replay", "full-replay"] {
-            let ds = collect(tmp.path(), env, tier, "--transitions 500");
-            assert!(ds.len() >= 500, "{env} {tier}");
-            let p = ds.meta().provenance.behaviour_set.as_ref().unwrap();
-            assert_eq!(p.episode_policies[0], "iter-000001", "{env} {tier}");
-        }
+        // The recipe makes the first rollouts again, bit for bit (checked against the
+        // recorded sha256 inside `rollouts`).
+        let set = BehaviourSet::open(&set::default_dir(env), env).unwrap();
+        let recipe = set.recipe.as_ref().unwrap();
+        let first = recipe.rollouts(1).unwrap();
+        assert!(
+            first.starts_with(tmp.path().join("cache")),
+            "{}",
+            first.display()
+        );
     }
+    // A replay tier through `collect`: Hopper's medium-replay reads (and regenerates)
+    // the buffer up to the medium snapshot, iteration 90; a size below it takes evenly
+    // spaced iterations.
+    let env = "Hopper-v5";
+    let ds = collect(tmp.path(), env, "medium-replay", "--episodes 100");
+    let p = ds.meta().provenance.behaviour_set.as_ref().unwrap();
+    assert_eq!(ds.num_episodes(), 100);
+    // 16 episodes an iteration: every 12th (12, 24, .., 84) holds 112.
+    assert_eq!(p.episode_policies.first().unwrap(), "iter-000012");
+    assert_eq!(p.episode_policies.last().unwrap(), "iter-000084");
 }

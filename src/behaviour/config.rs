@@ -49,7 +49,7 @@ impl ArsConfig {
         let (directions, top, step_size, noise, reward_shift, iterations) = match family {
             "Hopper" => (8, 4, 0.01, 0.025, 1.0, 1000),
             "HalfCheetah" => (32, 4, 0.02, 0.03, 0.0, 1000),
-            "Walker2d" => (40, 30, 0.025, 0.01, 1.0, 1000),
+            "Walker2d" => (40, 30, 0.03, 0.025, 1.0, 1000),
             _ => (8, 4, 0.02, 0.03, 0.0, 100),
         };
         Self {
@@ -167,7 +167,7 @@ mod tests {
         let w = ArsConfig::defaults("Walker2d-v5", 0);
         assert_eq!(
             (w.directions, w.top, w.step_size, w.noise),
-            (40, 30, 0.025, 0.01)
+            (40, 30, 0.03, 0.025)
         );
         assert_eq!(w.reward_shift, 1.0);
         assert_eq!(ArsConfig::defaults("Pendulum-v1", 0).reward_shift, 0.0);

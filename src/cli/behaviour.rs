@@ -67,10 +67,10 @@ struct TrainArgs {
     /// b: directions kept per update (Hopper 4, HalfCheetah 4, Walker2d 30, others 4).
     #[arg(long, conflicts_with = "resume")]
     top: Option<usize>,
-    /// alpha: step size (Hopper 0.01, HalfCheetah 0.02, Walker2d 0.025, others 0.02).
+    /// alpha: step size (Hopper 0.01, HalfCheetah 0.02, Walker2d 0.03, others 0.02).
     #[arg(long, conflicts_with = "resume")]
     step_size: Option<f64>,
-    /// nu: exploration noise (Hopper 0.025, HalfCheetah 0.03, Walker2d 0.01, others 0.03).
+    /// nu: exploration noise (Hopper 0.025, HalfCheetah 0.03, Walker2d 0.025, others 0.03).
     #[arg(long, conflicts_with = "resume")]
     noise: Option<f64>,
     /// Subtracted from every training reward (the survival bonus): 1 for Hopper and

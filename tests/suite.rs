@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use flowrl::suite::{self, EntryRecord, EntryState, SuiteOptions, SuiteSpec};
+use flowrl_agents::named::Named;
 
 /// Two environments (one with success), two tiers on one, two agents (one trained
 /// and evaluated on whole episodes), one seed: 6 entries of 20 training steps.
@@ -140,7 +141,7 @@ fn tiny_suite_runs_records_reports_and_resumes() {
     assert_eq!(resolved.train.steps, 20);
     assert_eq!(resolved.eval.seed, 99);
     assert_eq!(
-        resolved.eval.context_mode.map(|m| m.name()),
+        resolved.eval.context_mode.map(|m| m.name()).as_deref(),
         Some("episode")
     );
     assert_eq!(record.train.steps, 20);

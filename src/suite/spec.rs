@@ -9,6 +9,7 @@ use toml::{Table, Value};
 use super::error::SuiteError;
 use super::toml_reader::{index, join, leaves, line_column, Reader, Segment};
 use crate::config::{AgentKind, Config, ContextMode, Override, TIERS};
+use flowrl_agents::named::Named;
 
 /// Episodes per target when `[eval] episodes` is absent.
 pub const DEFAULT_EVAL_EPISODES: u64 = 100;
@@ -305,7 +306,7 @@ impl SuiteSpec {
             let kind_name = r.string(t, &p, "kind")?.ok_or_else(|| {
                 r.error(
                     &join(&p, "kind"),
-                    format!("required: one of {}", AgentKind::NAMES.join(", ")),
+                    format!("required: one of {}", AgentKind::names().join(", ")),
                 )
             })?;
             let kind =

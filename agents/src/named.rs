@@ -1,0 +1,145 @@
+//! The names of [`crate::agent::AgentKind`] and [`crate::acting::ContextMode`] in
+//! experiment configs, suite files and on the command line: their clap [`ValueEnum`]
+//! names (kebab-case: `decision-flowformer`, `mlp-bc`, `window`, `episode`). Configs read
+//! and write them through [`by_name`]; an unknown name is rejected with every accepted
+//! one.
+
+use std::fmt;
+use std::str::FromStr;
+
+use clap::ValueEnum;
+
+use crate::acting::ContextMode;
+use crate::agent::AgentKind;
+
+/// A fieldless enum written by its [`ValueEnum`] name.
+pub trait Named: ValueEnum {
+    /// What a value is, in errors (e.g. "an agent kind").
+    const WHAT: &'static str;
+
+    /// The name of `self`, e.g. `mlp-bc`.
+    fn name(&self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Every name, in declaration order.
+    fn names() -> Vec<String> {
+        Self::value_variants().iter().map(Self::name).collect()
+    }
+
+    /// The value named `s`; the error lists every name, e.g. "expected an agent kind
+    /// `decision-flowformer` | `decision-transformer` | `mlp-bc`, found `gpt`".
+    fn parse_name(s: &str) -> Result<Self, String> {
+        Self::value_variants()
+            .iter()
+            .find(|v| v.name() == s)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "expected {} `{}`, found `{s}`",
+                    Self::WHAT,
+                    Self::names().join("` | `")
+                )
+            })
+    }
+}
+
+impl Named for AgentKind {
+    const WHAT: &'static str = "an agent kind";
+}
+
+impl Named for ContextMode {
+    const WHAT: &'static str = "a context mode";
+}
+
+impl FromStr for AgentKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse_name(s)
+    }
+}
+
+impl FromStr for ContextMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse_name(s)
+    }
+}
+
+impl fmt::Display for AgentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl fmt::Display for ContextMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// serde of a [`Named`] value as its name (`#[serde(with = "by_name")]`).
+pub mod by_name {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    use super::Named;
+
+    /// Writes the name.
+    pub fn serialize<T: Named, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&value.name())
+    }
+
+    /// Reads a name; any other string is an error listing the names.
+    pub fn deserialize<'de, T: Named, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        T::parse_name(&String::deserialize(d)?).map_err(D::Error::custom)
+    }
+
+    /// The same for an optional value (`#[serde(with = "by_name::option")]`).
+    pub mod option {
+        use serde::{Deserializer, Serializer};
+
+        use super::Named;
+
+        /// Writes the name; `None` must be skipped (`skip_serializing_if`).
+        pub fn serialize<T: Named, S: Serializer>(
+            value: &Option<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(v) => super::serialize(v, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Reads a name.
+        pub fn deserialize<'de, T: Named, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<T>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_kebab_case_and_parse_back() {
+        assert_eq!(
+            AgentKind::names(),
+            ["decision-flowformer", "decision-transformer", "mlp-bc"]
+        );
+        assert_eq!(ContextMode::names(), ["window", "episode"]);
+        assert_eq!("mlp-bc".parse(), Ok(AgentKind::MlpBc));
+        assert_eq!(ContextMode::Episode.to_string(), "episode");
+        assert_eq!(
+            "full".parse::<ContextMode>(),
+            Err("expected a context mode `window` | `episode`, found `full`".into())
+        );
+    }
+}

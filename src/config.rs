@@ -11,6 +11,7 @@
 
 mod error;
 mod load;
+pub(crate) mod locate;
 mod seed;
 mod validate;
 
@@ -115,7 +116,6 @@ pub struct AgentConfig {
     pub context: usize,
     /// Training context: windows of `context` steps or whole episodes (`window`,
     /// `episode`).
-    #[serde(with = "by_name")]
     pub context_mode: ContextMode,
     /// Size of the timestep embedding table; 0 takes the dataset's longest episode.
     pub max_episode_length: usize,
@@ -215,7 +215,7 @@ pub struct EvalConfig {
     /// episode return.
     pub targets: Vec<f64>,
     /// Rollout context; absent means `agent.context_mode`.
-    #[serde(skip_serializing_if = "Option::is_none", with = "by_name::option")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub context_mode: Option<ContextMode>,
     /// Seed of the evaluation episodes.
     #[serde(with = "seed")]

@@ -41,7 +41,7 @@ use crate::host_inference::{HostDecision, StepRecord};
 use crate::params::to_f64;
 
 /// How much history the policy sees when acting (and, in experiment configs, when
-/// training); named as in [`crate::named`].
+/// training); named, and serialised by name, as in [`crate::named`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ContextMode {
     /// The last K (the config's `context`) steps, re-encoded every step.

@@ -1,13 +1,14 @@
 //! The names of [`crate::agent::AgentKind`] and [`crate::acting::ContextMode`] in
 //! experiment configs, suite files and on the command line: their clap [`ValueEnum`]
-//! names (kebab-case: `decision-flowformer`, `mlp-bc`, `window`, `episode`). Configs read
-//! and write them through [`by_name`]; an unknown name is rejected with every accepted
-//! one.
+//! names (kebab-case: `decision-flowformer`, `mlp-bc`, `window`, `episode`). serde reads
+//! and writes them (a context mode always, an agent kind through [`by_name`]); an unknown
+//! name is rejected with every accepted one.
 
 use std::fmt;
 use std::str::FromStr;
 
 use clap::ValueEnum;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::acting::ContextMode;
 use crate::agent::AgentKind;
@@ -82,7 +83,21 @@ impl fmt::Display for ContextMode {
     }
 }
 
-/// serde of a [`Named`] value as its name (`#[serde(with = "by_name")]`).
+/// A context mode is read and written by its name.
+impl Serialize for ContextMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        by_name::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContextMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        by_name::deserialize(d)
+    }
+}
+
+/// serde of a [`Named`] value as its name (`#[serde(with = "by_name")]`, for an
+/// agent kind, whose own serde is the snake_case of checkpoints).
 pub mod by_name {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
@@ -96,50 +111,5 @@ pub mod by_name {
     /// Reads a name; any other string is an error listing the names.
     pub fn deserialize<'de, T: Named, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
         T::parse_name(&String::deserialize(d)?).map_err(D::Error::custom)
-    }
-
-    /// The same for an optional value (`#[serde(with = "by_name::option")]`).
-    pub mod option {
-        use serde::{Deserializer, Serializer};
-
-        use super::Named;
-
-        /// Writes the name; `None` must be skipped (`skip_serializing_if`).
-        pub fn serialize<T: Named, S: Serializer>(
-            value: &Option<T>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match value {
-                Some(v) => super::serialize(v, s),
-                None => s.serialize_none(),
-            }
-        }
-
-        /// Reads a name.
-        pub fn deserialize<'de, T: Named, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<T>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_kebab_case_and_parse_back() {
-        assert_eq!(
-            AgentKind::names(),
-            ["decision-flowformer", "decision-transformer", "mlp-bc"]
-        );
-        assert_eq!(ContextMode::names(), ["window", "episode"]);
-        assert_eq!("mlp-bc".parse(), Ok(AgentKind::MlpBc));
-        assert_eq!(ContextMode::Episode.to_string(), "episode");
-        assert_eq!(
-            "full".parse::<ContextMode>(),
-            Err("expected a context mode `window` | `episode`, found `full`".into())
-        );
     }
 }

@@ -341,6 +341,11 @@ fn bad_values_are_located_at_their_line() {
             "`env[1].tiers` (line 32): `medium-expert` is listed twice",
         ),
         (
+            "seeds = [0]",
+            "seeds = [0, 1, 0]",
+            "`suite.seeds` (line 4): 0 is listed twice",
+        ),
+        (
             "set.train.reward_scale = 1.0",
             "set = 3",
             "`env[1].set` (line 33): expected a table of keys, found the integer 3",

@@ -109,9 +109,14 @@ fn scalar<'de, D: Deserializer<'de>, T>(
 }
 
 /// An element of a [`List`].
-pub(super) trait Item {
+pub(super) trait Item: Sized {
     /// The elements in words, e.g. "integers >= 0".
     const PLURAL: &'static str;
+
+    /// Why `self` may not follow `earlier` (it repeats one), if it may not.
+    fn repeats(&self, _earlier: &[Self]) -> Option<String> {
+        None
+    }
 }
 
 /// An integer >= `MIN` (`MIN` >= 0).
@@ -129,6 +134,11 @@ impl<'de, const MIN: i64> Deserialize<'de> for Int<MIN> {
 
 impl Item for Int<0> {
     const PLURAL: &'static str = "integers >= 0";
+
+    fn repeats(&self, earlier: &[Self]) -> Option<String> {
+        let seen = earlier.iter().any(|e| e.0 == self.0);
+        seen.then(|| format!("{} is listed twice", self.0))
+    }
 }
 
 /// A string that is not blank.
@@ -177,9 +187,14 @@ impl<'de> Deserialize<'de> for Tier {
 
 impl Item for Tier {
     const PLURAL: &'static str = "names";
+
+    fn repeats(&self, earlier: &[Self]) -> Option<String> {
+        let seen = earlier.iter().any(|e| e.0 == self.0);
+        seen.then(|| format!("`{}` is listed twice", self.0))
+    }
 }
 
-/// A non-empty array of [`Item`]s.
+/// A non-empty array of [`Item`]s, none repeating an earlier one.
 pub(super) struct List<T>(pub Vec<T>);
 
 struct ListVisitor<T>(PhantomData<T>);
@@ -193,7 +208,10 @@ impl<'de, T: Item + Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List<T>, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
+        while let Some(item) = seq.next_element::<T>()? {
+            if let Some(why) = item.repeats(&items) {
+                return Err(de::Error::custom(why));
+            }
             items.push(item);
         }
         if items.is_empty() {

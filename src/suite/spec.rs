@@ -174,10 +174,7 @@ impl SuiteSpec {
         let List(seeds) =
             keys.required("suite.seeds", suite.seeds, "training seeds, e.g. [0, 1, 2]")?;
         let seeds: Vec<u64> = seeds.into_iter().map(|Int(s)| s).collect();
-        if let Some(s) = repeated(&seeds) {
-            return Err(keys.error("suite.seeds", format!("{s} is listed twice")));
-        }
-        let tiers = tier_names(keys, "suite.tiers", suite.tiers)?;
+        let tiers = suite.tiers.map(tier_names);
         let dataset_episodes = dataset
             .episodes
             .map_or(DEFAULT_DATASET_EPISODES, |Int(n)| n);
@@ -187,7 +184,9 @@ impl SuiteSpec {
         let base = settings(keys, "base", &base)?;
 
         let mut envs = Vec::new();
-        for (i, e) in sections(keys, "env", env)?.into_iter().enumerate() {
+        let env = env.filter(|s| !s.is_empty());
+        let env = keys.required("env", env, "one or more `[[env]]` sections")?;
+        for (i, e) in env.into_iter().enumerate() {
             let key = |k: &str| format!("env[{i}].{k}");
             let Text(id) = keys.required(&key("id"), e.id, "an environment id")?;
             if let Err(err) = flowrl_envs::make(&id) {
@@ -201,7 +200,7 @@ impl SuiteSpec {
                 e.targets,
                 "target returns, e.g. [-150, -400]",
             )?;
-            let tiers = match (tier_names(keys, &key("tiers"), e.tiers)?, &tiers) {
+            let tiers = match (e.tiers.map(tier_names), &tiers) {
                 (Some(own), _) => own,
                 (None, Some(all)) => all.clone(),
                 (None, None) => {
@@ -211,6 +210,7 @@ impl SuiteSpec {
                     ))
                 }
             };
+            let set = settings(keys, &key("set"), &e.set)?;
             let warm_start = match e.warm_start {
                 None => None,
                 Some(Text(from)) => Some(warm_start_source(
@@ -226,13 +226,15 @@ impl SuiteSpec {
                 targets: targets.into_iter().map(|Number(t)| t).collect(),
                 tiers,
                 dataset_episodes: e.dataset_episodes.map_or(dataset_episodes, |Int(n)| n),
-                set: settings(keys, &key("set"), &e.set)?,
+                set,
                 warm_start,
             });
         }
 
         let mut agents = Vec::new();
-        for (i, a) in sections(keys, "agent", agent)?.into_iter().enumerate() {
+        let agent = agent.filter(|s| !s.is_empty());
+        let agent = keys.required("agent", agent, "one or more `[[agent]]` sections")?;
+        for (i, a) in agent.into_iter().enumerate() {
             let key = |k: &str| format!("agent[{i}].{k}");
             let Text(name) =
                 keys.required(&key("name"), a.name, "a column label, e.g. \"dff-k20\"")?;
@@ -448,35 +450,9 @@ fn warm_start_source(
     Ok(i)
 }
 
-/// The `[[env]]` or `[[agent]]` sections (`key`), of which there must be one or more.
-fn sections<T>(keys: &Keys<'_>, key: &str, sections: Option<Vec<T>>) -> Result<Vec<T>, SuiteError> {
-    let sections = sections.filter(|s| !s.is_empty());
-    keys.required(key, sections, format!("one or more `[[{key}]]` sections"))
-}
-
-/// The tier names of `key`, none listed twice.
-fn tier_names(
-    keys: &Keys<'_>,
-    key: &str,
-    tiers: Option<List<Tier>>,
-) -> Result<Option<Vec<String>>, SuiteError> {
-    let Some(List(tiers)) = tiers else {
-        return Ok(None);
-    };
-    let tiers: Vec<String> = tiers.into_iter().map(|Tier(t)| t).collect();
-    match repeated(&tiers) {
-        Some(t) => Err(keys.error(key, format!("`{t}` is listed twice"))),
-        None => Ok(Some(tiers)),
-    }
-}
-
-/// The first element of `items` equal to an earlier one.
-fn repeated<T: PartialEq>(items: &[T]) -> Option<&T> {
-    items
-        .iter()
-        .enumerate()
-        .find(|(i, x)| items[..*i].contains(x))
-        .map(|(_, x)| x)
+/// The names of a list of tiers.
+fn tier_names(List(tiers): List<Tier>) -> Vec<String> {
+    tiers.into_iter().map(|Tier(t)| t).collect()
 }
 
 /// The experiment-config keys of the `[base]` or `set` table at `key`.

@@ -11,14 +11,18 @@
 
 mod error;
 mod load;
+pub(crate) mod locate;
 mod seed;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+use flowrl_agents::named::by_name;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, KeySource, Problem};
+pub use flowrl_agents::acting::ContextMode;
+pub use flowrl_agents::agent::AgentKind;
 pub use load::Override;
 
 /// Names of the behaviour tiers a dataset can be collected at (the names
@@ -92,98 +96,13 @@ pub enum DatasetSource {
     },
 }
 
-/// The kind of policy to train; written as its [`AgentKind::NAMES`] entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum AgentKind {
-    /// Decision Transformer layout with a causal Flow-Attention backbone.
-    #[default]
-    DecisionFlowformer,
-    /// The original Decision Transformer: causal softmax attention.
-    DecisionTransformer,
-    /// Behaviour cloning with a multilayer perceptron.
-    MlpBc,
-}
-
-/// How much history the policy sees; written as its [`ContextMode::NAMES`] entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum ContextMode {
-    /// The last `agent.context` timesteps (re-encoded every step at rollout).
-    #[default]
-    Window,
-    /// The whole episode (at rollout: the recurrent Flow-Attention state).
-    Episode,
-}
-
-/// Names in configs and on the command line, with their values, for enums read as strings.
-macro_rules! named_enum {
-    ($ty:ident, $what:literal, [$($name:literal => $variant:ident),+ $(,)?]) => {
-        impl $ty {
-            /// Every name, in declaration order.
-            pub const NAMES: &'static [&'static str] = &[$($name),+];
-
-            /// The name used in configs.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $name),+
-                }
-            }
-        }
-
-        impl std::str::FromStr for $ty {
-            type Err = String;
-
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($name => Ok($ty::$variant),)+
-                    other => Err(format!(
-                        "expected {} `{}`, found `{other}`",
-                        $what,
-                        Self::NAMES.join("` | `")
-                    )),
-                }
-            }
-        }
-
-        impl TryFrom<String> for $ty {
-            type Error = String;
-
-            fn try_from(s: String) -> Result<Self, String> {
-                s.parse()
-            }
-        }
-
-        impl From<$ty> for String {
-            fn from(v: $ty) -> String {
-                v.name().to_string()
-            }
-        }
-
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-    };
-}
-
-named_enum!(AgentKind, "an agent kind", [
-    "decision-flowformer" => DecisionFlowformer,
-    "decision-transformer" => DecisionTransformer,
-    "mlp-bc" => MlpBc,
-]);
-
-named_enum!(ContextMode, "a context mode", [
-    "window" => Window,
-    "episode" => Episode,
-]);
-
 /// The model's sizes and regularisation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
-    /// Policy kind.
+    /// Policy kind, written by name (`decision-flowformer`, `decision-transformer`,
+    /// `mlp-bc`).
+    #[serde(with = "by_name")]
     pub kind: AgentKind,
     /// Embedding width (model dimension).
     pub width: usize,
@@ -195,7 +114,8 @@ pub struct AgentConfig {
     pub dropout: f64,
     /// K: timesteps per training window (3K tokens).
     pub context: usize,
-    /// Training context: windows of `context` steps or whole episodes.
+    /// Training context: windows of `context` steps or whole episodes (`window`,
+    /// `episode`).
     pub context_mode: ContextMode,
     /// Size of the timestep embedding table; 0 takes the dataset's longest episode.
     pub max_episode_length: usize,

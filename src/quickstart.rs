@@ -30,7 +30,7 @@ use crate::config::{Config, DatasetConfig, DatasetSource, Override};
 use crate::data::stats::DatasetInfo;
 use crate::data::store;
 use crate::eval::run::{plan_for, policy_of, EvalOverrides};
-use crate::eval::{context_name, evaluate, EvalReport, References};
+use crate::eval::{evaluate, EvalReport, References};
 use crate::plot::{write_line_chart, LineChart};
 use crate::train::{self, Preprocessing, TrainOptions};
 
@@ -381,7 +381,7 @@ impl Summary<'_> {
             let _ = writeln!(
                 md,
                 "Context mode: {}. JSON: [eval.json](eval.json). TensorBoard: `tensorboard --logdir tb`.\n",
-                context_name(crate::eval::context_mode(c.eval_context_mode()))
+                c.eval_context_mode()
             );
         }
         let _ = writeln!(md, "## Plots\n");

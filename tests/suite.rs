@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use flowrl::suite::{self, EntryRecord, EntryState, SuiteOptions, SuiteSpec};
+use flowrl_agents::named::Named;
 
 /// Two environments (one with success), two tiers on one, two agents (one trained
 /// and evaluated on whole episodes), one seed: 6 entries of 20 training steps.
@@ -140,7 +141,7 @@ fn tiny_suite_runs_records_reports_and_resumes() {
     assert_eq!(resolved.train.steps, 20);
     assert_eq!(resolved.eval.seed, 99);
     assert_eq!(
-        resolved.eval.context_mode.map(|m| m.name()),
+        resolved.eval.context_mode.map(|m| m.name()).as_deref(),
         Some("episode")
     );
     assert_eq!(record.train.steps, 20);
@@ -310,6 +311,62 @@ fn bad_suite_configs_are_rejected_with_file_key_expected_and_found() {
         err.contains("`agents`") && err.contains("unknown key"),
         "{err}"
     );
+}
+
+/// Errors found while the file is read name the key with the line of the key or
+/// value at fault, even inside arrays of tables.
+#[test]
+fn bad_values_are_located_at_their_line() {
+    let cases = [
+        (
+            "targets = [1.0]\n",
+            "targets = [1.0]\nflavour = 1\n",
+            "`env[1].flavour` (line 32): unknown key; valid keys in `env[1]`: id, targets, \
+             tiers, dataset_episodes, set, warm_start",
+        ),
+        (
+            "episodes = 6",
+            "episodes = -1",
+            "`dataset.episodes` (line 8): expected an integer >= 1, found the integer -1",
+        ),
+        (
+            "targets = [1.0]",
+            "targets = []",
+            "`env[1].targets` (line 31): expected a non-empty array of numbers, found an \
+             empty array",
+        ),
+        (
+            "tiers = [\"medium-expert\"]",
+            "tiers = [\"medium-expert\", \"medium-expert\"]",
+            "`env[1].tiers` (line 32): `medium-expert` is listed twice",
+        ),
+        (
+            "seeds = [0]",
+            "seeds = [0, 1, 0]",
+            "`suite.seeds` (line 4): 0 is listed twice",
+        ),
+        (
+            "set.train.reward_scale = 1.0",
+            "set = 3",
+            "`env[1].set` (line 33): expected a table of keys, found the integer 3",
+        ),
+        (
+            "context = 4",
+            "context = 4.5",
+            "`agent[0].context` (line 38): expected an integer >= 1, found the number 4.5",
+        ),
+        (
+            "eval_context_mode = \"episode\"",
+            "eval_context_mode = true",
+            "`agent[0].eval_context_mode` (line 40): expected a non-empty string, found the \
+             boolean true",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(TINY.contains(from), "{from}");
+        let err = load_error(&TINY.replacen(from, to, 1));
+        assert!(err.ends_with(expected), "expected `{expected}` in: {err}");
+    }
 }
 
 #[test]

@@ -31,7 +31,6 @@ use std::collections::VecDeque;
 
 use dfdx::prelude::*;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::agent::{
     check_finite, check_len, ActionSpace, Agent, AgentError, AgentKind, HostActions, HostWindow,
@@ -41,11 +40,12 @@ use crate::decision::DecisionState;
 use crate::host_inference::{HostDecision, StepRecord};
 use crate::params::to_f64;
 
-/// How much history the policy sees when acting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// How much history the policy sees when acting (and, in experiment configs, when
+/// training); named, and serialised by name, as in [`crate::named`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ContextMode {
     /// The last K (the config's `context`) steps, re-encoded every step.
+    #[default]
     Window,
     /// The whole episode.
     Episode,

@@ -2,7 +2,8 @@
 //! softmax attention, the Flowformer backbone, its parameter store and optimiser, and
 //! the agents built on them (Decision-Flowformer, the softmax Decision Transformer and
 //! MLP behaviour cloning, behind [`agent::Agent`]) with episode acting ([`acting`]).
-//! Generic over dfdx's `Device` and the float type; knows nothing of files or environments.
+//! Generic over dfdx's `Device` and the float type; knows nothing of files or environments
+//! beyond the names of agent kinds and context modes ([`named`]).
 
 pub mod acting;
 pub mod agent;
@@ -13,5 +14,6 @@ pub(crate) mod host_inference;
 pub mod kernels;
 pub mod layers;
 pub mod mlp_bc;
+pub mod named;
 pub mod optim;
 pub mod params;

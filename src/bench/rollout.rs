@@ -39,16 +39,7 @@ pub struct RolloutArgs {
     env: String,
     /// Context modes of the throughput rows, comma-separated (`episode`, `window`).
     #[arg(long, value_delimiter = ',', default_value = "episode,window")]
-    lockstep: Vec<LockstepMode>,
-}
-
-/// A context mode of the lockstep throughput rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum LockstepMode {
-    /// Whole-episode context (recurrent state).
-    Episode,
-    /// The last K steps re-encoded every step.
-    Window,
+    lockstep: Vec<ContextMode>,
 }
 
 /// Observation size of the synthetic latency episode (Pendulum's).
@@ -181,11 +172,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
     );
     println!("| mode | episodes | env steps | seconds | env steps/s | target |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    let modes = args.lockstep.iter().map(|m| match m {
-        LockstepMode::Episode => ContextMode::Episode,
-        LockstepMode::Window => ContextMode::Window,
-    });
-    for mode in modes {
+    for &mode in &args.lockstep {
         let settings = RolloutSettings::new(&args.env, args.episodes, mode, 0);
         let start = Instant::now();
         let outcomes = run_target(&policy, &settings, -150.0, &mut |_| {})?;

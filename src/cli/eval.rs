@@ -40,7 +40,7 @@ pub struct EvalArgs {
     episodes: Option<usize>,
     /// Context mode: `window` (the last K steps re-encoded) or `episode` (whole
     /// episode; O(1) per step for the Decision-Flowformer); default: the run's.
-    #[arg(long, value_name = "window|episode", value_parser = parse_context)]
+    #[arg(long, value_name = "window|episode")]
     context: Option<ContextMode>,
     /// Evaluation seed (same seed, same report); default: the run's `eval.seed`.
     #[arg(long, value_name = "S")]
@@ -55,15 +55,6 @@ pub struct EvalArgs {
     /// Overwrite the --json file if it exists.
     #[arg(long, requires = "json")]
     force: bool,
-}
-
-/// Parses `--context`.
-fn parse_context(s: &str) -> Result<ContextMode, String> {
-    match s {
-        "window" => Ok(ContextMode::Window),
-        "episode" => Ok(ContextMode::Episode),
-        other => Err(format!("expected `window` or `episode`, found `{other}`")),
-    }
 }
 
 /// The files of `run` that evaluating `loaded` reads: its config, training log,

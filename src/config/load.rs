@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use toml::{Table, Value};
 
+use super::locate::{friendly, unknown_field, Document, Syntax};
 use super::{Config, ConfigError, KeySource};
 
 /// One `--set key.path=value` override, applied to the TOML table before it is read
@@ -121,24 +122,22 @@ pub(super) fn parse(
     origin: &str,
     overrides: &[Override],
 ) -> Result<Config, ConfigError> {
-    let mut table: Table = text.parse().map_err(|e: toml::de::Error| {
-        let (line, column) = e
-            .span()
-            .map(|s| line_column(text, s.start))
-            .unwrap_or((1, 1));
-        ConfigError::Syntax {
-            origin: origin.to_string(),
-            line,
-            column,
-            message: integer_hint(e.message().trim()),
-        }
-    })?;
+    let syntax = |e: Syntax| ConfigError::Syntax {
+        origin: origin.to_string(),
+        line: e.line,
+        column: e.column,
+        message: integer_hint(&e.message),
+    };
+    let doc = Document::parse(text).map_err(syntax)?;
+    let mut table: Table = doc
+        .deserialize()
+        .map_err(|e| syntax(Syntax::new(text, &e)))?;
     for o in overrides {
         o.apply(&mut table)?;
     }
     let config: Config = Value::Table(table)
         .try_into()
-        .map_err(|e| key_error(&e, text, origin, overrides))?;
+        .map_err(|e| key_error(&e, &doc, origin, overrides))?;
     let mut problems = config.problems();
     if problems.is_empty() {
         return Ok(config);
@@ -146,7 +145,7 @@ pub(super) fn parse(
     for p in &mut problems {
         let base = p.key.split('[').next().unwrap_or(&p.key);
         let path: Vec<String> = base.split('.').map(str::to_string).collect();
-        p.location = locate(text, &path, overrides);
+        p.location = locate(&doc, &path, overrides);
     }
     Err(ConfigError::Invalid {
         origin: origin.to_string(),
@@ -170,7 +169,12 @@ fn integer_hint(message: &str) -> String {
 }
 
 /// Turns a deserialisation error into one naming the full dotted key.
-fn key_error(e: &toml::de::Error, text: &str, origin: &str, overrides: &[Override]) -> ConfigError {
+fn key_error(
+    e: &toml::de::Error,
+    doc: &Document<'_>,
+    origin: &str,
+    overrides: &[Override],
+) -> ConfigError {
     // Errors from a `toml::Value` carry no span; their display ends with
     // "in `dotted.key`" when the key is known.
     let shown = e.to_string();
@@ -181,23 +185,17 @@ fn key_error(e: &toml::de::Error, text: &str, origin: &str, overrides: &[Overrid
         .and_then(|l| l.strip_suffix('`'))
         .map(|k| k.split('.').map(str::to_string).collect())
         .unwrap_or_default();
-    let raw = e.message().trim();
-    let message = match raw.strip_prefix("unknown field ") {
-        Some(rest) => {
-            let mut names = backticked(rest);
+    let message = match unknown_field(e.message()) {
+        Some((key, valid)) => {
             let section = if path.is_empty() {
                 "at the top level".to_string()
             } else {
                 format!("in [{}]", path.join("."))
             };
-            if names.is_empty() {
-                raw.to_string()
-            } else {
-                path.push(names.remove(0));
-                format!("unknown key; valid keys {section}: {}", names.join(", "))
-            }
+            path.push(key);
+            format!("unknown key; valid keys {section}: {}", valid.join(", "))
         }
-        None => friendly(raw),
+        None => friendly(e.message()),
     };
     let key = if path.is_empty() {
         "(top level)".to_string()
@@ -207,68 +205,17 @@ fn key_error(e: &toml::de::Error, text: &str, origin: &str, overrides: &[Overrid
     ConfigError::Key {
         origin: origin.to_string(),
         key,
-        location: locate(text, &path, overrides),
+        location: locate(doc, &path, overrides),
         message,
     }
 }
 
-/// The strings between backticks in `s`, in order.
-fn backticked(s: &str) -> Vec<String> {
-    s.split('`')
-        .enumerate()
-        .filter(|(i, _)| i % 2 == 1)
-        .map(|(_, part)| part.to_string())
-        .collect()
-}
-
-/// Serde's type names in words.
-fn friendly(message: &str) -> String {
-    const WORDS: [(&str, &str); 4] = [
-        ("expected usize", "expected an integer >= 0"),
-        ("expected u64", "expected an integer >= 0"),
-        ("expected f64", "expected a number"),
-        ("expected a sequence", "expected an array"),
-    ];
-    let mut out = message.to_string();
-    for (from, to) in WORDS {
-        if out.ends_with(from) {
-            out = format!("{}{to}", &out[..out.len() - from.len()]);
-        }
-    }
-    out
-}
-
 /// Where the value of `path` was written: the last `--set` that covers it, else its
-/// line in `text`.
-fn locate(text: &str, path: &[String], overrides: &[Override]) -> KeySource {
+/// line in the file.
+fn locate(doc: &Document<'_>, path: &[String], overrides: &[Override]) -> KeySource {
     if let Some(o) = overrides.iter().rev().find(|o| o.covers(path)) {
         return KeySource::Override(o.arg.clone());
     }
-    line_of(text, path).map_or(KeySource::Unknown, KeySource::Line)
-}
-
-/// The 1-based line of the key `path` in `text`.
-fn line_of(text: &str, path: &[String]) -> Option<usize> {
-    let doc = toml::de::DeTable::parse(text).ok()?;
-    let mut table = doc.get_ref();
-    let mut start = None;
-    for (i, segment) in path.iter().enumerate() {
-        let (key, value) = table
-            .iter()
-            .find(|(k, _)| k.get_ref().as_ref() == segment.as_str())?;
-        start = Some(key.span().start);
-        if i + 1 < path.len() {
-            table = value.get_ref().as_table()?;
-        }
-    }
-    start.map(|s| line_column(text, s).0)
-}
-
-/// 1-based line and column (in characters) of byte offset `at` in `text`.
-fn line_column(text: &str, at: usize) -> (usize, usize) {
-    let at = at.min(text.len());
-    let before = text.get(..at).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+    doc.line_of(&path.join("."))
+        .map_or(KeySource::Unknown, KeySource::Line)
 }

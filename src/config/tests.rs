@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use flowrl_agents::named::Named;
 
 const COLLECT: &str = "[dataset]\nenv = \"Pendulum-v1\"\ntier = \"medium-expert\"\n";
 
@@ -137,10 +138,11 @@ fn unknown_agent_kind_lists_the_kinds() {
         shown.contains("`agent.context_mode` (line 5): invalid type: integer `3`"),
         "{shown}"
     );
-    for (i, name) in AgentKind::NAMES.iter().enumerate() {
+    let names = AgentKind::names();
+    for (i, name) in names.iter().enumerate() {
         let kind: AgentKind = name.parse().unwrap();
         assert_eq!(kind.to_string(), *name);
-        assert_eq!(AgentKind::NAMES.iter().position(|n| n == name), Some(i));
+        assert_eq!(names.iter().position(|n| n == name), Some(i));
     }
     assert_eq!("episode".parse(), Ok(ContextMode::Episode));
 }

@@ -8,8 +8,6 @@ pub mod report;
 pub mod rollout;
 pub mod run;
 
-use flowrl_agents::acting::ContextMode;
-
 pub use report::{EvalReport, MeanStd, References, TargetResult};
 pub use rollout::{
     continuous_action, episode_seeds, run_seeded, run_target, ActionChoice, EpisodeOutcome, Policy,
@@ -25,22 +23,6 @@ pub struct EvalPlan {
     pub targets: Vec<f64>,
     /// Training step of the evaluated parameters, recorded in the report.
     pub checkpoint_step: Option<u64>,
-}
-
-/// The config's context mode as the agents crate's.
-pub fn context_mode(mode: crate::config::ContextMode) -> ContextMode {
-    match mode {
-        crate::config::ContextMode::Window => ContextMode::Window,
-        crate::config::ContextMode::Episode => ContextMode::Episode,
-    }
-}
-
-/// The name of a context mode (`window`, `episode`).
-pub fn context_name(mode: ContextMode) -> &'static str {
-    match mode {
-        ContextMode::Window => "window",
-        ContextMode::Episode => "episode",
-    }
 }
 
 /// Runs every target of `plan` with `policy` and summarises them. With `show_progress`
@@ -72,15 +54,10 @@ pub fn evaluate(
     }
     bar.finish_and_clear();
     let cfg = policy.agent.config();
-    let kind = match cfg.kind {
-        flowrl_agents::agent::AgentKind::DecisionFlowformer => "decision-flowformer",
-        flowrl_agents::agent::AgentKind::DecisionTransformer => "decision-transformer",
-        flowrl_agents::agent::AgentKind::MlpBc => "mlp-bc",
-    };
     Ok(EvalReport {
         env_id: s.env_id.clone(),
-        agent: kind.into(),
-        context: context_name(s.context).into(),
+        agent: cfg.kind.to_string(),
+        context: s.context.to_string(),
         context_note: rollout::context_note(cfg.kind, s.context, cfg.context),
         seed: s.seed,
         checkpoint_step: plan.checkpoint_step,

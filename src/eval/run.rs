@@ -9,10 +9,7 @@ use flowrl_agents::acting::ContextMode;
 use flowrl_agents::agent::Agent;
 
 use super::report::Scalars;
-use super::{
-    context_mode, context_name, evaluate, ActionChoice, EvalPlan, EvalReport, Policy,
-    RolloutSettings,
-};
+use super::{evaluate, ActionChoice, EvalPlan, EvalReport, Policy, RolloutSettings};
 use crate::config::Config;
 use crate::train::{ActionScaling, Preprocessing};
 
@@ -53,9 +50,7 @@ pub fn plan_for(config: &Config, pre: &Preprocessing, over: &EvalOverrides) -> E
     let settings = RolloutSettings {
         env_id,
         episodes: over.episodes.unwrap_or(config.eval.episodes).max(1),
-        context: over
-            .context
-            .unwrap_or_else(|| context_mode(config.eval_context_mode())),
+        context: over.context.unwrap_or_else(|| config.eval_context_mode()),
         seed: over.seed.unwrap_or(config.eval.seed),
         choice: over.choice.unwrap_or(ActionChoice::Greedy),
         delayed_reward: pre.delayed_reward,
@@ -136,10 +131,8 @@ pub fn policy_of<'a>(agent: &'a Agent<f32, Cpu>, pre: &'a Preprocessing) -> Poli
 /// Where `flowrl eval` and the training hook write the JSON report of an evaluation:
 /// `<run>/eval/step-<N>-<context>-seed-<S>.json`.
 pub fn report_file(run: &Path, step: u64, context: ContextMode, seed: u64) -> PathBuf {
-    run.join(crate::train::run_dir::EVAL_DIR).join(format!(
-        "step-{step}-{}-seed-{seed}.json",
-        context_name(context)
-    ))
+    run.join(crate::train::run_dir::EVAL_DIR)
+        .join(format!("step-{step}-{context}-seed-{seed}.json"))
 }
 
 /// Writes `report` as JSON to `path` atomically (its folder created if need be).

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::config::locate::{friendly, unknown_field, Document};
 use crate::config::ConfigError;
 
 /// Why a suite config could not be loaded.
@@ -56,9 +57,110 @@ pub enum SuiteError {
     },
 }
 
+/// The keys of one suite file, to name the key at fault and its line in errors.
+pub(super) struct Keys<'a> {
+    /// The parsed file.
+    pub doc: &'a Document<'a>,
+    /// The file name.
+    pub origin: &'a str,
+}
+
+impl Keys<'_> {
+    /// The error of the value at `key` (e.g. `env[1].targets`).
+    pub fn error(&self, key: &str, message: impl Into<String>) -> SuiteError {
+        SuiteError::Key {
+            origin: self.origin.to_string(),
+            key: key.to_string(),
+            line: self.doc.line_of(key),
+            message: message.into(),
+        }
+    }
+
+    /// `value`, which is required at `key`: `what` says what it is.
+    pub fn required<T>(
+        &self,
+        key: &str,
+        value: Option<T>,
+        what: impl fmt::Display,
+    ) -> Result<T, SuiteError> {
+        value.ok_or_else(|| self.error(key, format!("required: {what}")))
+    }
+
+    /// serde's error as the key at fault, its line, and what was expected against
+    /// what was found (an unknown key: the valid keys of its table).
+    pub fn serde_error(&self, e: &toml::de::Error) -> SuiteError {
+        let at = e.span().map(|s| s.start);
+        let mut key = at.map(|at| self.doc.key_at(at)).unwrap_or_default();
+        let message = match unknown_field(e.message()) {
+            Some((name, valid)) => {
+                // The span of an unknown field is the key's own.
+                if key.is_empty() {
+                    key = name;
+                }
+                let section = match key.rsplit_once('.') {
+                    Some((table, _)) => format!("in `{table}`"),
+                    None => "at the top level".to_string(),
+                };
+                format!("unknown key; valid keys {section}: {}", valid.join(", "))
+            }
+            None => expected_found(&friendly(e.message())),
+        };
+        SuiteError::Key {
+            origin: self.origin.to_string(),
+            key: if key.is_empty() {
+                "(top level)".into()
+            } else {
+                key
+            },
+            line: at.map(|at| self.doc.line(at)),
+            message,
+        }
+    }
+
+    /// The experiment config that the settings of `blamed` (a suite key such as
+    /// `agent[0]`, written at `key`) give is invalid.
+    pub fn experiment(&self, blamed: String, key: &str, e: &ConfigError) -> SuiteError {
+        SuiteError::Experiment {
+            origin: self.origin.to_string(),
+            key: blamed,
+            line: self.doc.line_of(key),
+            message: experiment_problems(e),
+        }
+    }
+}
+
+/// serde's "invalid type: integer `0`, expected X" (or "invalid value: ...") as
+/// "expected X, found the integer 0".
+fn expected_found(message: &str) -> String {
+    const WORDS: [(&str, &str); 6] = [
+        ("integer `", "the integer "),
+        ("floating point `", "the number "),
+        ("boolean `", "the boolean "),
+        ("string ", "the string "),
+        ("sequence", "an array"),
+        ("map", "a table"),
+    ];
+    let Some((found, expected)) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|m| m.split_once(", expected "))
+    else {
+        return message.to_string();
+    };
+    let found = WORDS
+        .iter()
+        .find_map(|(from, to)| {
+            found
+                .strip_prefix(from)
+                .map(|rest| format!("{to}{}", rest.strip_suffix('`').unwrap_or(rest)))
+        })
+        .unwrap_or_else(|| found.to_string());
+    format!("expected {expected}, found {found}")
+}
+
 /// The problems of an experiment config built by a suite, each naming its config key
 /// (without the `--set` wording: the suite key is named instead).
-pub fn experiment_problems(e: &ConfigError) -> String {
+fn experiment_problems(e: &ConfigError) -> String {
     match e {
         ConfigError::Invalid { problems, .. } => problems
             .iter()

@@ -21,11 +21,11 @@
 
 pub mod entry;
 pub mod error;
+mod file;
 pub mod record;
 pub mod report;
 pub mod runner;
 pub mod spec;
-mod toml_reader;
 
 pub use entry::{Entry, EntryState, Filter};
 pub use error::SuiteError;

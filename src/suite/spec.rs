@@ -2,13 +2,14 @@
 //! base experiment config (format in `configs/suite/README.md`).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+use flowrl_agents::named::Named;
 use toml::{Table, Value};
 
-use super::error::SuiteError;
-use super::toml_reader::{index, join, leaves, line_column, Reader, Segment};
-use crate::config::{AgentKind, Config, ContextMode, Override, TIERS};
+use super::error::{Keys, SuiteError};
+use super::file::{Int, List, Number, SuiteFile, Text, Tier};
+use crate::config::locate::Document;
+use crate::config::{AgentKind, Config, ContextMode, Override};
 
 /// Episodes per target when `[eval] episodes` is absent.
 pub const DEFAULT_EVAL_EPISODES: u64 = 100;
@@ -80,8 +81,6 @@ pub struct AgentSpec {
 pub struct SuiteSpec {
     /// The suite file.
     pub path: PathBuf,
-    /// Its text (kept to locate keys in errors).
-    text: String,
     /// Name (default: the file stem).
     pub name: String,
     /// Output folder (datasets, runs, results, report).
@@ -119,61 +118,51 @@ impl SuiteSpec {
             error,
         })?;
         let origin = path.display().to_string();
-        let table: Table = text.parse().map_err(|e: toml::de::Error| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_column(&text, s.start))
-                .unwrap_or((1, 1));
-            SuiteError::Syntax {
-                origin: origin.clone(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }
+        let doc = Document::parse(&text).map_err(|e| SuiteError::Syntax {
+            origin: origin.clone(),
+            line: e.line,
+            column: e.column,
+            message: e.message,
         })?;
-        let r = Reader::new(&text, &origin);
-        let mut spec = Self::read(&r, &table, path, cli_set)?;
-        spec.text = text;
-        spec.check_entries()?;
+        let keys = Keys {
+            doc: &doc,
+            origin: &origin,
+        };
+        let file = doc.deserialize().map_err(|e| keys.serde_error(&e))?;
+        let spec = Self::read(&keys, file, path, cli_set)?;
+        spec.check_entries(&keys)?;
         Ok(spec)
     }
 
     fn read(
-        r: &Reader<'_>,
-        top: &Table,
+        keys: &Keys<'_>,
+        file: SuiteFile,
         path: &Path,
         cli_set: &[String],
     ) -> Result<Self, SuiteError> {
-        r.only_keys(
-            top,
-            &[],
-            &["suite", "dataset", "eval", "base", "env", "agent"],
-        )?;
-        let at = |k: &str| vec![Segment::Key(k.to_string())];
-
-        let suite = r.table(top, &[], "suite")?;
-        r.only_keys(
-            &suite,
-            &at("suite"),
-            &["name", "output", "base_config", "seeds", "tiers"],
-        )?;
-        let name = match r.string(&suite, &at("suite"), "name")? {
-            Some(n) => n,
+        let SuiteFile {
+            suite,
+            dataset,
+            eval,
+            base,
+            env,
+            agent,
+        } = file;
+        let name = match suite.name {
+            Some(Text(n)) => n,
             None => path
                 .file_stem()
                 .map_or("suite".into(), |s| s.to_string_lossy().into_owned()),
         };
-        let output = r
-            .string(&suite, &at("suite"), "output")?
-            .map_or_else(|| Path::new("runs/suite").join(&name), PathBuf::from);
+        let output = suite
+            .output
+            .map_or_else(|| Path::new("runs/suite").join(&name), |Text(o)| o.into());
         let folder = path.parent().unwrap_or(Path::new(""));
-        let base_config = r
-            .string(&suite, &at("suite"), "base_config")?
-            .map(|p| folder.join(p));
+        let base_config = suite.base_config.map(|Text(p)| folder.join(p));
         let base_text = match &base_config {
             Some(p) => std::fs::read_to_string(p).map_err(|source| {
-                r.error(
-                    &join(&at("suite"), "base_config"),
+                keys.error(
+                    "suite.base_config",
                     format!(
                         "cannot read the base experiment config {}: {source}",
                         p.display()
@@ -182,185 +171,138 @@ impl SuiteSpec {
             })?,
             None => String::new(),
         };
-        let seeds = r.integers(&suite, &at("suite"), "seeds")?.ok_or_else(|| {
-            r.error(
-                &join(&at("suite"), "seeds"),
-                "required: training seeds, e.g. [0, 1, 2]",
-            )
-        })?;
-        let tiers = r.names(&suite, &at("suite"), "tiers", &TIERS)?;
-
-        let dataset = r.table(top, &[], "dataset")?;
-        r.only_keys(&dataset, &at("dataset"), &["episodes", "seed"])?;
-        let dataset_episodes = r
-            .integer(&dataset, &at("dataset"), "episodes", 1)?
-            .unwrap_or(DEFAULT_DATASET_EPISODES);
-        let dataset_seed = r.integer(&dataset, &at("dataset"), "seed", 0)?.unwrap_or(0);
-
-        let eval = r.table(top, &[], "eval")?;
-        r.only_keys(&eval, &at("eval"), &["episodes", "seed"])?;
-        let eval_episodes = r
-            .integer(&eval, &at("eval"), "episodes", 1)?
-            .unwrap_or(DEFAULT_EVAL_EPISODES);
-        let eval_seed = r
-            .integer(&eval, &at("eval"), "seed", 0)?
-            .unwrap_or(DEFAULT_EVAL_SEED);
-
-        let base = settings(r, &r.table(top, &[], "base")?, &at("base"))?;
+        let List(seeds) =
+            keys.required("suite.seeds", suite.seeds, "training seeds, e.g. [0, 1, 2]")?;
+        let seeds: Vec<u64> = seeds.into_iter().map(|Int(s)| s).collect();
+        let tiers = suite.tiers.map(tier_names);
+        let dataset_episodes = dataset
+            .episodes
+            .map_or(DEFAULT_DATASET_EPISODES, |Int(n)| n);
+        let dataset_seed = dataset.seed.map_or(0, |Int(s)| s);
+        let eval_episodes = eval.episodes.map_or(DEFAULT_EVAL_EPISODES, |Int(n)| n);
+        let eval_seed = eval.seed.map_or(DEFAULT_EVAL_SEED, |Int(s)| s);
+        let base = settings(keys, "base", &base)?;
 
         let mut envs = Vec::new();
-        for (i, t) in r.tables(top, &[], "env")?.iter().enumerate() {
-            let p = index(&at("env"), i);
-            r.only_keys(
-                t,
-                &p,
-                &[
-                    "id",
-                    "targets",
-                    "tiers",
-                    "dataset_episodes",
-                    "set",
-                    "warm_start",
-                ],
-            )?;
-            let id = r
-                .string(t, &p, "id")?
-                .ok_or_else(|| r.error(&join(&p, "id"), "required: an environment id"))?;
-            if let Err(e) = flowrl_envs::make(&id) {
-                return Err(r.error(&join(&p, "id"), e.to_string()));
+        let env = env.filter(|s| !s.is_empty());
+        let env = keys.required("env", env, "one or more `[[env]]` sections")?;
+        for (i, e) in env.into_iter().enumerate() {
+            let key = |k: &str| format!("env[{i}].{k}");
+            let Text(id) = keys.required(&key("id"), e.id, "an environment id")?;
+            if let Err(err) = flowrl_envs::make(&id) {
+                return Err(keys.error(&key("id"), err.to_string()));
             }
             if envs.iter().any(|e: &EnvSpec| e.id == id) {
-                return Err(r.error(&join(&p, "id"), format!("`{id}` is listed twice")));
+                return Err(keys.error(&key("id"), format!("`{id}` is listed twice")));
             }
-            let targets = r.numbers(t, &p, "targets")?.ok_or_else(|| {
-                r.error(
-                    &join(&p, "targets"),
-                    "required: target returns, e.g. [-150, -400]",
-                )
-            })?;
-            let tiers = match (r.names(t, &p, "tiers", &TIERS)?, &tiers) {
+            let List(targets) = keys.required(
+                &key("targets"),
+                e.targets,
+                "target returns, e.g. [-150, -400]",
+            )?;
+            let tiers = match (e.tiers.map(tier_names), &tiers) {
                 (Some(own), _) => own,
                 (None, Some(all)) => all.clone(),
                 (None, None) => {
-                    return Err(r.error(
-                        &join(&p, "tiers"),
+                    return Err(keys.error(
+                        &key("tiers"),
                         "required here or as `suite.tiers`: dataset tiers, e.g. [\"medium\"]",
                     ))
                 }
             };
-            let dataset_episodes = r
-                .integer(t, &p, "dataset_episodes", 1)?
-                .unwrap_or(dataset_episodes);
-            let set = settings(r, &r.table(t, &p, "set")?, &join(&p, "set"))?;
-            let warm_start = match r.string(t, &p, "warm_start")? {
+            let set = settings(keys, &key("set"), &e.set)?;
+            let warm_start = match e.warm_start {
                 None => None,
-                Some(from) => Some(warm_start_source(r, &envs, &p, &from, &tiers)?),
+                Some(Text(from)) => Some(warm_start_source(
+                    keys,
+                    &envs,
+                    &key("warm_start"),
+                    &from,
+                    &tiers,
+                )?),
             };
             envs.push(EnvSpec {
                 id,
-                targets,
+                targets: targets.into_iter().map(|Number(t)| t).collect(),
                 tiers,
-                dataset_episodes,
+                dataset_episodes: e.dataset_episodes.map_or(dataset_episodes, |Int(n)| n),
                 set,
                 warm_start,
             });
         }
 
         let mut agents = Vec::new();
-        for (i, t) in r.tables(top, &[], "agent")?.iter().enumerate() {
-            let p = index(&at("agent"), i);
-            r.only_keys(
-                t,
-                &p,
-                &[
-                    "name",
-                    "kind",
-                    "context",
-                    "context_mode",
-                    "eval_context_mode",
-                    "set",
-                ],
-            )?;
-            let name = r.string(t, &p, "name")?.ok_or_else(|| {
-                r.error(
-                    &join(&p, "name"),
-                    "required: a column label, e.g. \"dff-k20\"",
-                )
-            })?;
+        let agent = agent.filter(|s| !s.is_empty());
+        let agent = keys.required("agent", agent, "one or more `[[agent]]` sections")?;
+        for (i, a) in agent.into_iter().enumerate() {
+            let key = |k: &str| format!("agent[{i}].{k}");
+            let Text(name) =
+                keys.required(&key("name"), a.name, "a column label, e.g. \"dff-k20\"")?;
             if !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
                 || name.starts_with('.')
             {
-                return Err(r.error(
-                    &join(&p, "name"),
+                return Err(keys.error(
+                    &key("name"),
                     format!(
                         "expected letters, digits and - _ . + (it names folders), found \"{name}\""
                     ),
                 ));
             }
             if agents.iter().any(|a: &AgentSpec| a.name == name) {
-                return Err(r.error(&join(&p, "name"), format!("`{name}` is listed twice")));
+                return Err(keys.error(&key("name"), format!("`{name}` is listed twice")));
             }
-            let kind_name = r.string(t, &p, "kind")?.ok_or_else(|| {
-                r.error(
-                    &join(&p, "kind"),
-                    format!("required: one of {}", AgentKind::NAMES.join(", ")),
-                )
-            })?;
-            let kind =
-                AgentKind::from_str(&kind_name).map_err(|e| r.error(&join(&p, "kind"), e))?;
+            let one_of = format!("one of {}", AgentKind::names().join(", "));
+            let Text(kind) = keys.required(&key("kind"), a.kind, one_of)?;
+            let kind: AgentKind = kind.parse().map_err(|e| keys.error(&key("kind"), e))?;
             let mut set = vec![Setting::new("agent.kind", kind.name())];
-            if let Some(k) = r.integer(t, &p, "context", 1)? {
+            if let Some(Int(k)) = a.context {
                 set.push(Setting::new("agent.context", k as i64));
             }
-            for (key, target) in [
-                ("context_mode", "agent.context_mode"),
-                ("eval_context_mode", "eval.context_mode"),
+            for (mode, field, target) in [
+                (a.context_mode, "context_mode", "agent.context_mode"),
+                (
+                    a.eval_context_mode,
+                    "eval_context_mode",
+                    "eval.context_mode",
+                ),
             ] {
-                if let Some(mode) = r.string(t, &p, key)? {
-                    let mode =
-                        ContextMode::from_str(&mode).map_err(|e| r.error(&join(&p, key), e))?;
+                if let Some(Text(mode)) = mode {
+                    let mode: ContextMode = mode.parse().map_err(|e| keys.error(&key(field), e))?;
                     set.push(Setting::new(target, mode.name()));
                 }
             }
-            set.extend(settings(r, &r.table(t, &p, "set")?, &join(&p, "set"))?);
+            set.extend(settings(keys, &key("set"), &a.set)?);
             agents.push(AgentSpec { name, kind, set });
         }
 
         let mut cli = Vec::new();
         for arg in cli_set {
-            let o: Override = arg.parse().map_err(|e| SuiteError::Key {
+            let cli_error = |key: String, message: String| SuiteError::Key {
                 origin: "command line".into(),
-                key: "--set".into(),
+                key,
                 line: None,
-                message: format!("{e}"),
-            })?;
+                message,
+            };
+            let o: Override = arg
+                .parse()
+                .map_err(|e| cli_error("--set".into(), format!("{e}")))?;
             let key = o.key();
             if let Some(reserved) = reserved(&key) {
-                return Err(SuiteError::Key {
-                    origin: "command line".into(),
-                    key: format!("--set {arg}"),
-                    line: None,
-                    message: reserved,
-                });
+                return Err(cli_error(format!("--set {arg}"), reserved));
             }
-            match o.value() {
-                Some(v) => cli.push(Setting::new(&key, v.clone())),
-                None => {
-                    return Err(SuiteError::Key {
-                        origin: "command line".into(),
-                        key: format!("--set {arg}"),
-                        line: None,
-                        message: "expected a value after `=` (a suite cannot remove keys)".into(),
-                    })
-                }
-            }
+            let Some(value) = o.value() else {
+                return Err(cli_error(
+                    format!("--set {arg}"),
+                    "expected a value after `=` (a suite cannot remove keys)".into(),
+                ));
+            };
+            cli.push(Setting::new(&key, value.clone()));
         }
 
         Ok(SuiteSpec {
             path: path.to_path_buf(),
-            text: String::new(),
             name,
             output,
             base_config,
@@ -424,7 +366,7 @@ impl SuiteSpec {
 
     /// Checks that every part of the matrix gives a valid experiment config, naming
     /// the suite key (`base`, `env[i]`, `agent[j]`) whose settings break it.
-    fn check_entries(&self) -> Result<(), SuiteError> {
+    fn check_entries(&self, keys: &Keys<'_>) -> Result<(), SuiteError> {
         let tier = |e: &EnvSpec| e.tiers[0].clone();
         let seed = self.seeds[0];
         let plain = AgentSpec {
@@ -436,13 +378,6 @@ impl SuiteSpec {
             set: Vec::new(),
             ..e.clone()
         };
-        let blame = |key: String, path: Vec<Segment>, e| SuiteError::Experiment {
-            origin: self.path.display().to_string(),
-            line: super::toml_reader::line_of(&self.text, &path),
-            key,
-            message: super::error::experiment_problems(&e),
-        };
-        let env_path = |i| index(&[Segment::Key("env".into())], i);
         let first = bare_env(&self.envs[0]);
         let without_cli = SuiteSpec {
             cli: Vec::new(),
@@ -455,32 +390,26 @@ impl SuiteSpec {
         };
         without_cli
             .config(&first, &tier(&first), &plain, seed)
-            .map_err(|e| blame(base_key.into(), vec![Segment::Key("base".into())], e))?;
+            .map_err(|e| keys.experiment(base_key.into(), "base", &e))?;
         for (i, env) in self.envs.iter().enumerate() {
             without_cli
                 .config(env, &tier(env), &plain, seed)
-                .map_err(|e| blame(format!("env[{i}]"), env_path(i), e))?;
+                .map_err(|e| keys.experiment(format!("env[{i}]"), &format!("env[{i}]"), &e))?;
         }
         for (j, agent) in self.agents.iter().enumerate() {
             without_cli
                 .config(&first, &tier(&first), agent, seed)
-                .map_err(|e| {
-                    blame(
-                        format!("agent[{j}]"),
-                        index(&[Segment::Key("agent".into())], j),
-                        e,
-                    )
-                })?;
+                .map_err(|e| keys.experiment(format!("agent[{j}]"), &format!("agent[{j}]"), &e))?;
         }
         for (i, env) in self.envs.iter().enumerate() {
             for (j, agent) in self.agents.iter().enumerate() {
                 self.config(env, &tier(env), agent, seed).map_err(|e| {
-                    let key = if self.cli.is_empty() {
+                    let blamed = if self.cli.is_empty() {
                         format!("env[{i}] with agent[{j}]")
                     } else {
                         format!("env[{i}] with agent[{j}] and --set")
                     };
-                    blame(key, env_path(i), e)
+                    keys.experiment(blamed, &format!("env[{i}]"), &e)
                 })?;
             }
         }
@@ -488,20 +417,19 @@ impl SuiteSpec {
     }
 }
 
-/// The index of `from`, the `warm_start` of the environment at `p` with `tiers`: an
-/// environment listed before it that has every one of those tiers.
+/// The index of `from`, the `warm_start` (at `key`) of an environment with `tiers`:
+/// an environment listed before it that has every one of those tiers.
 fn warm_start_source(
-    r: &Reader<'_>,
+    keys: &Keys<'_>,
     earlier: &[EnvSpec],
-    p: &[Segment],
+    key: &str,
     from: &str,
     tiers: &[String],
 ) -> Result<usize, SuiteError> {
-    let key = join(p, "warm_start");
     let Some(i) = earlier.iter().position(|e| e.id == from) else {
         let known: Vec<&str> = earlier.iter().map(|e| e.id.as_str()).collect();
-        return Err(r.error(
-            &key,
+        return Err(keys.error(
+            key,
             format!(
                 "expected the id of an environment listed before this one (its entries \
                  must be trained first): {}; found \"{from}\"",
@@ -514,26 +442,46 @@ fn warm_start_source(
         ));
     };
     if let Some(missing) = tiers.iter().find(|t| !earlier[i].tiers.contains(t)) {
-        return Err(r.error(
-            &key,
+        return Err(keys.error(
+            key,
             format!("`{from}` has no `{missing}` tier to start this environment's `{missing}` entries from"),
         ));
     }
     Ok(i)
 }
 
-/// The experiment-config keys of a `[base]` or `set` table.
-fn settings(r: &Reader<'_>, table: &Table, path: &[Segment]) -> Result<Vec<Setting>, SuiteError> {
+/// The names of a list of tiers.
+fn tier_names(List(tiers): List<Tier>) -> Vec<String> {
+    tiers.into_iter().map(|Tier(t)| t).collect()
+}
+
+/// The experiment-config keys of the `[base]` or `set` table at `key`.
+fn settings(keys: &Keys<'_>, key: &str, table: &Table) -> Result<Vec<Setting>, SuiteError> {
     let mut out = Vec::new();
-    for (key, value) in leaves(table) {
-        if let Some(message) = reserved(&key) {
-            let mut p = path.to_vec();
-            p.extend(key.split('.').map(|s| Segment::Key(s.to_string())));
-            return Err(r.error(&p, message));
+    for (name, value) in leaves(table) {
+        if let Some(message) = reserved(&name) {
+            return Err(keys.error(&format!("{key}.{name}"), message));
         }
-        out.push(Setting { key, value });
+        out.push(Setting { key: name, value });
     }
     Ok(out)
+}
+
+/// Every leaf of `table` as (dotted key, value); a key written with dots inside
+/// quotes (`"agent.width" = 64`) is split like a dotted key.
+fn leaves(table: &Table) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (key, value) in table {
+        match value {
+            Value::Table(inner) => {
+                for (k, v) in leaves(inner) {
+                    out.push((format!("{key}.{k}"), v));
+                }
+            }
+            other => out.push((key.clone(), other.clone())),
+        }
+    }
+    out
 }
 
 /// Why `key` cannot be set by `[base]`, `set` or `--set`, if it is a matrix key.

@@ -10,7 +10,7 @@ use flowrl_agents::agent::{self, ActionSpace};
 use serde::{Deserialize, Serialize};
 
 use crate::collect::collect_with_bar;
-use crate::config::{AgentKind, Config, ContextMode, DatasetSource};
+use crate::config::{Config, ContextMode, DatasetSource};
 use crate::data::stats::Normalisation;
 use crate::data::windows::{RewardMode, WindowConfig, WindowMode};
 use crate::data::{store, Actions, Dataset, Space};
@@ -204,13 +204,8 @@ pub fn plan(cfg: &Config, ds: &Dataset, sampler_seed: u64) -> anyhow::Result<Pla
         n => n,
     };
     let actions = ActionScaling::of(ds);
-    let kind = match cfg.agent.kind {
-        AgentKind::DecisionFlowformer => agent::AgentKind::DecisionFlowformer,
-        AgentKind::DecisionTransformer => agent::AgentKind::DecisionTransformer,
-        AgentKind::MlpBc => agent::AgentKind::MlpBc,
-    };
     let agent_cfg = agent::AgentConfig {
-        kind,
+        kind: cfg.agent.kind,
         obs_dim: ds.obs_dim(),
         action: actions.space(),
         width: cfg.agent.width,

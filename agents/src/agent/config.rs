@@ -6,11 +6,13 @@ use super::AgentError;
 use crate::attention::{AttentionKind, FlowConfig};
 use crate::backbone::BackboneConfig;
 
-/// Which model an [`super::Agent`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Which model an [`super::Agent`] is. Configs and the command line name it in
+/// kebab-case ([`crate::named`]); the agent config of a checkpoint in snake_case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentKind {
     /// Decision Transformer with causal Flow-Attention (has a recurrent `episode` mode).
+    #[default]
     DecisionFlowformer,
     /// The original Decision Transformer: the same model with causal softmax attention.
     DecisionTransformer,

@@ -27,12 +27,13 @@ pub use load::Override;
 
 /// Names of the behaviour tiers a dataset can be collected at (the names
 /// `flowrl_envs::Tier` parses).
-pub const TIERS: [&str; 5] = [
+pub const TIERS: [&str; 6] = [
     "random",
     "medium",
     "expert",
     "medium-expert",
     "medium-replay",
+    "full-replay",
 ];
 
 /// Episodes collected when `dataset.episodes` is absent.

@@ -370,6 +370,47 @@ fn bad_values_are_located_at_their_line() {
 }
 
 #[test]
+fn agents_restricted_to_some_environments_and_tiers() {
+    let restricted = format!(
+        "{TINY}\n[[agent]]\nname = \"dt-mr\"\nkind = \"decision-transformer\"\n\
+         envs = [\"Pendulum-v1\"]\ntiers = [\"medium-replay\"]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SuiteSpec::load(&write_suite(dir.path(), &restricted), &[]).unwrap();
+    let entries = suite::entry::entries(&spec);
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let env = &spec.envs[e.env].id;
+            format!("{env}/{}/{}", e.tier, spec.agents[e.agent].name)
+        })
+        .collect();
+    // TINY's 6 entries and the restricted agent's one cell.
+    assert_eq!(entries.len(), 7, "{names:?}");
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.ends_with("/dt-mr"))
+            .collect::<Vec<_>>(),
+        ["Pendulum-v1/medium-replay/dt-mr"]
+    );
+    // An id that is not an environment of the suite, a tier none of them has.
+    let err = load_error(&restricted.replace("envs = [\"Pendulum-v1\"]", "envs = [\"Nope-v0\"]"));
+    assert!(
+        err.contains("`agent[2].envs`")
+            && err.contains("Pendulum-v1, TMaze-Passive-L5")
+            && err.contains("found `Nope-v0`"),
+        "{err}"
+    );
+    let err =
+        load_error(&restricted.replace("tiers = [\"medium-replay\"]\n", "tiers = [\"expert\"]\n"));
+    assert!(
+        err.contains("`agent[2].tiers`") && err.contains("found `expert`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn cli_reports_a_bad_suite_config_and_a_bad_filter() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_suite(dir.path(), &TINY.replace("seeds = [0]", "seeds = 0"));

@@ -451,3 +451,9 @@ fn readme_lists_every_key() {
     }
     assert!(missing.is_empty(), "configs/README.md lacks {missing:?}");
 }
+
+#[test]
+fn tier_names_are_every_tier_of_the_environments() {
+    let names: Vec<&str> = flowrl_envs::Tier::ALL.iter().map(|t| t.name()).collect();
+    assert_eq!(crate::config::TIERS.to_vec(), names);
+}

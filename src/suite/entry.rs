@@ -54,7 +54,10 @@ pub fn entries(spec: &SuiteSpec) -> Vec<Entry> {
     for &seed in &spec.seeds {
         for (e, env) in spec.envs.iter().enumerate() {
             for tier in &env.tiers {
-                for a in 0..spec.agents.len() {
+                for (a, agent) in spec.agents.iter().enumerate() {
+                    if !agent.runs(&env.id, tier) {
+                        continue;
+                    }
                     out.push(Entry {
                         env: e,
                         tier: tier.clone(),

@@ -63,6 +63,8 @@ pub(super) struct AgentSection {
     pub context: Option<Int<1>>,
     pub context_mode: Option<Text>,
     pub eval_context_mode: Option<Text>,
+    pub envs: Option<List<Text>>,
+    pub tiers: Option<List<Tier>>,
     pub set: Table,
 }
 
@@ -151,6 +153,15 @@ impl<'de> Deserialize<'de> for Text {
             _ => None,
         };
         scalar(d, &"a non-empty string", check)
+    }
+}
+
+impl Item for Text {
+    const PLURAL: &'static str = "non-empty strings";
+
+    fn repeats(&self, earlier: &[Self]) -> Option<String> {
+        let seen = earlier.iter().any(|e| e.0 == self.0);
+        seen.then(|| format!("`{}` is listed twice", self.0))
     }
 }
 

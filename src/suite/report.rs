@@ -67,11 +67,7 @@ pub fn write_report(
     done: &[(Entry, EntryRecord)],
 ) -> anyhow::Result<PathBuf> {
     let mut md = String::new();
-    let total: usize = spec
-        .envs
-        .iter()
-        .map(|e| e.tiers.len() * spec.agents.len() * spec.seeds.len())
-        .sum();
+    let total = super::entry::entries(spec).len();
     let _ = writeln!(md, "# Suite `{}`\n", spec.name);
     let _ = writeln!(
         md,

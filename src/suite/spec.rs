@@ -74,6 +74,20 @@ pub struct AgentSpec {
     pub kind: AgentKind,
     /// Experiment-config keys of this agent (kind, context, context modes, `set`).
     pub set: Vec<Setting>,
+    /// The environment ids it runs on (`None`: every one).
+    pub envs: Option<Vec<String>>,
+    /// The tiers it runs on (`None`: every one of each environment).
+    pub tiers: Option<Vec<String>>,
+}
+
+impl AgentSpec {
+    /// Whether the matrix has this agent on `env`'s `tier` dataset.
+    pub fn runs(&self, env: &str, tier: &str) -> bool {
+        let allows = |only: &Option<Vec<String>>, v: &str| {
+            only.as_ref().is_none_or(|o| o.iter().any(|x| x == v))
+        };
+        allows(&self.envs, env) && allows(&self.tiers, tier)
+    }
 }
 
 /// A whole suite config.
@@ -274,7 +288,39 @@ impl SuiteSpec {
                 }
             }
             set.extend(settings(keys, &key("set"), &a.set)?);
-            agents.push(AgentSpec { name, kind, set });
+            let only_envs = a.envs.map(|List(ids)| ids.into_iter().map(|Text(id)| id));
+            let only_envs: Option<Vec<String>> = only_envs.map(Iterator::collect);
+            for id in only_envs.iter().flatten() {
+                if !envs.iter().any(|e: &EnvSpec| &e.id == id) {
+                    let ids: Vec<&str> = envs.iter().map(|e| e.id.as_str()).collect();
+                    return Err(keys.error(
+                        &key("envs"),
+                        format!(
+                            "expected ids of `[[env]]` sections ({}), found `{id}`",
+                            ids.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let only_tiers = a.tiers.map(tier_names);
+            for tier in only_tiers.iter().flatten() {
+                let has = |e: &&EnvSpec| {
+                    only_envs.as_ref().is_none_or(|o| o.contains(&e.id)) && e.tiers.contains(tier)
+                };
+                if !envs.iter().any(|e| has(&e)) {
+                    return Err(keys.error(
+                        &key("tiers"),
+                        format!("expected tiers of its environments, found `{tier}`, which none of them has"),
+                    ));
+                }
+            }
+            agents.push(AgentSpec {
+                name,
+                kind,
+                set,
+                envs: only_envs,
+                tiers: only_tiers,
+            });
         }
 
         let mut cli = Vec::new();
@@ -373,6 +419,8 @@ impl SuiteSpec {
             name: String::new(),
             kind: AgentKind::default(),
             set: Vec::new(),
+            envs: None,
+            tiers: None,
         };
         let bare_env = |e: &EnvSpec| EnvSpec {
             set: Vec::new(),

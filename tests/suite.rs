@@ -370,6 +370,57 @@ fn bad_values_are_located_at_their_line() {
 }
 
 #[test]
+fn entries_by_index_and_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_suite(dir.path(), TINY);
+    let out = dir.path().join("out");
+    let ids = |pick: suite::Pick| -> Vec<String> {
+        let listed = suite::run(&SuiteOptions {
+            dry_run: true,
+            pick,
+            ..options(&config, &out)
+        })
+        .unwrap();
+        listed.selected.into_iter().map(|(id, _)| id).collect()
+    };
+    let all = ids(suite::Pick::All);
+    assert_eq!(all.len(), 6);
+    assert_eq!(ids(suite::Pick::Entry(4)), [all[4].clone()]);
+    // Two shards split the entries between them, each once.
+    let first = ids("0/2".parse::<suite::Shard>().unwrap().into());
+    let second = ids("1/2".parse::<suite::Shard>().unwrap().into());
+    assert_eq!(first, [all[0].clone(), all[2].clone(), all[4].clone()]);
+    assert_eq!(second, [all[1].clone(), all[3].clone(), all[5].clone()]);
+    // Indices count the entries left after --filter.
+    let filtered = suite::run(&SuiteOptions {
+        dry_run: true,
+        filters: vec!["agent=mlp-bc".parse().unwrap()],
+        pick: suite::Pick::Entry(1),
+        ..options(&config, &out)
+    })
+    .unwrap();
+    assert_eq!(filtered.selected[0].0, all[3]);
+    let err = suite::run(&SuiteOptions {
+        pick: suite::Pick::Entry(6),
+        ..options(&config, &out)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("--entry 6") && err.contains("from 0 to 5"),
+        "{err}"
+    );
+    // Running one entry runs it alone; running it again does nothing.
+    let one = SuiteOptions {
+        pick: suite::Pick::Entry(4),
+        ..options(&config, &out)
+    };
+    assert_eq!(suite::run(&one).unwrap().ran, 1);
+    assert_eq!(result_files(&out).len(), 1);
+    assert_eq!(suite::run(&one).unwrap().ran, 0);
+}
+
+#[test]
 fn agents_restricted_to_some_environments_and_tiers() {
     let restricted = format!(
         "{TINY}\n[[agent]]\nname = \"dt-mr\"\nkind = \"decision-transformer\"\n\

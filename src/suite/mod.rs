@@ -22,6 +22,7 @@
 pub mod entry;
 pub mod error;
 mod file;
+pub mod pick;
 pub mod record;
 pub mod report;
 pub mod runner;
@@ -29,6 +30,7 @@ pub mod spec;
 
 pub use entry::{Entry, EntryState, Filter};
 pub use error::SuiteError;
+pub use pick::{Pick, Shard};
 pub use record::EntryRecord;
 pub use runner::{run, SuiteOptions, SuiteOutcome};
 pub use spec::SuiteSpec;

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use flowrl_envs::Tier;
 
 use super::entry::{entries, same_config, same_training, Entry, EntryState, Filter};
+use super::pick::Pick;
 use super::record::{DatasetFacts, EntryRecord, TrainFacts, RECORD_FORMAT};
 use super::report::write_report;
 use super::spec::SuiteSpec;
@@ -32,6 +33,8 @@ pub struct SuiteOptions {
     pub out: Option<PathBuf>,
     /// Entries to run: all conditions must hold (none: every entry).
     pub filters: Vec<Filter>,
+    /// Which of the filtered entries to run (`--entry`, `--shard`).
+    pub pick: Pick,
     /// `--set key=value` experiment-config keys for every entry.
     pub set: Vec<String>,
     /// List the entries and their state; run nothing and write nothing.
@@ -61,19 +64,26 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<SuiteOutcome> {
     for f in &opts.filters {
         f.check(&spec, &all)?;
     }
-    let mut selected = Vec::new();
-    for entry in all
+    let filtered: Vec<&Entry> = all
         .iter()
         .filter(|e| opts.filters.iter().all(|f| f.accepts(&spec, e)))
-    {
+        .collect();
+    opts.pick.check(filtered.len())?;
+    let mut selected = Vec::new();
+    let mut indices = Vec::new();
+    for (index, entry) in filtered.into_iter().enumerate() {
+        if !opts.pick.picks(index) {
+            continue;
+        }
         let config = entry.config(&spec)?;
         let state = entry.state(&out, &spec, &config)?;
         selected.push((entry.clone(), config, state));
+        indices.push(index);
     }
     let listing: Vec<(String, EntryState)> =
         selected.iter().map(|(e, _, s)| (e.id(&spec), *s)).collect();
     if opts.dry_run {
-        print_listing(&spec, &out, &listing, all.len());
+        print_listing(&spec, &out, &listing, &indices, all.len());
         return Ok(SuiteOutcome {
             out,
             selected: listing,
@@ -239,7 +249,14 @@ fn clock(secs: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-fn print_listing(spec: &SuiteSpec, out: &Path, listing: &[(String, EntryState)], total: usize) {
+/// Prints the selected entries, each with its index (what `--entry` takes) and state.
+fn print_listing(
+    spec: &SuiteSpec,
+    out: &Path,
+    listing: &[(String, EntryState)],
+    indices: &[usize],
+    total: usize,
+) {
     println!(
         "suite {} ({}): {} of {} entries selected; output {}",
         spec.name,
@@ -248,8 +265,8 @@ fn print_listing(spec: &SuiteSpec, out: &Path, listing: &[(String, EntryState)],
         total,
         out.display()
     );
-    for (id, state) in listing {
-        println!("  {:<8} {id}", state.name());
+    for ((id, state), index) in listing.iter().zip(indices) {
+        println!("  {index:>4}  {:<8} {id}", state.name());
     }
     for state in [
         EntryState::Done,

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod eval;
 pub mod fuzz;
 pub mod limits;
+pub mod lock;
 pub mod logging;
 pub mod plot;
 pub mod progress;

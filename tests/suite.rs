@@ -585,8 +585,21 @@ fn warm_start_entries_start_from_the_earlier_environments_trained_models() {
         "{err}"
     );
 
+    // The failure is recorded, and the report lists the entry as failed with its error.
+    let failed = "TMaze-Passive-L9/medium-expert/dff-ep/seed0";
+    let failure = out.join(format!("failures/{failed}.txt"));
+    assert!(std::fs::read_to_string(&failure)
+        .unwrap()
+        .contains("not finished"));
+    let md = std::fs::read_to_string(suite::report(&options(&config, &out)).unwrap()).unwrap();
+    let row = format!("| {failed} | failed | suite entry {failed} starts from");
+    assert!(md.contains(&row), "no `{row}` in:\n{md}");
+
     let done = suite::run(&options(&config, &out)).unwrap();
     assert_eq!(done.ran, 4);
+    assert!(!failure.exists(), "a finished entry's failure is forgotten");
+    let md = std::fs::read_to_string(done.report.unwrap()).unwrap();
+    assert!(!md.contains("Unfinished"), "{md}");
     // The same output folder by another name: warm starts name run folders in it, yet
     // nothing is stale or run again.
     #[cfg(unix)]

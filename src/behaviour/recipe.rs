@@ -21,6 +21,7 @@ use super::checkpoint;
 use super::config::ArsConfig;
 use super::run::{self, rollouts_path, TrainOptions};
 use crate::digest::{sha256_bytes, sha256_file};
+use crate::lock::Lock;
 
 /// A recipe's file in a set.
 pub const RECIPE_FILE: &str = "training.json";
@@ -136,7 +137,15 @@ impl Recipe {
         let dir = self.cache_dir()?;
         let path = rollouts_path(&dir, iteration);
         if !path.is_file() {
-            self.regenerate(&dir, iteration)?;
+            // Several processes may need the same rollouts: one regenerates them, the
+            // others wait and find them made.
+            let _lock = Lock::acquire(
+                &crate::lock::beside(&dir),
+                &format!("the regeneration of {}", dir.display()),
+            )?;
+            if !path.is_file() {
+                self.regenerate(&dir, iteration)?;
+            }
         }
         let found = sha256_file(&path).with_context(|| {
             format!(

@@ -112,6 +112,16 @@ impl Entry {
         out.join("results").join(format!("{}.json", self.id(spec)))
     }
 
+    /// The lock its worker holds while it runs the entry (see [`crate::lock`]).
+    pub fn lock_file(&self, out: &Path, spec: &SuiteSpec) -> PathBuf {
+        out.join("locks").join(format!("{}.lock", self.id(spec)))
+    }
+
+    /// The error of its last failed attempt (removed when the entry finishes).
+    pub fn failure_file(&self, out: &Path, spec: &SuiteSpec) -> PathBuf {
+        out.join("failures").join(format!("{}.txt", self.id(spec)))
+    }
+
     /// The entry's state given its resolved `config`.
     pub fn state(
         &self,
@@ -181,6 +191,14 @@ enum FilterKey {
     Seed,
 }
 
+/// The `--filter` keys by name.
+const FILTER_KEYS: [(&str, FilterKey); 4] = [
+    ("env", FilterKey::Env),
+    ("tier", FilterKey::Tier),
+    ("agent", FilterKey::Agent),
+    ("seed", FilterKey::Seed),
+];
+
 impl std::str::FromStr for Filter {
     type Err = anyhow::Error;
 
@@ -188,14 +206,12 @@ impl std::str::FromStr for Filter {
         let Some((key, values)) = arg.split_once('=') else {
             bail!("--filter {arg}: expected key=value (e.g. env=Pendulum-v1), found no `=`");
         };
-        let key = match key.trim() {
-            "env" => FilterKey::Env,
-            "tier" => FilterKey::Tier,
-            "agent" => FilterKey::Agent,
-            "seed" => FilterKey::Seed,
-            other => {
-                bail!("--filter {arg}: expected the key env, tier, agent or seed, found `{other}`")
-            }
+        let key = match FILTER_KEYS.iter().find(|(name, _)| *name == key.trim()) {
+            Some(&(_, key)) => key,
+            None => bail!(
+                "--filter {arg}: expected the key env, tier, agent or seed, found `{}`",
+                key.trim()
+            ),
         };
         let values: Vec<String> = values
             .split(',')
@@ -206,6 +222,17 @@ impl std::str::FromStr for Filter {
             bail!("--filter {arg}: expected one or more values separated by commas, found none");
         }
         Ok(Filter { key, values })
+    }
+}
+
+impl std::fmt::Display for Filter {
+    /// The `--filter` argument that parses back to this condition.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (key, _) = FILTER_KEYS
+            .iter()
+            .find(|(_, k)| *k == self.key)
+            .expect("every key is named");
+        write!(f, "{key}={}", self.values.join(","))
     }
 }
 

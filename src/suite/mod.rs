@@ -17,6 +17,10 @@
 //!   results/<env>/<tier>/<agent>/seed<N>.json   one finished entry (see [`record`])
 //!   runs/<env>/<tier>/<agent>/seed<N>/  the training run folder (see [`crate::train`])
 //!   datasets/<env>-<tier>-<episodes>ep-seed<S>.safetensors   cached datasets
+//!   locks/<env>/<tier>/<agent>/seed<N>.lock   held by the worker running that entry
+//!   locks/datasets/<file>.lock          held by the worker collecting that dataset
+//!   failures/<env>/<tier>/<agent>/seed<N>.txt the error of an entry's failed attempt
+//!   slurm/                              `flowrl suite slurm`'s files (see [`slurm`])
 //! ```
 
 pub mod entry;
@@ -26,11 +30,13 @@ pub mod pick;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod slurm;
 pub mod spec;
 
 pub use entry::{Entry, EntryState, Filter};
 pub use error::SuiteError;
 pub use pick::{Pick, Shard};
 pub use record::EntryRecord;
-pub use runner::{run, SuiteOptions, SuiteOutcome};
+pub use runner::{report, run, SuiteOptions, SuiteOutcome};
+pub use slurm::{Resources, SlurmOptions, SlurmOutcome};
 pub use spec::SuiteSpec;

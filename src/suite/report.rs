@@ -65,6 +65,7 @@ pub fn write_report(
     spec: &SuiteSpec,
     out: &Path,
     done: &[(Entry, EntryRecord)],
+    unfinished: &[Unfinished],
 ) -> anyhow::Result<PathBuf> {
     let mut md = String::new();
     let total = super::entry::entries(spec).len();
@@ -86,6 +87,7 @@ pub fn write_report(
          average normalised score.\n",
         spec.eval_episodes, spec.eval_seed
     );
+    unfinished_section(&mut md, unfinished);
     let plots = out.join("plots");
     memory_section(&mut md, spec, done, &plots)?;
     for env in &spec.envs {
@@ -94,6 +96,42 @@ pub fn write_report(
     let path = out.join("results.md");
     crate::atomic::write_bytes_atomic(&path, md.as_bytes())?;
     Ok(path)
+}
+
+/// An entry that was started and has no result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unfinished {
+    /// The entry's id.
+    pub id: String,
+    /// `failed`, `interrupted` or `running`.
+    pub status: &'static str,
+    /// The error of its last failed attempt.
+    pub error: Option<String>,
+    /// Its Slurm task's log, relative to the output folder.
+    pub log: Option<String>,
+}
+
+/// The table of unfinished entries, if any.
+fn unfinished_section(md: &mut String, unfinished: &[Unfinished]) {
+    if unfinished.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Unfinished entries\n\nRerunning the suite (or `flowrl suite slurm --submit`) \
+         continues them.\n\n| entry | status | error | log |\n|---|---|---|---|"
+    );
+    for u in unfinished {
+        let error = u.error.as_deref().map_or(String::new(), |e| {
+            e.lines().next().unwrap_or("").replace('|', "\\|")
+        });
+        let log = u
+            .log
+            .as_deref()
+            .map_or(String::new(), |l| format!("[{l}]({l})"));
+        let _ = writeln!(md, "| {} | {} | {error} | {log} |", u.id, u.status);
+    }
+    md.push('\n');
 }
 
 /// The recorded results of `agent` on `env`'s `tier` dataset (one per seed).

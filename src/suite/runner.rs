@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use flowrl_envs::Tier;
 
 use super::entry::{entries, same_config, same_training, Entry, EntryState, Filter};
 use super::pick::Pick;
 use super::record::{DatasetFacts, EntryRecord, TrainFacts, RECORD_FORMAT};
-use super::report::write_report;
+use super::report::{write_report, Unfinished};
 use super::spec::SuiteSpec;
 use crate::collect::{collect_with_bar, dataset_file_name};
 use crate::config::{Config, DatasetConfig};
@@ -22,6 +22,7 @@ use crate::data::stats::DatasetInfo;
 use crate::data::store;
 use crate::eval::evaluate;
 use crate::eval::run::{plan_for, policy_of, EvalOverrides};
+use crate::lock::{holder, Lock};
 use crate::train::{self, TrainOptions};
 
 /// What `flowrl suite` is asked to do.
@@ -56,117 +57,203 @@ pub struct SuiteOutcome {
     pub report: Option<PathBuf>,
 }
 
-/// Runs (or, with `dry_run`, lists) the suite.
-pub fn run(opts: &SuiteOptions) -> anyhow::Result<SuiteOutcome> {
-    let spec = SuiteSpec::load(&opts.config, &opts.set)?;
-    let out = opts.out.clone().unwrap_or_else(|| spec.output.clone());
-    let all = entries(&spec);
-    for f in &opts.filters {
-        f.check(&spec, &all)?;
-    }
-    let filtered: Vec<&Entry> = all
-        .iter()
-        .filter(|e| opts.filters.iter().all(|f| f.accepts(&spec, e)))
-        .collect();
-    opts.pick.check(filtered.len())?;
-    let mut selected = Vec::new();
-    let mut indices = Vec::new();
-    for (index, entry) in filtered.into_iter().enumerate() {
-        if !opts.pick.picks(index) {
-            continue;
+/// The entries a call works on, after `--filter` and `--entry`/`--shard`.
+pub(super) struct Selection {
+    /// The suite.
+    pub spec: SuiteSpec,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Every entry of the matrix, in run order.
+    pub all: Vec<Entry>,
+    /// The selected entries: index among the filtered ones (what `--entry` takes),
+    /// entry, resolved config and state.
+    pub picked: Vec<(usize, Entry, Config, EntryState)>,
+}
+
+impl Selection {
+    /// Loads the suite and selects the entries `opts` names.
+    pub fn of(opts: &SuiteOptions) -> anyhow::Result<Selection> {
+        let spec = SuiteSpec::load(&opts.config, &opts.set)?;
+        let out = opts.out.clone().unwrap_or_else(|| spec.output.clone());
+        let all = entries(&spec);
+        for f in &opts.filters {
+            f.check(&spec, &all)?;
         }
-        let config = entry.config(&spec)?;
-        let state = entry.state(&out, &spec, &config)?;
-        selected.push((entry.clone(), config, state));
-        indices.push(index);
-    }
-    let listing: Vec<(String, EntryState)> =
-        selected.iter().map(|(e, _, s)| (e.id(&spec), *s)).collect();
-    if opts.dry_run {
-        print_listing(&spec, &out, &listing, &indices, all.len());
-        return Ok(SuiteOutcome {
+        let filtered: Vec<&Entry> = all
+            .iter()
+            .filter(|e| opts.filters.iter().all(|f| f.accepts(&spec, e)))
+            .collect();
+        opts.pick.check(filtered.len())?;
+        let mut picked = Vec::new();
+        for (index, entry) in filtered.into_iter().enumerate() {
+            if opts.pick.picks(index) {
+                let config = entry.config(&spec)?;
+                let state = entry.state(&out, &spec, &config)?;
+                picked.push((index, entry.clone(), config, state));
+            }
+        }
+        Ok(Selection {
+            spec,
             out,
+            all,
+            picked,
+        })
+    }
+
+    /// Fails when an output folder holds entries made with another config.
+    pub fn refuse_stale(&self) -> anyhow::Result<()> {
+        let stale: Vec<String> = self
+            .picked
+            .iter()
+            .filter(|(_, _, _, s)| *s == EntryState::Stale)
+            .map(|(_, e, _, _)| e.id(&self.spec))
+            .collect();
+        if !stale.is_empty() {
+            bail!(
+                "{} holds results or runs of {} entries made with a different config (e.g. {}); \
+                 choose another output folder (--out), or delete their results/ and runs/ \
+                 subfolders to rerun them",
+                self.out.display(),
+                stale.len(),
+                stale[..stale.len().min(3)].join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies the suite config into the output folder.
+    pub fn write_suite_copy(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("cannot create the output folder {}", self.out.display()))?;
+        crate::atomic::write_bytes_atomic(
+            &self.out.join("suite.toml"),
+            std::fs::read(&self.spec.path)
+                .with_context(|| format!("cannot read {}", self.spec.path.display()))?
+                .as_slice(),
+        )
+    }
+
+    /// Writes `results.md` and the plots from every finished entry.
+    pub fn write_report(&self) -> anyhow::Result<PathBuf> {
+        let (spec, out) = (&self.spec, &self.out);
+        let done = done_records(spec, out, &self.all)?;
+        let unfinished = unfinished(spec, out, &self.all)?;
+        write_report(spec, out, &done, &unfinished)
+    }
+}
+
+/// Runs (or, with `dry_run`, lists) the suite.
+///
+/// Several processes, on one machine or several sharing the output folder, may run
+/// one suite at once: each entry is run by the first worker to lock it (the others
+/// skip it), each dataset is collected by the first worker that needs it (the others
+/// wait for it), and a warm-started entry waits for a source another worker runs.
+pub fn run(opts: &SuiteOptions) -> anyhow::Result<SuiteOutcome> {
+    let selection = Selection::of(opts)?;
+    let (spec, out) = (&selection.spec, &selection.out);
+    let listing: Vec<(String, EntryState)> = selection
+        .picked
+        .iter()
+        .map(|(_, e, _, s)| (e.id(spec), *s))
+        .collect();
+    if opts.dry_run {
+        print_listing(&selection, selection.all.len());
+        return Ok(SuiteOutcome {
+            out: out.clone(),
             selected: listing,
             ran: 0,
             report: None,
         });
     }
-    let stale: Vec<&str> = listing
-        .iter()
-        .filter(|(_, s)| *s == EntryState::Stale)
-        .map(|(id, _)| id.as_str())
-        .collect();
-    if !stale.is_empty() {
-        bail!(
-            "{} holds results or runs of {} entries made with a different config (e.g. {}); \
-             choose another output folder (--out), or delete their results/ and runs/ \
-             subfolders to rerun them",
-            out.display(),
-            stale.len(),
-            stale[..stale.len().min(3)].join(", ")
-        );
-    }
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
-    crate::atomic::write_bytes_atomic(
-        &out.join("suite.toml"),
-        std::fs::read(&spec.path)
-            .with_context(|| format!("cannot read {}", spec.path.display()))?
-            .as_slice(),
-    )?;
+    selection.refuse_stale()?;
+    selection.write_suite_copy()?;
 
-    let todo: Vec<&(Entry, Config, EntryState)> = selected
+    let todo: Vec<&(usize, Entry, Config, EntryState)> = selection
+        .picked
         .iter()
-        .filter(|(_, _, s)| *s != EntryState::Done)
+        .filter(|(_, _, _, s)| *s != EntryState::Done)
         .collect();
     // A warm-started entry starts from its source's trained model: finished already,
-    // or run earlier in this call.
-    for (i, (entry, _, state)) in todo.iter().enumerate() {
-        let Some(source) = entry.warm_start(&spec) else {
+    // run earlier in this call, or being run by another worker.
+    for (i, (_, entry, _, state)) in todo.iter().enumerate() {
+        let Some(source) = entry.warm_start(spec) else {
             continue;
         };
-        let earlier = todo[..i].iter().any(|(e, _, _)| *e == source);
+        let earlier = todo[..i].iter().any(|(_, e, _, _)| *e == source);
         if *state == EntryState::Pending
             && !earlier
-            && source.state(&out, &spec, &source.config(&spec)?)? != EntryState::Done
+            && source.state(out, spec, &source.config(spec)?)? != EntryState::Done
+            && Lock::try_acquire(&source.lock_file(out, spec))?.is_some()
         {
-            bail!(
+            let err = anyhow!(
                 "suite entry {} starts from the trained model of entry {}, which is not \
                  finished: run that entry first (the suite runs it first when both are \
                  selected)",
-                entry.id(&spec),
-                source.id(&spec)
+                entry.id(spec),
+                source.id(spec)
             );
+            record_failure(&entry.failure_file(out, spec), &err)?;
+            return Err(err);
         }
     }
     println!(
         "suite {}: {} entries selected, {} already done, {} to run; output {}",
         spec.name,
-        selected.len(),
-        selected.len() - todo.len(),
+        listing.len(),
+        listing.len() - todo.len(),
         todo.len(),
         out.display()
     );
     let started = Instant::now();
-    let mut datasets = DatasetCache::new(&out, opts.progress);
-    for (i, (entry, config, state)) in todo.iter().enumerate() {
+    let mut datasets = DatasetCache::new(out, opts.progress);
+    let mut ran = 0;
+    for (i, (_, entry, config, _)) in todo.iter().enumerate() {
         println!(
             "{}",
             progress_line(i, todo.len(), started.elapsed().as_secs_f64())
         );
-        println!("entry {} ({})", entry.id(&spec), state.name());
-        let record = run_entry(
-            &spec,
-            &out,
-            entry,
-            config,
-            *state,
-            &mut datasets,
-            opts.progress,
-        )
-        .with_context(|| format!("suite entry {} failed", entry.id(&spec)))?;
-        let result = entry.result_file(&out, &spec);
+        let id = entry.id(spec);
+        let lock_file = entry.lock_file(out, spec);
+        let Some(_lock) = Lock::try_acquire(&lock_file)? else {
+            println!(
+                "entry {id}: skipped, another worker runs it ({})",
+                holder(&lock_file)
+            );
+            continue;
+        };
+        // Re-read under the lock: another worker may have finished or started it.
+        let state = entry.state(out, spec, config)?;
+        if state == EntryState::Done {
+            println!("entry {id}: skipped, finished by another worker");
+            continue;
+        }
+        println!("entry {id} ({})", state.name());
+        let failure = entry.failure_file(out, spec);
+        let record = match await_source(spec, out, entry).and_then(|()| {
+            run_entry(
+                spec,
+                out,
+                entry,
+                config,
+                state,
+                &mut datasets,
+                opts.progress,
+            )
+        }) {
+            Ok(record) => record,
+            Err(err) => {
+                let err = err.context(format!("suite entry {id} failed"));
+                record_failure(&failure, &err)?;
+                return Err(err);
+            }
+        };
+        let result = entry.result_file(out, spec);
         record.write(&result)?;
+        if failure.exists() {
+            std::fs::remove_file(&failure)
+                .with_context(|| format!("cannot remove {}", failure.display()))?;
+        }
+        ran += 1;
         println!(
             "  score {} at target {} (train {:.0} s, {} CPU s; eval {:.0} s, {} CPU s) -> {}",
             record
@@ -186,14 +273,57 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<SuiteOutcome> {
             progress_line(todo.len(), todo.len(), started.elapsed().as_secs_f64())
         );
     }
-    let report = write_report(&spec, &out, &done_records(&spec, &out, &all)?)?;
+    let report = selection.write_report()?;
     println!("wrote {}", report.display());
     Ok(SuiteOutcome {
-        out,
+        out: out.clone(),
         selected: listing,
-        ran: todo.len(),
+        ran,
         report: Some(report),
     })
+}
+
+/// Writes `results.md` and the plots from the finished entries; runs nothing (what the
+/// final job of a Slurm submission does).
+pub fn report(opts: &SuiteOptions) -> anyhow::Result<PathBuf> {
+    let selection = Selection::of(&SuiteOptions {
+        pick: Pick::All,
+        ..opts.clone()
+    })?;
+    let report = selection.write_report()?;
+    println!("wrote {}", report.display());
+    Ok(report)
+}
+
+/// Waits while another worker runs the source of `entry`'s warm start; fails clearly
+/// if the source is not finished once no one runs it.
+fn await_source(spec: &SuiteSpec, out: &Path, entry: &Entry) -> anyhow::Result<()> {
+    let Some(source) = entry.warm_start(spec) else {
+        return Ok(());
+    };
+    let done = |s: &Entry| -> anyhow::Result<bool> {
+        Ok(s.state(out, spec, &s.config(spec)?)? == EntryState::Done)
+    };
+    if done(&source)? {
+        return Ok(());
+    }
+    let _lock = Lock::acquire(
+        &source.lock_file(out, spec),
+        &format!("entry {}, the warm start of this one", source.id(spec)),
+    )?;
+    if !done(&source)? {
+        bail!(
+            "it starts from the trained model of entry {}, which is not finished (its \
+             worker stopped before the end): run that entry first",
+            source.id(spec)
+        );
+    }
+    Ok(())
+}
+
+/// Records the error of an entry's failed attempt, for the report.
+fn record_failure(path: &Path, err: &anyhow::Error) -> anyhow::Result<()> {
+    crate::atomic::write_bytes_atomic(path, format!("{err:#}\n").as_bytes())
 }
 
 /// The entries whose results are recorded for their current config, with the records.
@@ -250,23 +380,18 @@ fn clock(secs: f64) -> String {
 }
 
 /// Prints the selected entries, each with its index (what `--entry` takes) and state.
-fn print_listing(
-    spec: &SuiteSpec,
-    out: &Path,
-    listing: &[(String, EntryState)],
-    indices: &[usize],
-    total: usize,
-) {
+fn print_listing(selection: &Selection, total: usize) {
+    let spec = &selection.spec;
     println!(
         "suite {} ({}): {} of {} entries selected; output {}",
         spec.name,
         spec.path.display(),
-        listing.len(),
+        selection.picked.len(),
         total,
-        out.display()
+        selection.out.display()
     );
-    for ((id, state), index) in listing.iter().zip(indices) {
-        println!("  {index:>4}  {:<8} {id}", state.name());
+    for (index, entry, _, state) in &selection.picked {
+        println!("  {index:>4}  {:<8} {}", state.name(), entry.id(spec));
     }
     for state in [
         EntryState::Done,
@@ -274,11 +399,51 @@ fn print_listing(
         EntryState::Pending,
         EntryState::Stale,
     ] {
-        let n = listing.iter().filter(|(_, s)| *s == state).count();
+        let n = selection
+            .picked
+            .iter()
+            .filter(|(_, _, _, s)| *s == state)
+            .count();
         if n > 0 {
             println!("{n} {}", state.name());
         }
     }
+}
+
+/// The entries that were started and did not finish: failed (with the error of their
+/// last attempt), interrupted, or being run now; with their Slurm log, if any.
+fn unfinished(spec: &SuiteSpec, out: &Path, all: &[Entry]) -> anyhow::Result<Vec<Unfinished>> {
+    let logs = super::slurm::task_logs(out)?;
+    let mut found = Vec::new();
+    for entry in all {
+        let state = entry.state(out, spec, &entry.config(spec)?)?;
+        if state == EntryState::Done {
+            continue;
+        }
+        let id = entry.id(spec);
+        let failure = entry.failure_file(out, spec);
+        let error = if failure.is_file() {
+            let text = std::fs::read_to_string(&failure)
+                .with_context(|| format!("cannot read {}", failure.display()))?;
+            Some(text.trim().to_string())
+        } else {
+            None
+        };
+        let running = Lock::try_acquire(&entry.lock_file(out, spec))?.is_none();
+        let status = match (running, &error, state) {
+            (true, _, _) => "running",
+            (false, Some(_), _) => "failed",
+            (false, None, EntryState::Partial) => "interrupted",
+            _ => continue,
+        };
+        found.push(Unfinished {
+            log: logs.get(&id).cloned(),
+            id,
+            status,
+            error,
+        });
+    }
+    Ok(found)
 }
 
 /// Datasets collected into `<out>/datasets/`, each once, with their facts.
@@ -311,6 +476,13 @@ impl DatasetCache {
         if let Some(f) = self.facts.get(&path) {
             return Ok((path, f.clone()));
         }
+        // Workers needing the same dataset: the first collects it, the others wait for
+        // the lock and then load the finished file (saved whole, under a temporary name).
+        let lock_file = self.out.join("locks/datasets").join(format!(
+            "{}.lock",
+            dataset_file_name(env, tier, episodes, seed)
+        ));
+        let _lock = Lock::acquire(&lock_file, &format!("the collection of {}", path.display()))?;
         let ds = if path.is_file() {
             store::load(&path)
                 .with_context(|| format!("cannot load the cached dataset {}", path.display()))?

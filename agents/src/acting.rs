@@ -26,7 +26,6 @@
 //! Timesteps count from 0 at the episode start and are clamped to `max_ep_len - 1`,
 //! as the data layer does.
 
-use std::any::TypeId;
 use std::collections::VecDeque;
 
 use dfdx::prelude::*;
@@ -35,8 +34,8 @@ use rand::Rng;
 use crate::agent::{
     check_finite, check_len, ActionSpace, Agent, AgentError, AgentKind, HostActions, HostWindow,
 };
-use crate::attention::AttentionDevice;
 use crate::decision::DecisionState;
+use crate::device::ModelDevice;
 use crate::host_inference::{HostDecision, StepRecord};
 use crate::params::to_f64;
 
@@ -162,7 +161,7 @@ pub struct Actor<'a, E: Dtype, D: Storage<E>> {
 impl<'a, E, D> Actor<'a, E, D>
 where
     E: Dtype + num_traits::Float + Send + Sync,
-    D: AttentionDevice<E> + Send + Sync,
+    D: ModelDevice<E> + Send + Sync,
 {
     /// An actor for `batch` new episodes of `agent` in `mode` ([`Encoder::Auto`]).
     pub fn new(
@@ -193,10 +192,9 @@ where
             (ContextMode::Episode, AgentKind::MlpBc) => Some(Some(1)),
             (ContextMode::Window, _) => Some(Some(cfg.context)),
         };
-        let on_cpu = TypeId::of::<D>() == TypeId::of::<Cpu>();
         let engine = match (limit, agent.decision()) {
             (None, _) => Engine::Recurrent(agent.recurrent_state(batch)?),
-            (Some(limit), Some(model)) if on_cpu && encoder == Encoder::Auto => {
+            (Some(limit), Some(model)) if D::HOST_ACTING && encoder == Encoder::Auto => {
                 Engine::Host(histories(limit), Box::new(model.host(agent.params())))
             }
             (Some(limit), _) => Engine::Reencode(histories(limit)),

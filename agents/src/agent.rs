@@ -15,9 +15,10 @@ use std::collections::HashMap;
 
 use dfdx::prelude::*;
 
-use crate::attention::{AttentionDevice, AttentionKind};
+use crate::attention::AttentionKind;
 use crate::backbone::BackboneError;
 use crate::decision::{DecisionModel, DecisionState};
+use crate::device::ModelDevice;
 use crate::layers::{Tensor2, Tensor3};
 use crate::mlp_bc::MlpBc;
 use crate::params::{decode, ParamError, ParamStore};
@@ -100,7 +101,7 @@ pub struct Agent<E: Dtype, D: Storage<E>> {
 impl<E, D> Agent<E, D>
 where
     E: Dtype + num_traits::Float,
-    D: AttentionDevice<E>,
+    D: ModelDevice<E>,
 {
     /// Validates `cfg` and builds the agent on `dev` with parameters initialised from
     /// `seed` (GPT-2 init in the transformer; PyTorch defaults for embeddings and heads).

@@ -22,7 +22,7 @@ mod recurrent;
 
 use dfdx::prelude::*;
 
-use crate::attention::AttentionDevice;
+use crate::device::ModelDevice;
 use crate::layers::{dropout, LayerNorm, Tensor2, Tensor3};
 use crate::params::{ParamError, ParamStore};
 
@@ -96,7 +96,7 @@ impl Backbone {
     ) -> Result<Self, BackboneError>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
     {
         cfg.validate()?;
         let blocks = (0..cfg.layers)
@@ -124,7 +124,7 @@ impl Backbone {
     ) -> Result<Tensor3<E, D, T>, BackboneError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
         let (b, l, w) = self.check_input(x.shape())?;
@@ -150,7 +150,7 @@ impl Backbone {
     ) -> Result<Tensor2<E, D, T>, BackboneError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
         let (b, l, _) = self.check_input(x.shape())?;
@@ -195,7 +195,7 @@ impl Backbone {
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
         let (b, l, w) = *x.shape();

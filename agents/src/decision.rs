@@ -21,8 +21,8 @@ pub mod recurrent;
 use dfdx::prelude::*;
 
 use crate::agent::{ActionInputs, ActionSpace, AgentConfig, AgentError, Window};
-use crate::attention::AttentionDevice;
 use crate::backbone::Backbone;
+use crate::device::ModelDevice;
 use crate::layers::{LayerNorm, Linear, Tensor2, Tensor3, WeightLayout};
 use crate::params::{Init, ParamId, ParamStore};
 
@@ -63,7 +63,7 @@ fn torch_linear<E, D>(
 ) -> Result<Linear, AgentError>
 where
     E: Dtype + num_traits::Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
 {
     let init = Init::pytorch_linear(inputs);
     Ok(Linear::register(
@@ -89,7 +89,7 @@ impl DecisionModel {
     ) -> Result<Self, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
     {
         cfg.validate()?;
         let backbone_cfg = cfg.backbone().ok_or(AgentError::Config {
@@ -144,7 +144,7 @@ impl DecisionModel {
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         store.matrix(self.embed_timestep).retaped::<T>().gather(t)
@@ -158,7 +158,7 @@ impl DecisionModel {
     ) -> Result<Tensor2<E, D, T>, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         match (&self.embed_action, a) {
@@ -190,7 +190,7 @@ impl DecisionModel {
     ) -> Result<TokenStack<E, D, T>, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
         let time: Tensor2<E, D, T> = self.time(store, timesteps);
@@ -208,7 +208,7 @@ impl DecisionModel {
     ) -> Result<Tensor3<E, D, T>, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
         let (b, l, wd) = (w.batch, w.len, self.width);
@@ -240,7 +240,7 @@ impl DecisionModel {
     ) -> Result<Tensor3<E, D, T>, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
         Ok(self
@@ -252,7 +252,7 @@ impl DecisionModel {
     fn head<E, D, T>(&self, store: &ParamStore<E, D>, h: Tensor2<E, D, T>) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         let y = self.predict_action.forward(store, h);
@@ -275,7 +275,7 @@ impl DecisionModel {
     ) -> Result<Tensor2<E, D, T>, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
         let rows: Vec<usize> = steps.iter().map(|&s| 3 * s + 1).collect();

@@ -7,6 +7,8 @@
 
 use dfdx::prelude::*;
 
+use crate::device::ModelDevice;
+
 use crate::attention::Tensor4;
 use crate::kernels::{self, Activation, Affine};
 use crate::params::{Init, ParamError, ParamId, ParamStore};
@@ -49,7 +51,7 @@ impl Linear {
     ) -> Result<Self, ParamError>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
     {
         let shape = match layout {
             WeightLayout::OutIn => [outputs, inputs],
@@ -94,7 +96,7 @@ impl Linear {
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         self.forward_with(store, x, Activation::Identity)
@@ -111,7 +113,7 @@ impl Linear {
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         self.forward_with(store, x, Activation::Relu)
@@ -126,7 +128,7 @@ impl Linear {
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         assert_eq!(x.shape().1, self.inputs, "linear map: input width");
@@ -148,7 +150,7 @@ impl Linear {
     ) -> Tensor4<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         Self::forward_heads_of(&[self], store, x, (b, l, heads))
@@ -171,7 +173,7 @@ impl Linear {
     ) -> Vec<Tensor4<E, D, T>>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         for map in maps {
@@ -185,7 +187,7 @@ impl Linear {
     fn affine<E, D>(&self, store: &ParamStore<E, D>) -> Affine<E, D>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
     {
         Affine {
             weight: store.matrix(self.weight),
@@ -202,7 +204,7 @@ impl Linear {
     ) -> Tensor3<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         let (b, l, w) = *x.shape();
@@ -230,7 +232,7 @@ impl LayerNorm {
     ) -> Result<Self, ParamError>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
     {
         let weight = store.register(format!("{prefix}.weight"), &[width], Init::Ones)?;
         let bias = store.register(format!("{prefix}.bias"), &[width], Init::Zeros)?;
@@ -259,7 +261,7 @@ impl LayerNorm {
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         assert_eq!(x.shape().1, self.width, "LayerNorm: input width");
@@ -279,7 +281,7 @@ impl LayerNorm {
     ) -> Tensor3<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         let (b, l, w) = *x.shape();
@@ -289,7 +291,7 @@ impl LayerNorm {
 }
 
 /// Element-wise `max(x, 0)`.
-pub fn relu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+pub fn relu<S: Shape, E: Dtype, D: ModelDevice<E>, T: Tape<E, D>>(
     x: Tensor<S, E, D, T>,
 ) -> Tensor<S, E, D, T> {
     x.relu()
@@ -302,7 +304,7 @@ pub fn dropout<S, E, D, T>(x: Tensor<S, E, D, T>, p: f64, train: bool) -> Tensor
 where
     S: Shape,
     E: Dtype + num_traits::Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D>,
 {
     if train && p > 0.0 {
@@ -326,7 +328,7 @@ pub fn dropout_add<S, E, D, T>(
 where
     S: Shape,
     E: Dtype + num_traits::Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D> + Merge<T>,
 {
     kernels::dropout_add(x, residual, if train { p } else { 0.0 })

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod attention;
 pub mod backbone;
 pub mod decision;
+pub mod device;
 pub(crate) mod host_inference;
 pub mod kernels;
 pub mod layers;

@@ -8,6 +8,8 @@
 
 use dfdx::prelude::*;
 
+use crate::device::ModelDevice;
+
 use crate::agent::{ActionSpace, AgentConfig, AgentError, Window};
 use crate::layers::{dropout, relu, Linear, Tensor2, WeightLayout};
 use crate::params::{Init, ParamStore};
@@ -29,7 +31,7 @@ impl MlpBc {
     ) -> Result<Self, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
     {
         cfg.validate()?;
         let w = cfg.width;
@@ -63,7 +65,7 @@ impl MlpBc {
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D>,
     {
         let [l0, l1, l2] = &self.layers;

@@ -6,7 +6,7 @@
 use dfdx::prelude::*;
 use flowrl_agents::acting::{Actor, ContextMode, Encoder};
 use flowrl_agents::agent::{ActionSpace, Agent, AgentConfig, AgentKind, HostActions};
-use flowrl_agents::attention::AttentionDevice;
+use flowrl_agents::device::ModelDevice;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -42,7 +42,7 @@ fn host_vs_tensors<E>(
 ) -> f64
 where
     E: Dtype + num_traits::Float + Send + Sync + Into<f64>,
-    Cpu: AttentionDevice<E>,
+    Cpu: ModelDevice<E>,
 {
     let cfg = *agent.config();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -98,7 +98,7 @@ where
 fn check_all<E>(tolerance: f64)
 where
     E: Dtype + num_traits::Float + Send + Sync + Into<f64>,
-    Cpu: AttentionDevice<E>,
+    Cpu: ModelDevice<E>,
 {
     let dev = Cpu::default();
     let drops = [(4, vec![0, 2, 3]), (11, vec![2, 0])];

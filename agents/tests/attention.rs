@@ -91,7 +91,7 @@ fn to_f64<E: Float>(x: &[E]) -> Vec<f64> {
 fn run<E>(inp: &Inputs, core: Core, path: Impl, cfg: FlowConfig) -> Results
 where
     E: Dtype + Float,
-    Cpu: flowrl_agents::attention::AttentionDevice<E>,
+    Cpu: flowrl_agents::device::ModelDevice<E>,
 {
     let dev = Cpu::default();
     let Dims { b, h, l, s, d, m } = inp.dims;
@@ -718,7 +718,7 @@ fn fused_forward_without_tape_equals_recorded() {
 fn stepped<E>(inp: &Inputs, cfg: FlowConfig, composed_path: bool) -> Vec<f64>
 where
     E: Dtype + Float,
-    Cpu: flowrl_agents::attention::AttentionDevice<E>,
+    Cpu: flowrl_agents::device::ModelDevice<E>,
 {
     let dev = Cpu::default();
     let Dims { b, h, l, d, m, .. } = inp.dims;

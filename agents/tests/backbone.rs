@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use dfdx::prelude::*;
-use flowrl_agents::attention::{AttentionDevice, AttentionKind, FlowConfig};
+use flowrl_agents::attention::{AttentionKind, FlowConfig};
 use flowrl_agents::backbone::{Backbone, BackboneConfig, BackboneError};
+use flowrl_agents::device::ModelDevice;
 use flowrl_agents::layers::{dropout, LayerNorm, Linear, Tensor3, WeightLayout};
 use flowrl_agents::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, OptimError};
 use flowrl_agents::params::{Init, ParamError, ParamGrads, ParamId, ParamStore};
@@ -725,7 +726,7 @@ impl TinyDt {
     fn register<E>(fx: &Fixture, store: &mut ParamStore<E, Cpu>) -> Self
     where
         E: Dtype + num_traits::Float,
-        Cpu: Device<E>,
+        Cpu: ModelDevice<E>,
     {
         let w = fx.usize("hidden_size");
         let cfg = BackboneConfig {
@@ -780,7 +781,7 @@ impl TinyDt {
     fn run<E>(&self, fx: &Fixture, store: &ParamStore<E, Cpu>) -> TinyDtOutputs<E, Cpu>
     where
         E: Dtype + num_traits::Float,
-        Cpu: AttentionDevice<E>,
+        Cpu: ModelDevice<E>,
     {
         let dev = store.device().clone();
         let (b, k, w) = (fx.usize("batch"), fx.usize("K"), fx.usize("hidden_size"));

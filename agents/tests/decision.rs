@@ -9,7 +9,8 @@ use flowrl_agents::acting::{ActionPredictions, Actor, ContextMode, Encoder};
 use flowrl_agents::agent::{
     ActionSpace, Agent, AgentConfig, AgentError, AgentKind, HostActions, HostWindow, CONFIG_KEY,
 };
-use flowrl_agents::attention::{AttentionDevice, AttentionKind};
+use flowrl_agents::attention::AttentionKind;
+use flowrl_agents::device::ModelDevice;
 use flowrl_agents::optim::{AdamW, AdamWConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -145,7 +146,7 @@ impl Fixture {
     fn load_into<E>(&self, agent: &mut Agent<E, Cpu>)
     where
         E: Dtype + num_traits::Float,
-        Cpu: AttentionDevice<E>,
+        Cpu: ModelDevice<E>,
     {
         let store = agent.params_mut();
         let mut loaded = 0;
@@ -276,7 +277,7 @@ struct Parity {
 fn parity<E>(fx: &Fixture, outputs: &str, loss_key: &str) -> Parity
 where
     E: Dtype + num_traits::Float,
-    Cpu: AttentionDevice<E>,
+    Cpu: ModelDevice<E>,
 {
     let dev = Cpu::default();
     let mut agent = Agent::<E, Cpu>::new(&dev, fx.agent_config(AgentKind::DecisionFlowformer), 0)
@@ -471,7 +472,7 @@ fn fill_step<R: Rng>(rng: &mut R, cfg: &AgentConfig, x: &mut HostInputs, s: usiz
 fn loss_and_grads<E>(agent: &Agent<E, Cpu>, x: &HostInputs, train: bool) -> (f64, Vec<Vec<E>>)
 where
     E: Dtype + num_traits::Float,
-    Cpu: AttentionDevice<E>,
+    Cpu: ModelDevice<E>,
 {
     let w = agent.window(&x.host()).unwrap();
     let loss = agent.loss(&w, train).unwrap();

@@ -6,6 +6,7 @@ mod common;
 
 use common::{grad_of, rel_err};
 use dfdx::prelude::*;
+use flowrl_agents::device::ModelDevice;
 use flowrl_agents::kernels::{self, composed, Affine, Tensor1, Tensor2};
 
 /// Random test inputs of one element type on one device.
@@ -21,7 +22,7 @@ struct Inputs<E: Dtype> {
 fn inputs<E>(n: usize, w: usize, seed: u64) -> Inputs<E>
 where
     E: Dtype + num_traits::Float,
-    Cpu: Device<E>,
+    Cpu: ModelDevice<E>,
     rand_distr::StandardNormal: rand_distr::Distribution<E>,
 {
     let dev = Cpu::seed_from_u64(seed);
@@ -52,7 +53,7 @@ enum Kernel {
 fn run<E>(inp: &Inputs<E>, kernel: Kernel, fused: bool) -> (Vec<E>, [Vec<E>; 4])
 where
     E: Dtype + num_traits::Float,
-    Cpu: Device<E>,
+    Cpu: ModelDevice<E>,
 {
     let dev = Cpu::seed_from_u64(99);
     let take = |t: &Tensor2<E, Cpu>| dev.tensor_from_vec(t.as_vec(), *t.shape());
@@ -81,7 +82,7 @@ where
 fn check<E>(kernel: Kernel, n: usize, w: usize, tol: f64)
 where
     E: Dtype + num_traits::Float,
-    Cpu: Device<E>,
+    Cpu: ModelDevice<E>,
     rand_distr::StandardNormal: rand_distr::Distribution<E>,
 {
     let inp = inputs::<E>(n, w, 5);

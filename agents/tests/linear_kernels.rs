@@ -7,13 +7,14 @@ mod common;
 
 use common::{grad_of, rel_err};
 use dfdx::prelude::*;
+use flowrl_agents::device::ModelDevice;
 use flowrl_agents::kernels::{self, composed, Activation, Affine, Tensor2};
 
 /// A map of `inputs -> outputs` with random parameters stored in `layout` order.
 fn affine<E>(dev: &Cpu, (i, o): (usize, usize), out_in: bool, bias: bool) -> Affine<E, Cpu>
 where
     E: Dtype + num_traits::Float,
-    Cpu: Device<E>,
+    Cpu: ModelDevice<E>,
     rand_distr::StandardNormal: rand_distr::Distribution<E>,
 {
     let shape = if out_in { (o, i) } else { (i, o) };
@@ -39,7 +40,7 @@ fn run_linear<E>(
 ) -> Outcome<E>
 where
     E: Dtype + num_traits::Float,
-    Cpu: Device<E>,
+    Cpu: ModelDevice<E>,
     rand_distr::StandardNormal: rand_distr::Distribution<E>,
 {
     let dev = Cpu::seed_from_u64(11);
@@ -81,7 +82,7 @@ where
 fn run_heads<E>(heads: usize, fused: bool) -> Outcome<E>
 where
     E: Dtype + num_traits::Float,
-    Cpu: Device<E>,
+    Cpu: ModelDevice<E>,
     rand_distr::StandardNormal: rand_distr::Distribution<E>,
 {
     let dev = Cpu::seed_from_u64(21);
@@ -145,7 +146,7 @@ fn assert_close<E: num_traits::Float>(
 fn check_linear<E>(tol: f64)
 where
     E: Dtype + num_traits::Float,
-    Cpu: Device<E>,
+    Cpu: ModelDevice<E>,
     rand_distr::StandardNormal: rand_distr::Distribution<E>,
 {
     for out_in in [true, false] {

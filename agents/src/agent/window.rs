@@ -2,6 +2,8 @@
 
 use dfdx::prelude::*;
 
+use crate::device::ModelDevice;
+
 use super::{ActionSpace, AgentConfig, AgentError};
 use crate::layers::Tensor2;
 use crate::params::{from_f64, to_f64};
@@ -120,7 +122,7 @@ pub(crate) fn to_device<E: Dtype + num_traits::Float, H: num_traits::Float>(
 impl<E, D> Window<E, D>
 where
     E: Dtype + num_traits::Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
 {
     /// Validates a host batch against `cfg` and copies it to `dev`: sizes, finite
     /// values, action indices below `n`, timesteps below `max_ep_len` (sequence models),

@@ -85,7 +85,7 @@ fn add_into<F: Real>(total: &mut [F], local: &[F]) {
 }
 
 /// Fused causal Flow-Attention on `Cpu` (shapes already checked).
-pub(super) fn causal_flow<F, T>(
+pub(crate) fn causal_flow<F, T>(
     q: Tensor4<F, Cpu, T>,
     k: Tensor4<F, Cpu, T>,
     v: Tensor4<F, Cpu, T>,
@@ -219,7 +219,7 @@ where
 
 /// One token of causal Flow-Attention on `Cpu`: the same prefix sums, in the same order,
 /// as one position of [`causal_flow`]; the `D x M` state is updated by this token alone.
-pub(super) fn flow_step<F: Real>(
+pub(crate) fn flow_step<F: Real>(
     sums: &mut FlowSums<F, Cpu>,
     position: usize,
     q: Tensor3<F, Cpu>,

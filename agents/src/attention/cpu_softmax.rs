@@ -156,7 +156,7 @@ mod wide {
 }
 
 /// Fused causal softmax attention on `Cpu` (shapes already checked).
-pub(super) fn causal_softmax<F, T>(
+pub(crate) fn causal_softmax<F, T>(
     q: Tensor4<F, Cpu, T>,
     k: Tensor4<F, Cpu, T>,
     v: Tensor4<F, Cpu, T>,

@@ -2,14 +2,15 @@
 //!
 //! Every core takes projected, head-split tensors `q (B,H,L,D)`, `k (B,H,S,D)`,
 //! `v (B,H,S,M)` and returns `(B,H,L,M)`, before the output projection. The public
-//! functions dispatch through [`AttentionDevice`]: `Cpu` runs fused kernels with
-//! hand-derived backward passes, `Cuda` runs the device-generic compositions of
-//! stock dfdx ops in [`composed`]. Both record on the usual dfdx tapes.
+//! functions check shapes and dispatch through [`crate::device::ModelDevice`]: `Cpu`
+//! runs fused kernels with hand-derived backward passes, `Cuda` runs the
+//! device-generic compositions of stock dfdx ops in [`composed`]. Both record on the
+//! usual dfdx tapes.
 
 mod chunked;
 pub mod composed;
-mod cpu_flow;
-mod cpu_softmax;
+pub(crate) mod cpu_flow;
+pub(crate) mod cpu_softmax;
 pub(crate) mod gemm;
 pub(crate) mod logistic;
 mod prefix;
@@ -19,6 +20,7 @@ mod state;
 use dfdx::prelude::*;
 use num_traits::Float;
 
+use crate::device::ModelDevice;
 pub use state::{FlowState, FlowSums};
 
 /// (batch, heads, positions, features) with runtime sizes.
@@ -93,117 +95,6 @@ impl FlowConfig {
     }
 }
 
-/// Devices that run the attention cores: `Cpu` uses fused kernels, `Cuda` the composed ops.
-///
-/// Every method has the composed implementation as its default, so a device only
-/// overrides what it has a faster kernel for. Call the free functions
-/// ([`causal_flow`], [`normal_flow`], [`causal_softmax`]), which check shapes first.
-pub trait AttentionDevice<E: Dtype>: Device<E> {
-    /// Causal Flow-Attention; shapes already checked.
-    fn causal_flow<T>(
-        q: Tensor4<E, Self, T>,
-        k: Tensor4<E, Self, T>,
-        v: Tensor4<E, Self, T>,
-        cfg: &FlowConfig,
-    ) -> Tensor4<E, Self, T>
-    where
-        E: Float,
-        T: Tape<E, Self> + Merge<T>,
-    {
-        composed::causal_flow(q, k, v, cfg)
-    }
-
-    /// Normal (non-causal) Flow-Attention; shapes already checked.
-    fn normal_flow<T>(
-        q: Tensor4<E, Self, T>,
-        k: Tensor4<E, Self, T>,
-        v: Tensor4<E, Self, T>,
-        cfg: &FlowConfig,
-    ) -> Tensor4<E, Self, T>
-    where
-        E: Float,
-        T: Tape<E, Self> + Merge<T>,
-    {
-        composed::normal_flow(q, k, v, cfg)
-    }
-
-    /// Causal softmax attention; shapes already checked.
-    fn causal_softmax<T>(
-        q: Tensor4<E, Self, T>,
-        k: Tensor4<E, Self, T>,
-        v: Tensor4<E, Self, T>,
-    ) -> Tensor4<E, Self, T>
-    where
-        E: Float,
-        T: Tape<E, Self> + Merge<T>,
-    {
-        composed::causal_softmax(q, k, v)
-    }
-
-    /// One step of the causal Flow-Attention recurrence: advances `sums` by the token
-    /// `(q, k, v)` at 1-based `position` and returns its output `(B,H,M)`.
-    fn flow_step(
-        sums: &mut FlowSums<E, Self>,
-        position: usize,
-        q: Tensor3<E, Self>,
-        k: Tensor3<E, Self>,
-        v: Tensor3<E, Self>,
-        cfg: &FlowConfig,
-    ) -> Tensor3<E, Self>
-    where
-        E: Float,
-    {
-        composed::flow_step(sums, position, q, k, v, cfg)
-    }
-}
-
-/// `Cpu` runs causal Flow-Attention, its step and causal softmax with fused kernels
-/// (f32 and f64); normal Flow-Attention uses the composed ops (plain matmuls, no prefix sums).
-macro_rules! cpu_attention {
-    ($($float:ty),*) => {$(
-        impl AttentionDevice<$float> for Cpu {
-            fn causal_flow<T>(
-                q: Tensor4<$float, Self, T>,
-                k: Tensor4<$float, Self, T>,
-                v: Tensor4<$float, Self, T>,
-                cfg: &FlowConfig,
-            ) -> Tensor4<$float, Self, T>
-            where
-                T: Tape<$float, Self> + Merge<T>,
-            {
-                cpu_flow::causal_flow(q, k, v, cfg)
-            }
-
-            fn causal_softmax<T>(
-                q: Tensor4<$float, Self, T>,
-                k: Tensor4<$float, Self, T>,
-                v: Tensor4<$float, Self, T>,
-            ) -> Tensor4<$float, Self, T>
-            where
-                T: Tape<$float, Self> + Merge<T>,
-            {
-                cpu_softmax::causal_softmax(q, k, v)
-            }
-
-            fn flow_step(
-                sums: &mut FlowSums<$float, Self>,
-                position: usize,
-                q: Tensor3<$float, Self>,
-                k: Tensor3<$float, Self>,
-                v: Tensor3<$float, Self>,
-                cfg: &FlowConfig,
-            ) -> Tensor3<$float, Self> {
-                cpu_flow::flow_step(sums, position, q, k, v, cfg)
-            }
-        }
-    )*};
-}
-
-cpu_attention!(f32, f64);
-
-#[cfg(feature = "cuda")]
-impl<E: Dtype> AttentionDevice<E> for Cuda where Cuda: Device<E> {}
-
 /// Checks `q (B,H,L,D)`, `k (B,H,S,D)`, `v (B,H,S,M)`; returns `(B,H,L,S,D,M)`.
 ///
 /// # Panics
@@ -249,7 +140,7 @@ pub fn causal_flow<E, D, T>(
 ) -> Tensor4<E, D, T>
 where
     E: Dtype + Float,
-    D: AttentionDevice<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D> + Merge<T>,
 {
     let (_, _, l, s, _, _) = check_shapes(q.shape(), k.shape(), v.shape());
@@ -270,7 +161,7 @@ pub fn normal_flow<E, D, T>(
 ) -> Tensor4<E, D, T>
 where
     E: Dtype + Float,
-    D: AttentionDevice<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D> + Merge<T>,
 {
     check_shapes(q.shape(), k.shape(), v.shape());
@@ -289,7 +180,7 @@ pub fn causal_softmax<E, D, T>(
 ) -> Tensor4<E, D, T>
 where
     E: Dtype + Float,
-    D: AttentionDevice<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D> + Merge<T>,
 {
     let (_, _, l, s, _, _) = check_shapes(q.shape(), k.shape(), v.shape());

@@ -1,6 +1,6 @@
 //! Step-by-step causal Flow-Attention: a fixed-size state per batch, O(1) per token.
 
-use super::{composed, AttentionDevice, FlowConfig, Tensor3, Tensor4};
+use super::{composed, FlowConfig, ModelDevice, Tensor3, Tensor4};
 use dfdx::prelude::*;
 use num_traits::Float;
 
@@ -33,7 +33,7 @@ pub struct FlowState<E: Dtype, D: Storage<E>> {
     position: usize,
 }
 
-impl<E: Dtype + Float, D: AttentionDevice<E>> FlowState<E, D> {
+impl<E: Dtype + Float, D: ModelDevice<E>> FlowState<E, D> {
     /// An empty state (position 0) for `batch` rows, `heads` heads, query/key size `d`
     /// and value size `m`.
     pub fn new(dev: &D, batch: usize, heads: usize, d: usize, m: usize, cfg: FlowConfig) -> Self {

@@ -3,7 +3,8 @@
 use dfdx::prelude::*;
 
 use super::{join, BackboneConfig};
-use crate::attention::{causal_flow, causal_softmax, AttentionDevice, AttentionKind};
+use crate::attention::{causal_flow, causal_softmax, AttentionKind};
+use crate::device::ModelDevice;
 use crate::kernels::{gather_rows, merge_heads};
 use crate::layers::{dropout_add, LayerNorm, Linear, Tensor2, WeightLayout};
 use crate::params::{Init, ParamError, ParamStore};
@@ -34,7 +35,7 @@ impl Block {
     ) -> Result<Self, ParamError>
     where
         E: Dtype + num_traits::Float,
-        D: Device<E>,
+        D: ModelDevice<E>,
     {
         let w = cfg.width;
         let eps = cfg.layer_norm_eps;
@@ -92,7 +93,7 @@ impl Block {
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
         self.forward_kept(store, x, (b, l), cfg, train, None)
@@ -114,7 +115,7 @@ impl Block {
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
         let heads = (b, l, cfg.heads);

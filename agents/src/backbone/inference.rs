@@ -20,7 +20,8 @@ use rayon::prelude::*;
 use super::recurrent::host::cast;
 use super::{Backbone, BackboneError};
 use crate::attention::recurrence::{Consts, Real};
-use crate::attention::{AttentionDevice, AttentionKind, FlowConfig};
+use crate::attention::{AttentionKind, FlowConfig};
+use crate::device::ModelDevice;
 use crate::host_inference::{flow, Head, HostBackbone, HostBlock, HostLinear, HostNorm, Out};
 use crate::layers::{Tensor2, Tensor3};
 use crate::params::ParamStore;
@@ -81,7 +82,7 @@ impl Backbone {
     ) -> Result<Tensor2<E, D>, BackboneError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
     {
         let (b, l, w) = self.check_input(x.shape())?;
         if positions.len() != b || positions.iter().any(|&p| p >= l) {
@@ -131,7 +132,7 @@ impl Backbone {
     pub(crate) fn host<E, D>(&self, store: &ParamStore<E, D>) -> HostBackbone<E>
     where
         E: Real,
-        D: Device<E>,
+        D: ModelDevice<E>,
     {
         let linear = |layer| HostLinear::new(store, layer);
         let blocks = self

@@ -6,13 +6,12 @@
 
 pub(super) mod host;
 
-use std::any::TypeId;
-
 use dfdx::prelude::*;
 
 use super::block::Block;
 use super::{Backbone, BackboneConfig, BackboneError};
-use crate::attention::{AttentionDevice, AttentionKind, FlowState};
+use crate::attention::{AttentionKind, FlowState};
+use crate::device::ModelDevice;
 use crate::layers::Tensor2;
 use crate::params::ParamStore;
 use host::HostFlow;
@@ -33,7 +32,7 @@ pub struct BackboneState<E: Dtype, D: Storage<E>> {
     batch: usize,
 }
 
-impl<E: Dtype + num_traits::Float, D: AttentionDevice<E>> BackboneState<E, D> {
+impl<E: Dtype + num_traits::Float, D: ModelDevice<E>> BackboneState<E, D> {
     /// How many tokens have been fed.
     pub fn position(&self) -> usize {
         self.layers.first().map_or(0, |layer| match layer {
@@ -85,7 +84,7 @@ impl Block {
     ) -> Tensor2<E, D>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
     {
         let (h, hw, w) = (cfg.heads, cfg.head_width(), cfg.width);
         let a = self.ln_1.forward(store, x.clone());
@@ -135,18 +134,17 @@ impl Backbone {
     ) -> Result<BackboneState<E, D>, BackboneError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
     {
         if self.cfg.attention != AttentionKind::CausalFlow {
             return Err(BackboneError::NoRecurrentState(self.cfg.attention));
         }
         let (h, hw) = (self.cfg.heads, self.cfg.head_width());
-        let on_cpu = TypeId::of::<D>() == TypeId::of::<Cpu>();
         let layers = self
             .blocks
             .iter()
             .map(|_| {
-                if on_cpu {
+                if D::HOST_ACTING {
                     LayerState::Host(HostFlow::new(batch, h, hw, hw, self.cfg.flow))
                 } else {
                     LayerState::Device(Box::new(FlowState::new(
@@ -174,7 +172,7 @@ impl Backbone {
     ) -> Result<Tensor2<E, D>, BackboneError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
     {
         self.step_tokens(store, state, x)
     }
@@ -192,7 +190,7 @@ impl Backbone {
     ) -> Result<Tensor2<E, D>, BackboneError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
     {
         let (rows, w) = *x.shape();
         let b = state.batch;

@@ -8,7 +8,7 @@ use dfdx::prelude::*;
 use super::{ActionEmbedding, DecisionModel};
 use crate::agent::{AgentError, Window};
 use crate::attention::recurrence::Real;
-use crate::attention::AttentionDevice;
+use crate::device::ModelDevice;
 use crate::host_inference::{
     HostActionEmbedding, HostDecision, HostEmbedding, HostLinear, HostNorm,
 };
@@ -27,7 +27,7 @@ impl DecisionModel {
     ) -> Result<Tensor2<E, D>, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
     {
         // Token 3t + 1 of a row is the state token of step t.
         let positions: Vec<usize> = w
@@ -50,7 +50,7 @@ impl DecisionModel {
     pub(crate) fn host<E, D>(&self, store: &ParamStore<E, D>) -> HostDecision<E>
     where
         E: Real,
-        D: Device<E>,
+        D: ModelDevice<E>,
     {
         let embedding = HostEmbedding {
             timestep: store.values(self.embed_timestep),

@@ -18,8 +18,8 @@ use super::DecisionModel;
 use crate::agent::{
     check_finite, check_len, to_device, ActionInputs, ActionSpace, AgentError, HostActions,
 };
-use crate::attention::AttentionDevice;
 use crate::backbone::{BackboneError, BackboneState};
+use crate::device::ModelDevice;
 use crate::layers::Tensor2;
 use crate::params::ParamStore;
 
@@ -76,7 +76,7 @@ pub struct DecisionState<E: Dtype, D: Storage<E>> {
     steps: usize,
 }
 
-impl<E: Dtype + num_traits::Float, D: AttentionDevice<E>> DecisionState<E, D> {
+impl<E: Dtype + num_traits::Float, D: ModelDevice<E>> DecisionState<E, D> {
     /// Number of episodes (rows).
     pub fn batch(&self) -> usize {
         self.backbone.batch()
@@ -118,7 +118,7 @@ impl DecisionModel {
     ) -> Result<DecisionState<E, D>, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
     {
         let backbone = self
             .backbone
@@ -150,7 +150,7 @@ impl DecisionModel {
     ) -> Result<Tensor2<E, D>, AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
     {
         if state.next != Next::Observation {
             return Err(AgentError::Acting(
@@ -217,7 +217,7 @@ impl DecisionModel {
     ) -> Result<(), AgentError>
     where
         E: Dtype + num_traits::Float,
-        D: AttentionDevice<E>,
+        D: ModelDevice<E>,
     {
         if state.next != Next::Action {
             return Err(AgentError::Acting(
@@ -275,7 +275,7 @@ pub(crate) fn host_actions<E, D>(
 ) -> Result<ActionInputs<E, D>, AgentError>
 where
     E: Dtype + num_traits::Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
 {
     check_actions(space, actions, b)?;
     Ok(match (space, actions) {

@@ -14,21 +14,21 @@
 //! (the gradient is complete by then: every consumer ran first): reading the gradient of a fused op's *output* after `backward()`
 //! is not supported; inputs' and parameters' gradients are unaffected.
 //!
-//! The layer APIs are generic over any `D: Device<E>`, so the device is recognised at
-//! run time (`TypeId`) rather than through an extra trait bound that every caller would
-//! have to carry; the `Cpu` kernels then work on the same tensors and gradients, seen
-//! with their concrete type.
+//! The free functions here check shapes and call the device's implementation
+//! ([`crate::device::ModelDevice`]): the fused `Cpu` kernels of [`cpu`], or the
+//! compositions in [`composed`].
 
 pub mod composed;
+pub(crate) mod cpu;
 mod cpu_layout;
 mod cpu_linear;
 mod cpu_norm;
 mod cpu_pointwise;
 
-use std::any::{Any, TypeId};
-
 use dfdx::prelude::*;
 use num_traits::Float;
+
+use crate::device::ModelDevice;
 use rayon::prelude::*;
 
 /// Row-major token matrix `(rows, features)` with runtime sizes.
@@ -83,55 +83,6 @@ impl<E: Dtype, D: Storage<E>> Affine<E, D> {
 /// The backward pass of a fused `Cpu` op.
 type CpuBackward<E> = Box<dyn FnOnce(&mut Gradients<E, Cpu>) -> Result<(), CpuError>>;
 
-/// Whether `D` is dfdx's `Cpu` (the fused kernels run there).
-fn on_cpu<E: Dtype, D: Device<E>>() -> bool {
-    TypeId::of::<D>() == TypeId::of::<Cpu>()
-}
-
-/// Moves a value to the type it already is, spelled differently (`Tensor<S, E, D>` with
-/// `D = Cpu` seen as `Tensor<S, E, Cpu>` and back).
-///
-/// # Panics
-/// If `A` and `B` differ: callers check [`on_cpu`] first.
-fn same<A: 'static, B: 'static>(a: A) -> B {
-    let mut slot = Some(a);
-    match (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<B>>()
-        .and_then(Option::take)
-    {
-        Some(b) => b,
-        None => panic!(
-            "kernel dispatch: {} is not {}",
-            std::any::type_name::<A>(),
-            std::any::type_name::<B>()
-        ),
-    }
-}
-
-/// Records a `Cpu` backward pass on a tape of device `D` (which is `Cpu`).
-fn record<E, D, T>(tape: &mut T, backward: Option<CpuBackward<E>>)
-where
-    E: Dtype,
-    D: Device<E>,
-    T: Tape<E, D>,
-{
-    if let Some(backward) = backward {
-        tape.add_backward_op(move |grads: &mut Gradients<E, D>| {
-            let Some(grads) = (grads as &mut dyn Any).downcast_mut::<Gradients<E, Cpu>>() else {
-                panic!("kernel dispatch: a Cpu backward pass recorded on another device");
-            };
-            // The Cpu kernels fail only when an allocation does, where dfdx's own ops panic too.
-            backward(grads).unwrap_or_else(|e| panic!("fused Cpu kernel, backward pass: {e}"));
-            Ok(())
-        });
-    }
-}
-
-/// Whether `E` is a type the `gemm` crate multiplies (the fused linear maps need it).
-fn gemm_element<E: Dtype>() -> bool {
-    TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>()
-}
-
 /// `act(x W + b)` for `x (N, I)`: a linear map, its bias and the activation after it.
 /// On `Cpu` one product and one pass forward, and the input's and parameters'
 /// gradients straight from the output's gradient backward.
@@ -141,22 +92,11 @@ fn gemm_element<E: Dtype>() -> bool {
 pub fn linear<E, D, T>(x: Tensor2<E, D, T>, map: Affine<E, D>, act: Activation) -> Tensor2<E, D, T>
 where
     E: Dtype + Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D>,
 {
     check_affine(x.shape().1, &map);
-    if !(on_cpu::<E, D>() && gemm_element::<E>()) {
-        return composed::linear(x, map, act);
-    }
-    let (x, mut tape) = x.contiguous().split_tape();
-    let map = Affine {
-        weight: same::<Tensor2<E, D>, Tensor2<E, Cpu>>(map.weight),
-        out_in: map.out_in,
-        bias: map.bias.map(same::<Tensor1<E, D>, Tensor1<E, Cpu>>),
-    };
-    let (out, backward) = cpu_linear::linear(same(x), map, act, T::OWNS_TAPE);
-    record::<E, D, T>(&mut tape, backward);
-    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
+    D::linear(x, map, act)
 }
 
 /// Several linear maps of one input `x (B·L, I)`, each output `x W_j + b_j
@@ -176,7 +116,7 @@ pub fn linear_heads<E, D, T>(
 ) -> Vec<Tensor4<E, D, T>>
 where
     E: Dtype + Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D>,
 {
     assert!(!maps.is_empty(), "linear_heads: no maps");
@@ -187,27 +127,7 @@ where
         let o = map.outputs();
         assert!(h > 0 && o % h == 0, "linear_heads: {h} heads of width {o}");
     }
-    if !(on_cpu::<E, D>() && gemm_element::<E>()) {
-        return composed::linear_heads(x, maps, (b, l, h));
-    }
-    let (x, mut tape) = x.contiguous().split_tape();
-    let maps = maps
-        .into_iter()
-        .map(|m| Affine {
-            weight: same::<Tensor2<E, D>, Tensor2<E, Cpu>>(m.weight),
-            out_in: m.out_in,
-            bias: m.bias.map(same::<Tensor1<E, D>, Tensor1<E, Cpu>>),
-        })
-        .collect();
-    let (outs, backward) = cpu_linear::linear_heads(same(x), maps, (b, l, h), T::OWNS_TAPE);
-    record::<E, D, T>(&mut tape, backward);
-    let mut tape = Some(tape);
-    outs.into_iter()
-        .map(|o| {
-            let o = same::<Tensor4<E, Cpu>, Tensor4<E, D>>(o);
-            o.put_tape(tape.take().unwrap_or_default())
-        })
-        .collect()
+    D::linear_heads(x, maps, (b, l, h))
 }
 
 /// Checks a map against its input width.
@@ -231,20 +151,13 @@ pub fn layer_norm<E, D, T>(
 ) -> Tensor2<E, D, T>
 where
     E: Dtype + Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D>,
 {
     let w = x.shape().1;
     assert_eq!(weight.shape().0, w, "layer_norm: weight width");
     assert_eq!(bias.shape().0, w, "layer_norm: bias width");
-    if !on_cpu::<E, D>() {
-        return composed::layer_norm(x, weight, bias, eps);
-    }
-    let (x, mut tape) = x.contiguous().split_tape();
-    let (out, backward) =
-        cpu_norm::layer_norm(same(x), same(weight), same(bias), eps, T::OWNS_TAPE);
-    record::<E, D, T>(&mut tape, backward);
-    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
+    D::layer_norm(x, weight, bias, eps)
 }
 
 /// Inverted dropout that always drops (the caller gates it on training): each value is
@@ -255,16 +168,10 @@ pub fn dropout<S, E, D, T>(x: Tensor<S, E, D, T>, p: f64) -> Tensor<S, E, D, T>
 where
     S: Shape,
     E: Dtype + Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D>,
 {
-    if !on_cpu::<E, D>() {
-        return x.dropout(p);
-    }
-    let (x, mut tape) = x.contiguous().split_tape();
-    let (out, backward) = cpu_pointwise::dropout_add(same(x), None, p, T::OWNS_TAPE);
-    record::<E, D, T>(&mut tape, backward);
-    same::<Tensor<S, E, Cpu>, Tensor<S, E, D>>(out).put_tape(tape)
+    D::dropout(x, p)
 }
 
 /// `dropout(x, p) + residual` when `p > 0` (the same mask as [`dropout`]), `x + residual`
@@ -280,7 +187,7 @@ pub fn dropout_add<S, E, D, T>(
 where
     S: Shape,
     E: Dtype + Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D> + Merge<T>,
 {
     assert_eq!(
@@ -288,15 +195,7 @@ where
         residual.shape().concrete(),
         "dropout_add: shapes"
     );
-    if !on_cpu::<E, D>() {
-        return composed::dropout_add(x, residual, p);
-    }
-    let (x, tape_x) = x.contiguous().split_tape();
-    let (r, tape_r) = residual.contiguous().split_tape();
-    let mut tape = tape_x.merge(tape_r);
-    let (out, backward) = cpu_pointwise::dropout_add(same(x), Some(same(r)), p, T::OWNS_TAPE);
-    record::<E, D, T>(&mut tape, backward);
-    same::<Tensor<S, E, Cpu>, Tensor<S, E, D>>(out).put_tape(tape)
+    D::dropout_add(x, residual, p)
 }
 
 /// The inverse layout of [`linear_heads`]' head split: `o (B, H, L, M)` ->
@@ -305,18 +204,10 @@ where
 pub fn merge_heads<E, D, T>(o: Tensor4<E, D, T>) -> Tensor2<E, D, T>
 where
     E: Dtype + Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D>,
 {
-    let (b, h, l, m) = *o.shape();
-    if h == 1 || !on_cpu::<E, D>() {
-        return composed::merge_heads(o);
-    }
-    let (o, mut tape) = o.contiguous().split_tape();
-    let (out, backward) = cpu_layout::merge_heads(same(o), T::OWNS_TAPE);
-    record::<E, D, T>(&mut tape, backward);
-    debug_assert_eq!(*out.shape(), (b * l, h * m));
-    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
+    D::merge_heads(o)
 }
 
 /// Rows `rows` of `x (N, W)` in that order, `(rows.len(), W)`; rows may repeat (their
@@ -327,20 +218,14 @@ where
 pub fn gather_rows<E, D, T>(x: Tensor2<E, D, T>, rows: &[usize]) -> Tensor2<E, D, T>
 where
     E: Dtype + Float,
-    D: Device<E>,
+    D: ModelDevice<E>,
     T: Tape<E, D>,
 {
     let n = x.shape().0;
     if let Some(&r) = rows.iter().find(|&&r| r >= n) {
         panic!("gather_rows: row {r} of {n}");
     }
-    if !on_cpu::<E, D>() {
-        return composed::gather_rows(x, rows);
-    }
-    let (x, mut tape) = x.contiguous().split_tape();
-    let (out, backward) = cpu_layout::gather_rows(same(x), rows, T::OWNS_TAPE);
-    record::<E, D, T>(&mut tape, backward);
-    same::<Tensor2<E, Cpu>, Tensor2<E, D>>(out).put_tape(tape)
+    D::gather_rows(x, rows)
 }
 
 /// The data of a contiguous `Cpu` tensor (a copy: dfdx has no borrowed view). Callers

@@ -1,0 +1,254 @@
+//! The one place where a device chooses its implementation of the model's operations.
+//!
+//! [`ModelDevice`] lists the operations the model is made of (linear maps, LayerNorm,
+//! dropout and the residual sum, the attention cores and the recurrent Flow-Attention
+//! step, the head layout). Every method's default is the composition of stock dfdx
+//! ops ([`kernels::composed`], [`attention::composed`]): what `Cuda` runs, and the
+//! oracle the tests compare the fast paths with. `Cpu` overrides them with fused
+//! kernels (one pass per direction, rows in parallel, only what the backward pass needs
+//! kept). Callers use the checked free functions of [`kernels`] and [`attention`],
+//! never these methods directly.
+//!
+//! The trait also says where acting keeps its working state: devices with
+//! [`ModelDevice::HOST_ACTING`] act from a host-memory copy of the parameters
+//! ([`crate::acting`]'s host engine, the recurrent state's host form).
+
+use dfdx::prelude::*;
+use num_traits::Float;
+
+use crate::attention::{self, composed as attention_composed, FlowConfig, FlowSums};
+use crate::attention::{Tensor3, Tensor4};
+use crate::kernels::{self, composed as kernels_composed, Activation, Affine, Tensor1, Tensor2};
+
+/// A device the model runs on; see the module documentation.
+pub trait ModelDevice<E: Dtype>: Device<E> {
+    /// Whether acting works on host-memory copies of the parameters and states.
+    const HOST_ACTING: bool = false;
+
+    /// `act(x W + b)`; shapes already checked.
+    fn linear<T: Tape<E, Self>>(
+        x: Tensor2<E, Self, T>,
+        map: Affine<E, Self>,
+        act: Activation,
+    ) -> Tensor2<E, Self, T>
+    where
+        E: Float,
+    {
+        kernels_composed::linear(x, map, act)
+    }
+
+    /// Several linear maps of one input, each split into attention heads; shapes
+    /// already checked.
+    fn linear_heads<T: Tape<E, Self>>(
+        x: Tensor2<E, Self, T>,
+        maps: Vec<Affine<E, Self>>,
+        heads: (usize, usize, usize),
+    ) -> Vec<Tensor4<E, Self, T>>
+    where
+        E: Float,
+    {
+        kernels_composed::linear_heads(x, maps, heads)
+    }
+
+    /// LayerNorm over rows; shapes already checked.
+    fn layer_norm<T: Tape<E, Self>>(
+        x: Tensor2<E, Self, T>,
+        weight: Tensor1<E, Self>,
+        bias: Tensor1<E, Self>,
+        eps: f64,
+    ) -> Tensor2<E, Self, T>
+    where
+        E: Float,
+    {
+        kernels_composed::layer_norm(x, weight, bias, eps)
+    }
+
+    /// Inverted dropout with dfdx's mask.
+    fn dropout<S: Shape, T: Tape<E, Self>>(
+        x: Tensor<S, E, Self, T>,
+        p: f64,
+    ) -> Tensor<S, E, Self, T>
+    where
+        E: Float,
+    {
+        x.dropout(p)
+    }
+
+    /// `dropout(x, p) + residual` (`x + residual` for `p == 0`); shapes already checked.
+    fn dropout_add<S: Shape, T: Tape<E, Self> + Merge<T>>(
+        x: Tensor<S, E, Self, T>,
+        residual: Tensor<S, E, Self, T>,
+        p: f64,
+    ) -> Tensor<S, E, Self, T>
+    where
+        E: Float,
+    {
+        kernels_composed::dropout_add(x, residual, p)
+    }
+
+    /// Attention heads `(B, H, L, M)` back to token rows `(B·L, H·M)`.
+    fn merge_heads<T: Tape<E, Self>>(o: Tensor4<E, Self, T>) -> Tensor2<E, Self, T>
+    where
+        E: Float,
+    {
+        kernels_composed::merge_heads(o)
+    }
+
+    /// Rows of `x` in the given order; rows already checked.
+    fn gather_rows<T: Tape<E, Self>>(x: Tensor2<E, Self, T>, rows: &[usize]) -> Tensor2<E, Self, T>
+    where
+        E: Float,
+    {
+        kernels_composed::gather_rows(x, rows)
+    }
+
+    /// Causal Flow-Attention; shapes already checked.
+    fn causal_flow<T: Tape<E, Self> + Merge<T>>(
+        q: Tensor4<E, Self, T>,
+        k: Tensor4<E, Self, T>,
+        v: Tensor4<E, Self, T>,
+        cfg: &FlowConfig,
+    ) -> Tensor4<E, Self, T>
+    where
+        E: Float,
+    {
+        attention_composed::causal_flow(q, k, v, cfg)
+    }
+
+    /// Normal (non-causal) Flow-Attention; shapes already checked.
+    fn normal_flow<T: Tape<E, Self> + Merge<T>>(
+        q: Tensor4<E, Self, T>,
+        k: Tensor4<E, Self, T>,
+        v: Tensor4<E, Self, T>,
+        cfg: &FlowConfig,
+    ) -> Tensor4<E, Self, T>
+    where
+        E: Float,
+    {
+        attention_composed::normal_flow(q, k, v, cfg)
+    }
+
+    /// Causal softmax attention; shapes already checked.
+    fn causal_softmax<T: Tape<E, Self> + Merge<T>>(
+        q: Tensor4<E, Self, T>,
+        k: Tensor4<E, Self, T>,
+        v: Tensor4<E, Self, T>,
+    ) -> Tensor4<E, Self, T>
+    where
+        E: Float,
+    {
+        attention_composed::causal_softmax(q, k, v)
+    }
+
+    /// One step of the causal Flow-Attention recurrence: advances `sums` by the token
+    /// `(q, k, v)` at 1-based `position` and returns its output `(B,H,M)`.
+    fn flow_step(
+        sums: &mut FlowSums<E, Self>,
+        position: usize,
+        q: Tensor3<E, Self>,
+        k: Tensor3<E, Self>,
+        v: Tensor3<E, Self>,
+        cfg: &FlowConfig,
+    ) -> Tensor3<E, Self>
+    where
+        E: Float,
+    {
+        attention_composed::flow_step(sums, position, q, k, v, cfg)
+    }
+}
+
+/// `Cpu` runs the fused kernels (f32 and f64), except for normal Flow-Attention (plain
+/// matmuls, no prefix sums).
+macro_rules! cpu_model_device {
+    ($($float:ty),*) => {$(
+        impl ModelDevice<$float> for Cpu {
+            const HOST_ACTING: bool = true;
+
+            fn linear<T: Tape<$float, Self>>(
+                x: Tensor2<$float, Self, T>,
+                map: Affine<$float, Self>,
+                act: Activation,
+            ) -> Tensor2<$float, Self, T> {
+                kernels::cpu::linear(x, map, act)
+            }
+
+            fn linear_heads<T: Tape<$float, Self>>(
+                x: Tensor2<$float, Self, T>,
+                maps: Vec<Affine<$float, Self>>,
+                heads: (usize, usize, usize),
+            ) -> Vec<Tensor4<$float, Self, T>> {
+                kernels::cpu::linear_heads(x, maps, heads)
+            }
+
+            fn layer_norm<T: Tape<$float, Self>>(
+                x: Tensor2<$float, Self, T>,
+                weight: Tensor1<$float, Self>,
+                bias: Tensor1<$float, Self>,
+                eps: f64,
+            ) -> Tensor2<$float, Self, T> {
+                kernels::cpu::layer_norm(x, weight, bias, eps)
+            }
+
+            fn dropout<S: Shape, T: Tape<$float, Self>>(
+                x: Tensor<S, $float, Self, T>,
+                p: f64,
+            ) -> Tensor<S, $float, Self, T> {
+                kernels::cpu::dropout(x, p)
+            }
+
+            fn dropout_add<S: Shape, T: Tape<$float, Self> + Merge<T>>(
+                x: Tensor<S, $float, Self, T>,
+                residual: Tensor<S, $float, Self, T>,
+                p: f64,
+            ) -> Tensor<S, $float, Self, T> {
+                kernels::cpu::dropout_add(x, residual, p)
+            }
+
+            fn merge_heads<T: Tape<$float, Self>>(
+                o: Tensor4<$float, Self, T>,
+            ) -> Tensor2<$float, Self, T> {
+                kernels::cpu::merge_heads(o)
+            }
+
+            fn gather_rows<T: Tape<$float, Self>>(
+                x: Tensor2<$float, Self, T>,
+                rows: &[usize],
+            ) -> Tensor2<$float, Self, T> {
+                kernels::cpu::gather_rows(x, rows)
+            }
+
+            fn causal_flow<T: Tape<$float, Self> + Merge<T>>(
+                q: Tensor4<$float, Self, T>,
+                k: Tensor4<$float, Self, T>,
+                v: Tensor4<$float, Self, T>,
+                cfg: &FlowConfig,
+            ) -> Tensor4<$float, Self, T> {
+                attention::cpu_flow::causal_flow(q, k, v, cfg)
+            }
+
+            fn causal_softmax<T: Tape<$float, Self> + Merge<T>>(
+                q: Tensor4<$float, Self, T>,
+                k: Tensor4<$float, Self, T>,
+                v: Tensor4<$float, Self, T>,
+            ) -> Tensor4<$float, Self, T> {
+                attention::cpu_softmax::causal_softmax(q, k, v)
+            }
+
+            fn flow_step(
+                sums: &mut FlowSums<$float, Self>,
+                position: usize,
+                q: Tensor3<$float, Self>,
+                k: Tensor3<$float, Self>,
+                v: Tensor3<$float, Self>,
+                cfg: &FlowConfig,
+            ) -> Tensor3<$float, Self> {
+                attention::cpu_flow::flow_step(sums, position, q, k, v, cfg)
+            }
+        }
+    )*};
+}
+
+cpu_model_device!(f32, f64);
+
+#[cfg(feature = "cuda")]
+impl<E: Dtype> ModelDevice<E> for Cuda where Cuda: Device<E> {}

@@ -265,13 +265,7 @@ where
                     };
                     let host = h.window(cfg.action, obs, width);
                     let w = agent.window(&host.host(cfg.action))?;
-                    match agent.decision() {
-                        // Only each row's last state token is read: the last block and the
-                        // head run on those tokens alone.
-                        Some(model) => model.predict_last(agent.params(), &w)?,
-                        None => agent.predict_last(&w)?,
-                    }
-                    .as_vec()
+                    agent.predict_last(&w)?.as_vec()
                 }
             })
         })?;

@@ -203,7 +203,7 @@ impl Backbone {
         let last = self.blocks.len() - 1;
         for (i, block) in self.blocks.iter().enumerate() {
             let keep = if i == last { keep } else { None };
-            h = block.forward_kept(store, h, (b, l), &self.cfg, train, keep);
+            h = block.forward(store, h, (b, l), &self.cfg, train, keep);
         }
         self.ln_f.forward(store, h)
     }

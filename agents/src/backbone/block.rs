@@ -82,29 +82,13 @@ impl Block {
         })
     }
 
-    /// The block on the flat residual stream `(B·L, W)` of `(batch, length)` sequences.
-    pub(super) fn forward<E, D, T>(
-        &self,
-        store: &ParamStore<E, D>,
-        x: Tensor2<E, D, T>,
-        (b, l): (usize, usize),
-        cfg: &BackboneConfig,
-        train: bool,
-    ) -> Tensor2<E, D, T>
-    where
-        E: Dtype + num_traits::Float,
-        D: ModelDevice<E>,
-        T: Tape<E, D> + Merge<T>,
-    {
-        self.forward_kept(store, x, (b, l), cfg, train, None)
-    }
-
-    /// [`Block::forward`], its output restricted to the rows `keep` when given.
+    /// The block on the flat residual stream `(B·L, W)` of `(batch, length)` sequences,
+    /// its output restricted to the rows `keep` when given.
     /// With `keep`, the output holds only those rows of the residual stream, in that
     /// order: attention reads every token (its keys, values and, for Flow-Attention,
     /// its queries' flow sums), but the output projection, the MLP and both residual
     /// additions run on the kept rows only.
-    pub(super) fn forward_kept<E, D, T>(
+    pub(super) fn forward<E, D, T>(
         &self,
         store: &ParamStore<E, D>,
         x: Tensor2<E, D, T>,
@@ -133,8 +117,27 @@ impl Block {
             Some(rows) => (gather_rows(o, rows), gather_rows(x, rows)),
             None => (o, x),
         };
-        let x = dropout_add(self.out.forward(store, o), x, cfg.dropout, train);
+        self.finish(store, o, x, cfg, train)
+    }
 
+    /// The rest of the block after attention, on rows of the residual stream `x` and
+    /// their attention outputs `o`: the output projection and its residual, then the
+    /// MLP sub-layer (LayerNorm, the 4× wide ReLU layer, the projection back) and its
+    /// residual; dropout on both sub-layers' outputs when `train`.
+    pub(super) fn finish<E, D, T>(
+        &self,
+        store: &ParamStore<E, D>,
+        o: Tensor2<E, D, T>,
+        x: Tensor2<E, D, T>,
+        cfg: &BackboneConfig,
+        train: bool,
+    ) -> Tensor2<E, D, T>
+    where
+        E: Dtype + num_traits::Float,
+        D: ModelDevice<E>,
+        T: Tape<E, D> + Merge<T>,
+    {
+        let x = dropout_add(self.out.forward(store, o), x, cfg.dropout, train);
         let m = self.ln_2.forward(store, x.with_empty_tape());
         let m = self.c_fc.forward_relu(store, m);
         dropout_add(self.c_proj.forward(store, m), x, cfg.dropout, train)

@@ -116,11 +116,7 @@ impl Block {
             }
         };
         let x = if last_only { rows(&x, n - 1) } else { x };
-        let x = self.out.forward(store, o) + x;
-        let m = self
-            .c_fc
-            .forward_relu(store, self.ln_2.forward(store, x.clone()));
-        self.c_proj.forward(store, m) + x
+        self.finish(store, o, x, cfg, false)
     }
 }
 

@@ -19,7 +19,6 @@ use std::collections::VecDeque;
 
 use rayon::prelude::*;
 
-pub(crate) use attention::{flow, Head, Out};
 pub(crate) use backbone::{HostBackbone, HostBlock};
 pub(crate) use dense::{HostLinear, HostNorm};
 

@@ -102,7 +102,7 @@ impl Linear {
         self.forward_with(store, x, Activation::Identity)
     }
 
-    /// `relu(x W + b)`: [`Linear::forward`] followed by [`relu`], fused with the bias on `Cpu`.
+    /// `relu(x W + b)`: [`Linear::forward`] followed by ReLU, fused with the bias on `Cpu`.
     ///
     /// # Panics
     /// If `x` does not have `inputs` columns.
@@ -195,22 +195,6 @@ impl Linear {
             bias: self.bias.map(|b| store.vector(b)),
         }
     }
-
-    /// `(B, L, inputs) -> (B, L, outputs)`, flattened to one gemm.
-    pub fn forward3<E, D, T>(
-        &self,
-        store: &ParamStore<E, D>,
-        x: Tensor3<E, D, T>,
-    ) -> Tensor3<E, D, T>
-    where
-        E: Dtype + num_traits::Float,
-        D: ModelDevice<E>,
-        T: Tape<E, D>,
-    {
-        let (b, l, w) = *x.shape();
-        self.forward(store, x.reshape_like(&(b * l, w)))
-            .reshape_like(&(b, l, self.outputs))
-    }
 }
 
 /// LayerNorm over the feature axis with a learned scale (`weight`) and shift (`bias`).
@@ -272,29 +256,6 @@ impl LayerNorm {
             self.eps,
         )
     }
-
-    /// `(B, L, width) -> (B, L, width)`.
-    pub fn forward3<E, D, T>(
-        &self,
-        store: &ParamStore<E, D>,
-        x: Tensor3<E, D, T>,
-    ) -> Tensor3<E, D, T>
-    where
-        E: Dtype + num_traits::Float,
-        D: ModelDevice<E>,
-        T: Tape<E, D>,
-    {
-        let (b, l, w) = *x.shape();
-        self.forward(store, x.reshape_like(&(b * l, w)))
-            .reshape_like(&(b, l, w))
-    }
-}
-
-/// Element-wise `max(x, 0)`.
-pub fn relu<S: Shape, E: Dtype, D: ModelDevice<E>, T: Tape<E, D>>(
-    x: Tensor<S, E, D, T>,
-) -> Tensor<S, E, D, T> {
-    x.relu()
 }
 
 /// Inverted dropout with probability `p` when `train` is true (kept values scaled by

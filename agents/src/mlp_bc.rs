@@ -11,7 +11,7 @@ use dfdx::prelude::*;
 use crate::device::ModelDevice;
 
 use crate::agent::{ActionSpace, AgentConfig, AgentError, Window};
-use crate::layers::{dropout, relu, Linear, Tensor2, WeightLayout};
+use crate::layers::{dropout, Linear, Tensor2, WeightLayout};
 use crate::params::{Init, ParamStore};
 
 /// The MLP's layers; the values live in the agent's [`ParamStore`].
@@ -69,8 +69,8 @@ impl MlpBc {
         T: Tape<E, D>,
     {
         let [l0, l1, l2] = &self.layers;
-        let h = relu(l0.forward(store, w.states.retaped::<T>()));
-        let h = relu(l1.forward(store, dropout(h, self.dropout, train)));
+        let h = l0.forward_relu(store, w.states.retaped::<T>());
+        let h = l1.forward_relu(store, dropout(h, self.dropout, train));
         let y = l2.forward(store, dropout(h, self.dropout, train));
         match self.action {
             ActionSpace::Continuous { .. } => y.tanh(),

@@ -7,7 +7,7 @@ use dfdx::prelude::*;
 use flowrl_agents::attention::{AttentionKind, FlowConfig};
 use flowrl_agents::backbone::{Backbone, BackboneConfig, BackboneError};
 use flowrl_agents::device::ModelDevice;
-use flowrl_agents::layers::{dropout, LayerNorm, Linear, Tensor3, WeightLayout};
+use flowrl_agents::layers::{dropout, LayerNorm, Linear, Tensor2, Tensor3, WeightLayout};
 use flowrl_agents::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, OptimError};
 use flowrl_agents::params::{Init, ParamError, ParamGrads, ParamId, ParamStore};
 
@@ -49,6 +49,21 @@ where
 }
 
 // ---------------------------------------------------------------- parameter store
+
+/// `f` on the token rows of `x (B, L, W)`, the result back in `(B, L, ·)` layout.
+fn per_token<E, T>(
+    x: Tensor3<E, Cpu, T>,
+    f: impl FnOnce(Tensor2<E, Cpu, T>) -> Tensor2<E, Cpu, T>,
+) -> Tensor3<E, Cpu, T>
+where
+    E: Dtype,
+    T: Tape<E, Cpu>,
+{
+    let (b, l, w) = *x.shape();
+    let y = f(x.reshape_like(&(b * l, w)));
+    let o = y.shape().1;
+    y.reshape_like(&(b, l, o))
+}
 
 #[test]
 fn store_lookup_count_and_errors() {
@@ -588,9 +603,15 @@ fn linear_layouts_and_layer_norm_compute_by_hand() {
         2.0 + 2.0 + 1.5 + 0.5,
         8.0 + 5.0 + 3.0 - 1.0,
     ];
-    assert_eq!(torch.forward3(&store, x.clone()).as_vec(), want);
-    assert_eq!(conv.forward3(&store, x.clone()).as_vec(), want);
-    let y = ln.forward3(&store, x.clone()).as_vec();
+    assert_eq!(
+        per_token(x.clone(), |x| torch.forward(&store, x)).as_vec(),
+        want
+    );
+    assert_eq!(
+        per_token(x.clone(), |x| conv.forward(&store, x)).as_vec(),
+        want
+    );
+    let y = per_token(x.clone(), |x| ln.forward(&store, x)).as_vec();
     let rows = x.as_vec();
     for r in 0..2 {
         let row = &rows[3 * r..3 * r + 3];
@@ -804,23 +825,20 @@ impl TinyDt {
             .matrix(self.embed_timestep)
             .leaky_traced()
             .gather(timesteps);
-        let r = self
-            .embed_return
-            .forward3(store, input("returns_to_go", 1).leaky_traced())
-            + time.with_empty_tape();
-        let s = self
-            .embed_state
-            .forward3(store, input("states", sd).leaky_traced())
-            + time.with_empty_tape();
-        let a = self
-            .embed_action
-            .forward3(store, input("actions", ad).leaky_traced())
-            + time;
+        let r = per_token(input("returns_to_go", 1).leaky_traced(), |x| {
+            self.embed_return.forward(store, x)
+        }) + time.with_empty_tape();
+        let s = per_token(input("states", sd).leaky_traced(), |x| {
+            self.embed_state.forward(store, x)
+        }) + time.with_empty_tape();
+        let a = per_token(input("actions", ad).leaky_traced(), |x| {
+            self.embed_action.forward(store, x)
+        }) + time;
         let tokens: Tensor<(Const<3>, usize, usize, usize), E, Cpu, _> = [r, s, a].stack();
         let tokens = tokens
             .permute::<_, Axes4<1, 2, 0, 3>>()
             .reshape_like(&(b, 3 * k, w));
-        let tokens: Tensor3<E, Cpu, _> = self.embed_ln.forward3(store, tokens);
+        let tokens: Tensor3<E, Cpu, _> = per_token(tokens, |x| self.embed_ln.forward(store, x));
 
         let hidden = self.backbone.forward(store, tokens, false).unwrap();
         let hidden_values = hidden.as_vec();

@@ -31,13 +31,14 @@ use std::collections::VecDeque;
 use dfdx::prelude::*;
 use rand::Rng;
 
-use crate::agent::{
-    check_finite, check_len, ActionSpace, Agent, AgentError, AgentKind, HostActions, HostWindow,
-};
+use crate::agent::Agent;
 use crate::decision::DecisionState;
 use crate::device::ModelDevice;
 use crate::host_inference::{HostDecision, StepRecord};
 use crate::params::to_f64;
+use crate::spec::{
+    check_finite, check_len, ActionSpace, AgentError, AgentKind, HostActions, HostWindow,
+};
 
 /// How much history the policy sees when acting (and, in experiment configs, when
 /// training); named, and serialised by name, as in [`crate::named`].

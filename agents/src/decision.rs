@@ -20,11 +20,11 @@ pub mod recurrent;
 
 use dfdx::prelude::*;
 
-use crate::agent::{ActionInputs, ActionSpace, AgentConfig, AgentError, Window};
 use crate::backbone::Backbone;
 use crate::device::ModelDevice;
 use crate::layers::{LayerNorm, Linear, Tensor2, Tensor3, WeightLayout};
 use crate::params::{Init, ParamId, ParamStore};
+use crate::spec::{ActionInputs, ActionSpace, AgentConfig, AgentError, Window};
 
 pub use recurrent::DecisionState;
 

@@ -18,3 +18,4 @@ pub mod mlp_bc;
 pub mod named;
 pub mod optim;
 pub mod params;
+pub mod spec;

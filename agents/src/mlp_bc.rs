@@ -10,9 +10,9 @@ use dfdx::prelude::*;
 
 use crate::device::ModelDevice;
 
-use crate::agent::{ActionSpace, AgentConfig, AgentError, Window};
 use crate::layers::{dropout, Linear, Tensor2, WeightLayout};
 use crate::params::{Init, ParamStore};
+use crate::spec::{ActionSpace, AgentConfig, AgentError, Window};
 
 /// The MLP's layers; the values live in the agent's [`ParamStore`].
 #[derive(Clone, Debug, PartialEq)]

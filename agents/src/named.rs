@@ -11,7 +11,7 @@ use clap::ValueEnum;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::acting::ContextMode;
-use crate::agent::AgentKind;
+use crate::spec::AgentKind;
 
 /// A fieldless enum written by its [`ValueEnum`] name.
 pub trait Named: ValueEnum {

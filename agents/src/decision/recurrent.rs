@@ -15,13 +15,13 @@
 use dfdx::prelude::*;
 
 use super::DecisionModel;
-use crate::agent::{
-    check_finite, check_len, to_device, ActionInputs, ActionSpace, AgentError, HostActions,
-};
 use crate::backbone::{BackboneError, BackboneState};
 use crate::device::ModelDevice;
 use crate::layers::Tensor2;
 use crate::params::ParamStore;
+use crate::spec::{
+    check_finite, check_len, to_device, ActionInputs, ActionSpace, AgentError, HostActions,
+};
 
 /// What the state expects next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,9 +22,9 @@ use rayon::prelude::*;
 pub(crate) use backbone::{HostBackbone, HostBlock};
 pub(crate) use dense::{HostLinear, HostNorm};
 
-use crate::agent::ActionSpace;
 use crate::attention::recurrence::Real;
 use crate::params::from_f64;
+use crate::spec::ActionSpace;
 use backbone::Scratch;
 
 /// Episodes per step from which the tokens are embedded in parallel.

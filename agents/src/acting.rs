@@ -32,9 +32,9 @@ use dfdx::prelude::*;
 use rand::Rng;
 
 use crate::agent::Agent;
-use crate::decision::DecisionState;
 use crate::device::ModelDevice;
-use crate::host_inference::{HostDecision, StepRecord};
+use crate::host::{HostDecision, StepRecord};
+use crate::model::decision::DecisionState;
 use crate::params::to_f64;
 use crate::spec::{
     check_finite, check_len, ActionSpace, AgentError, AgentKind, HostActions, HostWindow,
@@ -296,7 +296,7 @@ where
             }
             Engine::Reencode(h) | Engine::Host(h, _) => {
                 let space = self.agent.config().action;
-                crate::decision::recurrent::check_actions(space, actions, b)?;
+                crate::model::decision::recurrent::check_actions(space, actions, b)?;
                 for (i, row) in h.rows.iter_mut().enumerate() {
                     if let Some(step) = row.back_mut() {
                         match (space, actions) {

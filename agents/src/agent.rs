@@ -12,10 +12,10 @@ use std::collections::HashMap;
 
 use dfdx::prelude::*;
 
-use crate::decision::{DecisionModel, DecisionState};
 use crate::device::ModelDevice;
-use crate::layers::{Tensor2, Tensor3};
-use crate::mlp_bc::MlpBc;
+use crate::model::decision::{DecisionModel, DecisionState};
+use crate::model::layers::{Tensor2, Tensor3};
+use crate::model::mlp_bc::MlpBc;
 use crate::params::{decode, ParamStore};
 
 use crate::spec::Targets;

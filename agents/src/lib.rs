@@ -8,13 +8,10 @@
 pub mod acting;
 pub mod agent;
 pub mod attention;
-pub mod backbone;
-pub mod decision;
 pub mod device;
-pub(crate) mod host_inference;
+pub(crate) mod host;
 pub mod kernels;
-pub mod layers;
-pub mod mlp_bc;
+pub mod model;
 pub mod named;
 pub mod optim;
 pub mod params;

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use dfdx::prelude::*;
 use flowrl_agents::attention::{AttentionKind, FlowConfig};
-use flowrl_agents::backbone::{Backbone, BackboneConfig, BackboneError};
 use flowrl_agents::device::ModelDevice;
-use flowrl_agents::layers::{dropout, LayerNorm, Linear, Tensor2, Tensor3, WeightLayout};
+use flowrl_agents::model::layers::{dropout, LayerNorm, Linear, Tensor2, Tensor3, WeightLayout};
+use flowrl_agents::model::{Backbone, BackboneConfig, BackboneError};
 use flowrl_agents::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, OptimError};
 use flowrl_agents::params::{Init, ParamError, ParamGrads, ParamId, ParamStore};
 

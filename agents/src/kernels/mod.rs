@@ -15,7 +15,7 @@
 //! is not supported; inputs' and parameters' gradients are unaffected.
 //!
 //! The free functions here check shapes and call the device's implementation
-//! ([`crate::device::ModelDevice`]): the fused `Cpu` kernels of [`cpu`], or the
+//! ([`crate::device::ModelDevice`]): the fused `Cpu` kernels of `cpu`, or the
 //! compositions in [`composed`].
 
 pub mod composed;

@@ -4,9 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use super::AgentError;
 use crate::attention::{AttentionKind, FlowConfig};
-use crate::backbone::BackboneConfig;
+use crate::model::BackboneConfig;
 
-/// Which model an [`super::Agent`] is. Configs and the command line name it in
+/// Which model an [`crate::agent::Agent`] is. Configs and the command line name it in
 /// kebab-case ([`crate::named`]); the agent config of a checkpoint in snake_case.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

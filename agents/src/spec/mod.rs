@@ -6,7 +6,7 @@ mod config;
 mod window;
 
 use crate::attention::AttentionKind;
-use crate::backbone::BackboneError;
+use crate::model::BackboneError;
 use crate::params::ParamError;
 
 pub use config::{

@@ -5,7 +5,7 @@ use dfdx::prelude::*;
 use crate::device::ModelDevice;
 
 use super::{ActionSpace, AgentConfig, AgentError};
-use crate::layers::Tensor2;
+use crate::model::layers::Tensor2;
 use crate::params::{from_f64, to_f64};
 
 /// Actions of a host batch, row-major `[B, L, ...]`, with values of type `H`
@@ -57,8 +57,8 @@ pub(crate) enum Targets<E: Dtype, D: Storage<E> + Storage<usize>> {
     Discrete(Tensor<(usize,), usize, D>),
 }
 
-/// A batch of windows on the device: the input of [`super::Agent::loss`] and
-/// [`super::Agent::predict`]. Padding is on the right; the valid steps of each row are
+/// A batch of windows on the device: the input of [`crate::agent::Agent::loss`] and
+/// [`crate::agent::Agent::predict`]. Padding is on the right; the valid steps of each row are
 /// a prefix of length [`Window::lengths`]. Steps are stored flat, `b * L + t`.
 #[derive(Clone, Debug)]
 pub struct Window<E: Dtype, D: Storage<E> + Storage<usize>> {

@@ -1,7 +1,7 @@
 //! The backbone's eval-mode forward pass on host slices, read out at the last token
 //! of every sequence: every block but the last runs on every token; the last one
 //! computes its attention output, output projection, MLP and the final LayerNorm at
-//! the last tokens only (what [`crate::backbone::Backbone::forward_readout`] computes).
+//! the last tokens only (what [`crate::model::Backbone::forward_rows`] computes).
 //!
 //! Everything between two attentions works on each token alone (the output map, both
 //! residual connections, the MLP, the next block's LayerNorm and query/key/value map),
@@ -13,10 +13,12 @@ use std::sync::{Mutex, PoisonError};
 use rayon::prelude::*;
 
 use super::attention::{self, Head, Out};
-use super::dense::{HostLinear, HostNorm};
+use super::layers::{HostLinear, HostNorm};
 use crate::attention::recurrence::{Consts, Real};
 use crate::attention::{AttentionKind, FlowConfig};
-use crate::params::from_f64;
+use crate::device::ModelDevice;
+use crate::model::Backbone;
+use crate::params::{from_f64, ParamStore};
 
 /// Sequences per step below which the attention runs on the calling thread.
 const PARALLEL_SEQUENCES: usize = 2;
@@ -313,4 +315,36 @@ fn ends(lens: &[usize]) -> Vec<usize> {
             Some(*end)
         })
         .collect()
+}
+
+impl Backbone {
+    /// A copy of the backbone in host memory ([`crate::host`]).
+    pub(crate) fn host<E, D>(&self, store: &ParamStore<E, D>) -> HostBackbone<E>
+    where
+        E: Real,
+        D: ModelDevice<E>,
+    {
+        let linear = |layer| HostLinear::new(store, layer);
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                HostBlock::new((
+                    HostNorm::new(store, &b.ln_1),
+                    [linear(&b.query), linear(&b.key), linear(&b.value)],
+                    linear(&b.out),
+                    HostNorm::new(store, &b.ln_2),
+                    linear(&b.c_fc),
+                    linear(&b.c_proj),
+                ))
+            })
+            .collect();
+        HostBackbone::new(
+            blocks,
+            HostNorm::new(store, &self.ln_f),
+            (self.cfg.width, self.cfg.heads),
+            self.cfg.attention,
+            &self.cfg.flow,
+        )
+    }
 }

@@ -7,7 +7,7 @@ use gemm::Parallelism;
 
 use crate::attention::gemm::{product, View};
 use crate::attention::recurrence::Real;
-use crate::layers::{LayerNorm, Linear, WeightLayout};
+use crate::model::layers::{LayerNorm, Linear, WeightLayout};
 use crate::params::{from_f64, ParamStore};
 
 /// Bytes added to every row of a stored weight: with power-of-two widths, the

@@ -13,14 +13,16 @@
 
 mod attention;
 mod backbone;
-mod dense;
+mod decision;
+mod layers;
+pub(crate) mod recurrent;
 
 use std::collections::VecDeque;
 
 use rayon::prelude::*;
 
-pub(crate) use backbone::{HostBackbone, HostBlock};
-pub(crate) use dense::{HostLinear, HostNorm};
+pub(crate) use backbone::HostBackbone;
+pub(crate) use layers::{HostLinear, HostNorm};
 
 use crate::attention::recurrence::Real;
 use crate::params::from_f64;

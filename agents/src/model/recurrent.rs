@@ -1,10 +1,8 @@
 //! Token-by-token inference with causal Flow-Attention: one fixed-size
 //! Flow-Attention state per block, O(1) cost per token.
 //!
-//! On `Cpu` the states live in host memory and are updated in place ([`host`]); on
+//! On `Cpu` the states live in host memory and are updated in place (`crate::host::recurrent`); on
 //! other devices they are [`FlowState`]s stepped with the device's ops.
-
-pub(super) mod host;
 
 use dfdx::prelude::*;
 
@@ -12,9 +10,9 @@ use super::block::Block;
 use super::{Backbone, BackboneConfig, BackboneError};
 use crate::attention::{AttentionKind, FlowState};
 use crate::device::ModelDevice;
-use crate::layers::Tensor2;
+use crate::host::recurrent::HostFlow;
+use crate::model::layers::Tensor2;
 use crate::params::ParamStore;
-use host::HostFlow;
 
 /// One block's Flow-Attention state.
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@ use dfdx::prelude::*;
 
 use crate::device::ModelDevice;
 
-use crate::layers::{dropout, Linear, Tensor2, WeightLayout};
+use crate::model::layers::{dropout, Linear, Tensor2, WeightLayout};
 use crate::params::{Init, ParamStore};
 use crate::spec::{ActionSpace, AgentConfig, AgentError, Window};
 

@@ -7,7 +7,7 @@
 //! that does not grow with `t` (eval mode: no dropout).
 //!
 //! The action token enters the model with the next observation: `observe` feeds
-//! `a_{t-1}`, `R_t` and `s_t` in one pass ([`crate::backbone::Backbone::step_tokens`]), so
+//! `a_{t-1}`, `R_t` and `s_t` in one pass ([`crate::model::Backbone::step_tokens`]), so
 //! every block runs its layer norms and projections once per step on all three tokens,
 //! and the last block computes its output for `s_t` only (the outputs of `a_{t-1}` and
 //! `R_t` are never read).
@@ -15,9 +15,9 @@
 use dfdx::prelude::*;
 
 use super::DecisionModel;
-use crate::backbone::{BackboneError, BackboneState};
 use crate::device::ModelDevice;
-use crate::layers::Tensor2;
+use crate::model::layers::Tensor2;
+use crate::model::{BackboneError, BackboneState};
 use crate::params::ParamStore;
 use crate::spec::{
     check_finite, check_len, to_device, ActionInputs, ActionSpace, AgentError, HostActions,

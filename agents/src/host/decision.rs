@@ -1,17 +1,15 @@
 //! [`DecisionModel::host`]: the model copied into host memory for acting on the CPU
-//! ([`crate::host_inference`]).
+//! ([`crate::host`]).
 
-use super::{ActionEmbedding, DecisionModel};
 use crate::attention::recurrence::Real;
 use crate::device::ModelDevice;
-use crate::host_inference::{
-    HostActionEmbedding, HostDecision, HostEmbedding, HostLinear, HostNorm,
-};
+use crate::host::{HostActionEmbedding, HostDecision, HostEmbedding, HostLinear, HostNorm};
+use crate::model::decision::{ActionEmbedding, DecisionModel};
 use crate::params::ParamStore;
 
 impl DecisionModel {
     /// A copy of the model in host memory for window acting on the CPU
-    /// ([`crate::host_inference`]).
+    /// ([`crate::host`]).
     pub(crate) fn host<E, D>(&self, store: &ParamStore<E, D>) -> HostDecision<E>
     where
         E: Real,

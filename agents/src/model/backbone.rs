@@ -15,20 +15,14 @@
 //! ([`Backbone::recurrent_state`], [`Backbone::step`]) at a cost per token that does
 //! not depend on the position, with the same outputs as [`Backbone::forward`].
 
-mod block;
-mod config;
-mod inference;
-mod recurrent;
-
 use dfdx::prelude::*;
 
 use crate::device::ModelDevice;
-use crate::layers::{dropout, LayerNorm, Tensor2, Tensor3};
+use crate::model::layers::{dropout, LayerNorm, Tensor2, Tensor3};
 use crate::params::{ParamError, ParamStore};
 
-use block::Block;
-pub use config::BackboneConfig;
-pub use recurrent::BackboneState;
+use super::block::Block;
+use super::config::BackboneConfig;
 
 /// Errors of the backbone: configuration, inputs and parameters.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -70,13 +64,13 @@ pub enum BackboneError {
 /// The backbone's layers; parameter values live in the [`ParamStore`] it was registered in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backbone {
-    cfg: BackboneConfig,
-    blocks: Vec<Block>,
-    ln_f: LayerNorm,
+    pub(crate) cfg: BackboneConfig,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) ln_f: LayerNorm,
 }
 
 /// `prefix.rest`, or `rest` when the prefix is empty.
-fn join(prefix: &str, rest: &str) -> String {
+pub(super) fn join(prefix: &str, rest: &str) -> String {
     if prefix.is_empty() {
         rest.to_string()
     } else {

@@ -2,11 +2,12 @@
 
 use dfdx::prelude::*;
 
-use super::{join, BackboneConfig};
+use super::backbone::join;
+use super::config::BackboneConfig;
 use crate::attention::{causal_flow, causal_softmax, AttentionKind};
 use crate::device::ModelDevice;
 use crate::kernels::{gather_rows, merge_heads};
-use crate::layers::{dropout_add, LayerNorm, Linear, Tensor2, WeightLayout};
+use crate::model::layers::{dropout_add, LayerNorm, Linear, Tensor2, WeightLayout};
 use crate::params::{Init, ParamError, ParamStore};
 
 /// GPT-2's initialisation of linear weights: N(0, 0.02²).
@@ -14,21 +15,21 @@ const GPT2_WEIGHT: Init = Init::Normal { std: 0.02 };
 
 /// The parameters of one block, by reference name.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct Block {
-    pub(super) ln_1: LayerNorm,
-    pub(super) query: Linear,
-    pub(super) key: Linear,
-    pub(super) value: Linear,
-    pub(super) out: Linear,
-    pub(super) ln_2: LayerNorm,
-    pub(super) c_fc: Linear,
-    pub(super) c_proj: Linear,
+pub(crate) struct Block {
+    pub(crate) ln_1: LayerNorm,
+    pub(crate) query: Linear,
+    pub(crate) key: Linear,
+    pub(crate) value: Linear,
+    pub(crate) out: Linear,
+    pub(crate) ln_2: LayerNorm,
+    pub(crate) c_fc: Linear,
+    pub(crate) c_proj: Linear,
 }
 
 impl Block {
     /// Registers the block's parameters under `prefix` (`transformer.h.{i}`) in the
     /// reference order.
-    pub(super) fn register<E, D>(
+    pub(crate) fn register<E, D>(
         store: &mut ParamStore<E, D>,
         prefix: &str,
         cfg: &BackboneConfig,
@@ -88,7 +89,7 @@ impl Block {
     /// order: attention reads every token (its keys, values and, for Flow-Attention,
     /// its queries' flow sums), but the output projection, the MLP and both residual
     /// additions run on the kept rows only.
-    pub(super) fn forward<E, D, T>(
+    pub(crate) fn forward<E, D, T>(
         &self,
         store: &ParamStore<E, D>,
         x: Tensor2<E, D, T>,
@@ -124,7 +125,7 @@ impl Block {
     /// their attention outputs `o`: the output projection and its residual, then the
     /// MLP sub-layer (LayerNorm, the 4× wide ReLU layer, the projection back) and its
     /// residual; dropout on both sub-layers' outputs when `train`.
-    pub(super) fn finish<E, D, T>(
+    pub(crate) fn finish<E, D, T>(
         &self,
         store: &ParamStore<E, D>,
         o: Tensor2<E, D, T>,

@@ -15,14 +15,13 @@
 //! [`DecisionModel::feed_actions`] run the Flow-Attention model token by token for
 //! whole-episode contexts (see [`recurrent`]).
 
-mod inference;
 pub mod recurrent;
 
 use dfdx::prelude::*;
 
-use crate::backbone::Backbone;
 use crate::device::ModelDevice;
-use crate::layers::{LayerNorm, Linear, Tensor2, Tensor3, WeightLayout};
+use crate::model::layers::{LayerNorm, Linear, Tensor2, Tensor3, WeightLayout};
+use crate::model::Backbone;
 use crate::params::{Init, ParamId, ParamStore};
 use crate::spec::{ActionInputs, ActionSpace, AgentConfig, AgentError, Window};
 
@@ -33,7 +32,7 @@ type TokenStack<E, D, T> = Tensor<(Const<3>, usize, usize), E, D, T>;
 
 /// The action token's embedding.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum ActionEmbedding {
+pub(crate) enum ActionEmbedding {
     /// Continuous actions: `Linear(dim -> width)`.
     Linear(Linear),
     /// Discrete actions: a table `[n, width]`.
@@ -43,15 +42,15 @@ enum ActionEmbedding {
 /// Decision-Transformer layers; the values live in the agent's [`ParamStore`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecisionModel {
-    backbone: Backbone,
-    embed_timestep: ParamId,
-    embed_return: Linear,
-    embed_state: Linear,
-    embed_action: ActionEmbedding,
-    embed_ln: LayerNorm,
-    predict_action: Linear,
-    action: ActionSpace,
-    width: usize,
+    pub(crate) backbone: Backbone,
+    pub(crate) embed_timestep: ParamId,
+    pub(crate) embed_return: Linear,
+    pub(crate) embed_state: Linear,
+    pub(crate) embed_action: ActionEmbedding,
+    pub(crate) embed_ln: LayerNorm,
+    pub(crate) predict_action: Linear,
+    pub(crate) action: ActionSpace,
+    pub(crate) width: usize,
 }
 
 /// A PyTorch-default `nn.Linear` (`[out, in]`, weight and bias uniform ±1/sqrt(in)).

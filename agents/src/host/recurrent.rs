@@ -17,7 +17,7 @@ const PARALLEL_MIN: usize = 1 << 16;
 /// The state of every (batch row, head): `sum K`, `sum Q`, `sum K O`, `sum Q I` (D
 /// each), `sum exp(Sr)`, and `sum K (C v)^T` (D x M).
 #[derive(Clone, Debug)]
-pub(super) struct HostFlow<E> {
+pub(crate) struct HostFlow<E> {
     /// `[B·H, 4D + 1]`.
     sums: Vec<E>,
     /// `[B·H, D, M]`.
@@ -30,14 +30,14 @@ pub(super) struct HostFlow<E> {
 }
 
 /// Converts an `f64` constant to the element type.
-pub(in crate::backbone) fn cast<E: Float>(x: f64) -> E {
+pub(crate) fn cast<E: Float>(x: f64) -> E {
     E::from(x).unwrap_or_else(E::nan)
 }
 
 impl<E: Real> HostFlow<E> {
     /// An empty state (position 0) for `batch` rows of `heads` heads, query/key size
     /// `d` and value size `m`.
-    pub(super) fn new(batch: usize, heads: usize, d: usize, m: usize, cfg: FlowConfig) -> Self {
+    pub(crate) fn new(batch: usize, heads: usize, d: usize, m: usize, cfg: FlowConfig) -> Self {
         Self {
             sums: vec![E::zero(); batch * heads * sums_len(d)],
             kv: vec![E::zero(); batch * heads * d * m],
@@ -53,14 +53,14 @@ impl<E: Real> HostFlow<E> {
     }
 
     /// Tokens fed so far.
-    pub(super) fn position(&self) -> usize {
+    pub(crate) fn position(&self) -> usize {
         self.position
     }
 
     /// Feeds `n` tokens of every row: `q`, `k` `[n, B, H, D]` and `v` `[n, B, H, M]`
     /// (token-major, row-major), and returns the outputs of tokens `from..n`,
     /// `[n - from, B, H, M]`: what `n` steps of [`crate::attention::FlowState`] return.
-    pub(super) fn step_tokens(
+    pub(crate) fn step_tokens(
         &mut self,
         q: &[E],
         k: &[E],
@@ -146,7 +146,7 @@ impl<E: Real> HostFlow<E> {
     }
 
     /// Keeps only the batch rows `rows` (already checked), in that order.
-    pub(super) fn keep_rows(&mut self, rows: &[usize]) {
+    pub(crate) fn keep_rows(&mut self, rows: &[usize]) {
         let s = self.heads * sums_len(self.d);
         let kv = self.heads * self.d * self.m;
         self.sums = rows

@@ -21,7 +21,7 @@ use crate::device::ModelDevice;
 use crate::model::layers::{dropout, LayerNorm, Tensor2, Tensor3};
 use crate::params::{ParamError, ParamStore};
 
-use super::block::Block;
+use super::block::{Block, Context};
 use super::config::BackboneConfig;
 
 /// Errors of the backbone: configuration, inputs and parameters.
@@ -197,7 +197,12 @@ impl Backbone {
         let last = self.blocks.len() - 1;
         for (i, block) in self.blocks.iter().enumerate() {
             let keep = if i == last { keep } else { None };
-            h = block.forward(store, h, (b, l), &self.cfg, train, keep);
+            let context = Context::Sequence {
+                batch: b,
+                len: l,
+                keep,
+            };
+            h = block.forward(store, h, context, &self.cfg, train);
         }
         self.ln_f.forward(store, h)
     }

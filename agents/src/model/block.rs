@@ -4,6 +4,7 @@ use dfdx::prelude::*;
 
 use super::backbone::join;
 use super::config::BackboneConfig;
+use super::recurrent::LayerState;
 use crate::attention::{causal_flow, causal_softmax, AttentionKind};
 use crate::device::ModelDevice;
 use crate::kernels::{gather_rows, merge_heads};
@@ -24,6 +25,24 @@ pub(crate) struct Block {
     pub(crate) ln_2: LayerNorm,
     pub(crate) c_fc: Linear,
     pub(crate) c_proj: Linear,
+}
+
+/// What a block's attention reads besides the rows it is given ([`Block::forward`]).
+pub(crate) enum Context<'a, E: Dtype, D: Storage<E>> {
+    /// Whole sequences: `batch` of `len` tokens; the output keeps the rows `keep`
+    /// (flat indices `b·len + t`), or all of them.
+    Sequence {
+        batch: usize,
+        len: usize,
+        keep: Option<&'a [usize]>,
+    },
+    /// The next tokens of `batch` sequences, advancing the block's Flow-Attention
+    /// `state`; the output keeps the last token's rows only when `last_only`.
+    Step {
+        batch: usize,
+        state: &'a mut LayerState<E, D>,
+        last_only: bool,
+    },
 }
 
 impl Block {
@@ -83,40 +102,69 @@ impl Block {
         })
     }
 
-    /// The block on the flat residual stream `(B·L, W)` of `(batch, length)` sequences,
-    /// its output restricted to the rows `keep` when given.
-    /// With `keep`, the output holds only those rows of the residual stream, in that
-    /// order: attention reads every token (its keys, values and, for Flow-Attention,
-    /// its queries' flow sums), but the output projection, the MLP and both residual
-    /// additions run on the kept rows only.
+    /// The block on rows of the residual stream `x`, in the given context:
+    ///
+    /// - [`Context::Sequence`]: `x (B·L, W)` holds `(batch, length)` whole sequences.
+    ///   With `keep`, the output holds only those rows, in that order: attention reads
+    ///   every token (its keys, values and, for Flow-Attention, its queries' flow sums),
+    ///   but the output projection, the MLP and both residual additions run on the kept
+    ///   rows only.
+    /// - [`Context::Step`]: `x (n·B, W)` holds the next `n` tokens of `B` sequences,
+    ///   token-major (rows `i·B..(i+1)·B` hold token `i`), and the block's Flow-Attention
+    ///   state advances by them in order; the layer norm and projections run once on all
+    ///   rows. With `last_only`, the output projection and the MLP run on the last
+    ///   token's rows only and the output is `(B, W)`. For inference: no gradient flows
+    ///   through the state.
     pub(crate) fn forward<E, D, T>(
         &self,
         store: &ParamStore<E, D>,
         x: Tensor2<E, D, T>,
-        (b, l): (usize, usize),
+        context: Context<'_, E, D>,
         cfg: &BackboneConfig,
         train: bool,
-        keep: Option<&[usize]>,
     ) -> Tensor2<E, D, T>
     where
         E: Dtype + num_traits::Float,
         D: ModelDevice<E>,
         T: Tape<E, D> + Merge<T>,
     {
-        let heads = (b, l, cfg.heads);
-        let a = self.ln_1.forward(store, x.with_empty_tape());
-        let qkv = [&self.query, &self.key, &self.value];
-        let [q, k, v]: [_; 3] = Linear::forward_heads_of(&qkv, store, a, heads)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
-        let o = match cfg.attention {
-            AttentionKind::CausalFlow => causal_flow(q, k, v, &cfg.flow),
-            AttentionKind::CausalSoftmax => causal_softmax(q, k, v),
-        };
-        let o = merge_heads(o);
-        let (o, x) = match keep {
-            Some(rows) => (gather_rows(o, rows), gather_rows(x, rows)),
-            None => (o, x),
+        let (o, x) = match context {
+            Context::Sequence { batch, len, keep } => {
+                let heads = (batch, len, cfg.heads);
+                let a = self.ln_1.forward(store, x.with_empty_tape());
+                let qkv = [&self.query, &self.key, &self.value];
+                let [q, k, v]: [_; 3] = Linear::forward_heads_of(&qkv, store, a, heads)
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
+                let o = match cfg.attention {
+                    AttentionKind::CausalFlow => causal_flow(q, k, v, &cfg.flow),
+                    AttentionKind::CausalSoftmax => causal_softmax(q, k, v),
+                };
+                let o = merge_heads(o);
+                match keep {
+                    Some(rows) => (gather_rows(o, rows), gather_rows(x, rows)),
+                    None => (o, x),
+                }
+            }
+            Context::Step {
+                batch,
+                state,
+                last_only,
+            } => {
+                let (x, tape) = x.split_tape();
+                let a = self.ln_1.forward(store, x.clone());
+                let q = self.query.forward(store, a.clone());
+                let k = self.key.forward(store, a.clone());
+                let v = self.value.forward(store, a);
+                let o = state.advance(q, k, v, (batch, cfg.heads), last_only);
+                let n = x.shape().0 / batch;
+                let x = if last_only && n > 1 {
+                    x.slice(((n - 1) * batch.., ..))
+                } else {
+                    x
+                };
+                (o.put_tape(T::default()), x.put_tape(tape))
+            }
         };
         self.finish(store, o, x, cfg, train)
     }

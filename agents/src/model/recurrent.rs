@@ -6,17 +6,17 @@
 
 use dfdx::prelude::*;
 
-use super::block::Block;
-use super::{Backbone, BackboneConfig, BackboneError};
+use super::block::Context;
+use super::{Backbone, BackboneError};
 use crate::attention::{AttentionKind, FlowState};
 use crate::device::ModelDevice;
 use crate::host::recurrent::HostFlow;
-use crate::model::layers::Tensor2;
+use crate::model::layers::{Tensor2, Tensor3};
 use crate::params::ParamStore;
 
 /// One block's Flow-Attention state.
 #[derive(Clone, Debug)]
-enum LayerState<E: Dtype, D: Storage<E>> {
+pub(crate) enum LayerState<E: Dtype, D: Storage<E>> {
     /// On the device, stepped token by token with the device's ops.
     Device(Box<FlowState<E, D>>),
     /// In host memory (`Cpu`), all tokens of a step in one pass.
@@ -64,57 +64,45 @@ impl<E: Dtype + num_traits::Float, D: ModelDevice<E>> BackboneState<E, D> {
     }
 }
 
-impl Block {
-    /// The block on `n` consecutive tokens of every batch row, `x (n·B, W)` token-major
-    /// (rows `i·B..(i+1)·B` hold token `i`), advancing `state` by the tokens in order.
-    /// The layer norm and the projections run once on all `n·B` rows. With
-    /// `last_only`, the attention output projection and the MLP run on the last
-    /// token's rows only and the result is `(B, W)` (the state still advances by every
-    /// token); otherwise it is `(n·B, W)`.
-    fn step_tokens<E, D>(
-        &self,
-        store: &ParamStore<E, D>,
-        x: Tensor2<E, D>,
-        (n, b): (usize, usize),
-        state: &mut LayerState<E, D>,
-        cfg: &BackboneConfig,
+impl<E: Dtype + num_traits::Float, D: ModelDevice<E>> LayerState<E, D> {
+    /// Causal Flow-Attention (`h` heads) of the next `n` tokens of `b` sequences, `q`,
+    /// `k`, `v` `(n·b, W)` token-major, advancing the state by each in order; the outputs
+    /// `(n·B, W)`, or the last token's `(B, W)` when `last_only`.
+    pub(crate) fn advance(
+        &mut self,
+        q: Tensor2<E, D>,
+        k: Tensor2<E, D>,
+        v: Tensor2<E, D>,
+        (b, h): (usize, usize),
         last_only: bool,
-    ) -> Tensor2<E, D>
-    where
-        E: Dtype + num_traits::Float,
-        D: ModelDevice<E>,
-    {
-        let (h, hw, w) = (cfg.heads, cfg.head_width(), cfg.width);
-        let a = self.ln_1.forward(store, x.clone());
-        let q = self.query.forward(store, a.clone());
-        let k = self.key.forward(store, a.clone());
-        let v = self.value.forward(store, a);
-        let rows = |t: &Tensor2<E, D>, i: usize| -> Tensor2<E, D> {
-            if n == 1 {
-                t.clone()
-            } else {
-                t.clone().slice((i * b..(i + 1) * b, ..))
-            }
-        };
+    ) -> Tensor2<E, D> {
+        let (rows, w) = *q.shape();
+        let n = rows / b;
         let from = if last_only { n - 1 } else { 0 };
-        let o = match state {
+        match self {
             LayerState::Host(flow) => {
                 let out = flow.step_tokens(&q.as_vec(), &k.as_vec(), &v.as_vec(), n, from);
                 q.device().tensor_from_vec(out, ((n - from) * b, w))
             }
             LayerState::Device(flow) => {
-                let heads = |t: Tensor2<E, D>| t.reshape_like(&(b, h, hw));
+                let hw = w / h;
+                let token = |t: &Tensor2<E, D>, i: usize| -> Tensor3<E, D> {
+                    let rows = if n == 1 {
+                        t.clone()
+                    } else {
+                        t.clone().slice((i * b..(i + 1) * b, ..))
+                    };
+                    rows.reshape_like(&(b, h, hw))
+                };
                 let mut outputs = (0..n).map(|i| {
-                    flow.step(heads(rows(&q, i)), heads(rows(&k, i)), heads(rows(&v, i)))
+                    flow.step(token(&q, i), token(&k, i), token(&v, i))
                         .reshape_like(&(b, w))
                 });
                 let first = outputs.by_ref().take(from + 1).last();
                 let first = first.unwrap_or_else(|| unreachable!("n >= 1 tokens"));
                 outputs.fold(first, |acc, o| (acc, o).concat_along(Axis::<0>))
             }
-        };
-        let x = if last_only { rows(&x, n - 1) } else { x };
-        self.finish(store, o, x, cfg, false)
+        }
     }
 }
 
@@ -194,11 +182,15 @@ impl Backbone {
                 found: vec![rows, w],
             });
         }
-        let n = rows / b;
         let last = self.blocks.len().saturating_sub(1);
         let mut h = x;
         for (i, (block, flow)) in self.blocks.iter().zip(&mut state.layers).enumerate() {
-            h = block.step_tokens(store, h, (n, b), flow, &self.cfg, i == last);
+            let context = Context::Step {
+                batch: b,
+                state: flow,
+                last_only: i == last,
+            };
+            h = block.forward(store, h, context, &self.cfg, false);
         }
         Ok(self.ln_f.forward(store, h))
     }

@@ -18,7 +18,8 @@ use num_traits::Float;
 
 use crate::attention::{self, composed as attention_composed, FlowConfig, FlowSums};
 use crate::attention::{Tensor3, Tensor4};
-use crate::kernels::{self, composed as kernels_composed, Activation, Affine, Tensor1, Tensor2};
+use crate::kernels::{composed as kernels_composed, Activation, Affine, Tensor1, Tensor2};
+use crate::kernels::{cpu_layout, cpu_linear, cpu_norm, cpu_pointwise, record};
 
 /// A device the model runs on; see the module documentation.
 pub trait ModelDevice<E: Dtype>: Device<E> {
@@ -169,7 +170,10 @@ macro_rules! cpu_model_device {
                 map: Affine<$float, Self>,
                 act: Activation,
             ) -> Tensor2<$float, Self, T> {
-                kernels::cpu::linear(x, map, act)
+                let (x, mut tape) = x.contiguous().split_tape();
+                let (out, backward) = cpu_linear::linear(x, map, act, T::OWNS_TAPE);
+                record(&mut tape, backward);
+                out.put_tape(tape)
             }
 
             fn linear_heads<T: Tape<$float, Self>>(
@@ -177,7 +181,13 @@ macro_rules! cpu_model_device {
                 maps: Vec<Affine<$float, Self>>,
                 heads: (usize, usize, usize),
             ) -> Vec<Tensor4<$float, Self, T>> {
-                kernels::cpu::linear_heads(x, maps, heads)
+                let (x, mut tape) = x.contiguous().split_tape();
+                let (outs, backward) = cpu_linear::linear_heads(x, maps, heads, T::OWNS_TAPE);
+                record(&mut tape, backward);
+                let mut tape = Some(tape);
+                outs.into_iter()
+                    .map(|o| o.put_tape(tape.take().unwrap_or_default()))
+                    .collect()
             }
 
             fn layer_norm<T: Tape<$float, Self>>(
@@ -186,14 +196,20 @@ macro_rules! cpu_model_device {
                 bias: Tensor1<$float, Self>,
                 eps: f64,
             ) -> Tensor2<$float, Self, T> {
-                kernels::cpu::layer_norm(x, weight, bias, eps)
+                let (x, mut tape) = x.contiguous().split_tape();
+                let (out, backward) = cpu_norm::layer_norm(x, weight, bias, eps, T::OWNS_TAPE);
+                record(&mut tape, backward);
+                out.put_tape(tape)
             }
 
             fn dropout<S: Shape, T: Tape<$float, Self>>(
                 x: Tensor<S, $float, Self, T>,
                 p: f64,
             ) -> Tensor<S, $float, Self, T> {
-                kernels::cpu::dropout(x, p)
+                let (x, mut tape) = x.contiguous().split_tape();
+                let (out, backward) = cpu_pointwise::dropout_add(x, None, p, T::OWNS_TAPE);
+                record(&mut tape, backward);
+                out.put_tape(tape)
             }
 
             fn dropout_add<S: Shape, T: Tape<$float, Self> + Merge<T>>(
@@ -201,20 +217,34 @@ macro_rules! cpu_model_device {
                 residual: Tensor<S, $float, Self, T>,
                 p: f64,
             ) -> Tensor<S, $float, Self, T> {
-                kernels::cpu::dropout_add(x, residual, p)
+                let (x, tape_x) = x.contiguous().split_tape();
+                let (r, tape_r) = residual.contiguous().split_tape();
+                let mut tape = tape_x.merge(tape_r);
+                let (out, backward) = cpu_pointwise::dropout_add(x, Some(r), p, T::OWNS_TAPE);
+                record(&mut tape, backward);
+                out.put_tape(tape)
             }
 
             fn merge_heads<T: Tape<$float, Self>>(
                 o: Tensor4<$float, Self, T>,
             ) -> Tensor2<$float, Self, T> {
-                kernels::cpu::merge_heads(o)
+                if o.shape().1 == 1 {
+                    return kernels_composed::merge_heads(o);
+                }
+                let (o, mut tape) = o.contiguous().split_tape();
+                let (out, backward) = cpu_layout::merge_heads(o, T::OWNS_TAPE);
+                record(&mut tape, backward);
+                out.put_tape(tape)
             }
 
             fn gather_rows<T: Tape<$float, Self>>(
                 x: Tensor2<$float, Self, T>,
                 rows: &[usize],
             ) -> Tensor2<$float, Self, T> {
-                kernels::cpu::gather_rows(x, rows)
+                let (x, mut tape) = x.contiguous().split_tape();
+                let (out, backward) = cpu_layout::gather_rows(x, rows, T::OWNS_TAPE);
+                record(&mut tape, backward);
+                out.put_tape(tape)
             }
 
             fn causal_flow<T: Tape<$float, Self> + Merge<T>>(

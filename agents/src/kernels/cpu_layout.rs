@@ -21,7 +21,7 @@ fn for_each_head_row(l: usize, h: usize, d: usize, mut f: impl FnMut(usize, usiz
 }
 
 /// `o (B, H, L, M) -> (B·L, H·M)`; the backward pass when `trace`.
-pub(super) fn merge_heads<E: Dtype + Float>(
+pub(crate) fn merge_heads<E: Dtype + Float>(
     o: Tensor4<E, Cpu>,
     trace: bool,
 ) -> (Tensor2<E, Cpu>, Option<CpuBackward<E>>) {
@@ -69,7 +69,7 @@ pub(super) fn merge_heads<E: Dtype + Float>(
 }
 
 /// Rows `rows` of `x (N, W)`, in that order; the backward pass when `trace`.
-pub(super) fn gather_rows<E: Dtype + Float>(
+pub(crate) fn gather_rows<E: Dtype + Float>(
     x: Tensor2<E, Cpu>,
     rows: &[usize],
     trace: bool,

@@ -52,7 +52,7 @@ fn add_column_sums<E: Dtype + Float>(acc: &mut [E], g: &[E], width: usize) {
 }
 
 /// `act(x W + b)` for `x (N, I)`; the backward pass when `trace`.
-pub(super) fn linear<E: Dtype + Float>(
+pub(crate) fn linear<E: Dtype + Float>(
     x: Tensor2<E, Cpu>,
     map: Affine<E, Cpu>,
     act: Activation,
@@ -131,7 +131,7 @@ pub(super) fn linear<E: Dtype + Float>(
 /// `[split(x W_j + b_j) for each map j]` for `x (B·L, I)`: the maps' products as one,
 /// each output split into `h` heads `(B, H, L, O_j / H)`; the backward pass (recorded
 /// once, for all outputs) when `trace`.
-pub(super) fn linear_heads<E: Dtype + Float>(
+pub(crate) fn linear_heads<E: Dtype + Float>(
     x: Tensor2<E, Cpu>,
     maps: Vec<Affine<E, Cpu>>,
     (b, l, h): (usize, usize, usize),

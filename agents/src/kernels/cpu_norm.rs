@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::{cast, read, release, rows_per_task, zeroed, CpuBackward, Tensor1, Tensor2};
 
 /// Forward pass; the backward pass when `trace`.
-pub(super) fn layer_norm<E: Dtype + Float>(
+pub(crate) fn layer_norm<E: Dtype + Float>(
     x: Tensor2<E, Cpu>,
     weight: Tensor1<E, Cpu>,
     bias: Tensor1<E, Cpu>,

@@ -19,7 +19,7 @@ const BLOCK: usize = 64 * 256;
 /// is a plain sum. The mask is dfdx's: a seed from the device's stream, then one
 /// Bernoulli(p) draw of `StdRng` (ChaCha12) per value in order (`true` drops); blocks
 /// of values draw in parallel from their own position of that stream.
-pub(super) fn dropout_add<S: Shape, E: Dtype + Float>(
+pub(crate) fn dropout_add<S: Shape, E: Dtype + Float>(
     x: Tensor<S, E, Cpu>,
     residual: Option<Tensor<S, E, Cpu>>,
     p: f64,

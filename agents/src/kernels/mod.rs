@@ -15,15 +15,14 @@
 //! is not supported; inputs' and parameters' gradients are unaffected.
 //!
 //! The free functions here check shapes and call the device's implementation
-//! ([`crate::device::ModelDevice`]): the fused `Cpu` kernels of `cpu`, or the
-//! compositions in [`composed`].
+//! ([`crate::device::ModelDevice`]): the fused `Cpu` kernels (`cpu_*` modules), or
+//! the compositions in [`composed`].
 
 pub mod composed;
-pub(crate) mod cpu;
-mod cpu_layout;
-mod cpu_linear;
-mod cpu_norm;
-mod cpu_pointwise;
+pub(crate) mod cpu_layout;
+pub(crate) mod cpu_linear;
+pub(crate) mod cpu_norm;
+pub(crate) mod cpu_pointwise;
 
 use dfdx::prelude::*;
 use num_traits::Float;
@@ -82,6 +81,17 @@ impl<E: Dtype, D: Storage<E>> Affine<E, D> {
 
 /// The backward pass of a fused `Cpu` op.
 type CpuBackward<E> = Box<dyn FnOnce(&mut Gradients<E, Cpu>) -> Result<(), CpuError>>;
+
+/// Records a fused op's backward pass (if any: none without a tape) on `tape`.
+pub(crate) fn record<E: Dtype, T: Tape<E, Cpu>>(tape: &mut T, backward: Option<CpuBackward<E>>) {
+    if let Some(backward) = backward {
+        tape.add_backward_op(move |grads: &mut Gradients<E, Cpu>| {
+            // The Cpu kernels fail only when an allocation does, where dfdx's own ops panic too.
+            backward(grads).unwrap_or_else(|e| panic!("fused Cpu kernel, backward pass: {e}"));
+            Ok(())
+        });
+    }
+}
 
 /// `act(x W + b)` for `x (N, I)`: a linear map, its bias and the activation after it.
 /// On `Cpu` one product and one pass forward, and the input's and parameters'

@@ -5,30 +5,13 @@
 
 use dfdx::prelude::*;
 use flowrl_agents::acting::{Actor, ContextMode, Encoder};
-use flowrl_agents::agent::{ActionSpace, Agent, AgentConfig, AgentKind, HostActions};
+use flowrl_agents::agent::{ActionSpace, Agent, AgentKind, HostActions};
 use flowrl_agents::device::ModelDevice;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const CONTINUOUS: ActionSpace = ActionSpace::Continuous { dim: 2 };
-const DISCRETE: ActionSpace = ActionSpace::Discrete { n: 3 };
-
-/// An agent config with obs 3, no dropout, context `k`, `width`, `heads`, 2 layers.
-fn config(
-    kind: AgentKind,
-    action: ActionSpace,
-    (width, heads, k): (usize, usize, usize),
-) -> AgentConfig {
-    AgentConfig {
-        width,
-        layers: 2,
-        heads,
-        dropout: 0.0,
-        context: k,
-        max_ep_len: 300,
-        ..AgentConfig::new(kind, 3, action)
-    }
-}
+use crate::common::inputs::{agent_config, CONTINUOUS, DISCRETE};
+use crate::common::max_abs_diff;
 
 /// Plays `steps` steps of random episodes of `batch` rows with a host-path actor and a
 /// tensor-path actor in lockstep (rows dropped at the steps of `drops`) and returns the
@@ -62,11 +45,11 @@ where
         let p = host.observe(&returns, &states).unwrap();
         let q = tensors.observe(&returns, &states).unwrap();
         assert_eq!((p.batch, p.width), (q.batch, q.width));
-        for (&x, &y) in p.values.iter().zip(&q.values) {
-            let (x, y): (f64, f64) = (x.into(), y.into());
+        for &x in &p.values {
+            let x: f64 = x.into();
             range = (range.0.min(x), range.1.max(x));
-            worst = worst.max((x - y).abs());
         }
+        worst = worst.max(max_abs_diff(&p.values, &q.values));
         match cfg.action {
             ActionSpace::Continuous { .. } => {
                 let acts: Vec<f32> = p
@@ -108,7 +91,8 @@ where
     ] {
         for action in [CONTINUOUS, DISCRETE] {
             for shape in [(16, 2, 6), (32, 1, 6)] {
-                let agent = Agent::<E, Cpu>::new(&dev, config(kind, action, shape), 3).unwrap();
+                let agent =
+                    Agent::<E, Cpu>::new(&dev, agent_config(kind, action, shape), 3).unwrap();
                 let err = host_vs_tensors(&agent, ContextMode::Window, 4, 20, &drops);
                 assert!(
                     err <= tolerance,
@@ -140,7 +124,7 @@ fn host_window_acting_equals_the_tensor_forward_f64() {
 #[test]
 fn host_episode_reencoding_of_the_softmax_model_equals_the_tensor_forward() {
     let dev = Cpu::default();
-    let cfg = config(AgentKind::DecisionTransformer, CONTINUOUS, (16, 2, 4));
+    let cfg = agent_config(AgentKind::DecisionTransformer, CONTINUOUS, (16, 2, 4));
     let agent = Agent::<f64, Cpu>::new(&dev, cfg, 1).unwrap();
     let err = host_vs_tensors(&agent, ContextMode::Episode, 3, 30, &[(6, vec![1, 2])]);
     assert!(err <= 1e-12, "episode re-encoding differs by {err:e}");

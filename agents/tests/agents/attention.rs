@@ -5,11 +5,15 @@ use dfdx::prelude::*;
 use flowrl_agents::attention::{
     causal_flow, causal_softmax, composed, normal_flow, FlowConfig, FlowState, Tensor4,
 };
+use flowrl_agents::device::ModelDevice;
 use num_traits::Float;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+
+use crate::common::fixture::{fixture_path, json_files, read_json};
+use crate::common::{from_f64, max_abs_diff, max_rel_diff, to_f64};
 
 type Owned<E> = OwnedTape<E, Cpu>;
 
@@ -75,30 +79,18 @@ fn random_inputs(dims: Dims, seed: u64, q_scale: f64, k_scale: f64, k_shift: f64
     Inputs { dims, q, k, v, w }
 }
 
-fn to_e<E: Float>(x: &[f64]) -> Vec<E> {
-    x.iter()
-        .map(|&a| E::from(a).expect("f64 converts to f32/f64"))
-        .collect()
-}
-
-fn to_f64<E: Float>(x: &[E]) -> Vec<f64> {
-    x.iter()
-        .map(|a| a.to_f64().expect("f32/f64 convert to f64"))
-        .collect()
-}
-
 /// Runs a core with tapes on q, k, v and returns out and d sum(out*W)/d(q,k,v).
 fn run<E>(inp: &Inputs, core: Core, path: Impl, cfg: FlowConfig) -> Results
 where
     E: Dtype + Float,
-    Cpu: flowrl_agents::device::ModelDevice<E>,
+    Cpu: ModelDevice<E>,
 {
     let dev = Cpu::default();
     let Dims { b, h, l, s, d, m } = inp.dims;
-    let q: Tensor4<E, Cpu> = dev.tensor_from_vec(to_e(&inp.q), (b, h, l, d));
-    let k: Tensor4<E, Cpu> = dev.tensor_from_vec(to_e(&inp.k), (b, h, s, d));
-    let v: Tensor4<E, Cpu> = dev.tensor_from_vec(to_e(&inp.v), (b, h, s, m));
-    let w: Tensor4<E, Cpu> = dev.tensor_from_vec(to_e(&inp.w), (b, h, l, m));
+    let q: Tensor4<E, Cpu> = dev.tensor_from_vec(from_f64(&inp.q), (b, h, l, d));
+    let k: Tensor4<E, Cpu> = dev.tensor_from_vec(from_f64(&inp.k), (b, h, s, d));
+    let v: Tensor4<E, Cpu> = dev.tensor_from_vec(from_f64(&inp.v), (b, h, s, m));
+    let w: Tensor4<E, Cpu> = dev.tensor_from_vec(from_f64(&inp.w), (b, h, l, m));
     let (qt, kt, vt) = (q.leaky_trace(), k.leaky_trace(), v.leaky_trace());
     let cfg = match path {
         Impl::Composed(chunk) => FlowConfig { chunk, ..cfg },
@@ -122,24 +114,6 @@ where
     }
 }
 
-/// Largest `|a - b| / (1 + |b|)`.
-fn max_rel(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len(), "compared arrays differ in length");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-        .fold(0.0, f64::max)
-}
-
-/// Largest `|a - b|`.
-fn max_abs(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len(), "compared arrays differ in length");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
 /// Compares every field; returns a description per field above `tol`.
 fn compare(got: &Results, want: &Results, tol: f64, rel: bool) -> Vec<String> {
     let fields = [
@@ -151,33 +125,50 @@ fn compare(got: &Results, want: &Results, tol: f64, rel: bool) -> Vec<String> {
     fields
         .iter()
         .filter_map(|(name, g, w)| {
-            let err = if rel { max_rel(g, w) } else { max_abs(g, w) };
+            let err = if rel {
+                max_rel_diff(g, w)
+            } else {
+                max_abs_diff(g, w)
+            };
             (err > tol || err.is_nan()).then(|| format!("{name} error {err:.3e} > {tol:.0e}"))
         })
         .collect()
+}
+
+/// Failures of the device path against the composed one (chunk length `chunk`) in `E`,
+/// outputs and gradients compared relatively within `tol`.
+fn device_vs_composed<E>(
+    inp: &Inputs,
+    core: Core,
+    chunk: usize,
+    cfg: FlowConfig,
+    tol: f64,
+) -> Vec<String>
+where
+    E: Dtype + Float,
+    Cpu: ModelDevice<E>,
+{
+    let fused = run::<E>(inp, core, Impl::Device, cfg);
+    let comp = run::<E>(inp, core, Impl::Composed(chunk), cfg);
+    compare(&fused, &comp, tol, true)
 }
 
 // ---------------------------------------------------------------------------------------
 // PyTorch parity fixtures
 
 fn fixture_dirs() -> Vec<PathBuf> {
-    let mut dirs = vec![PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/flow_attention"
-    ))];
+    let mut dirs = vec![fixture_path("flow_attention")];
     if let Ok(extra) = std::env::var("FLOWRL_FIXTURES") {
         dirs.push(PathBuf::from(extra));
     }
     dirs
 }
 
-fn read_json(path: &Path) -> Result<Map<String, Value>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    match serde_json::from_str(&text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(format!("{}: expected a JSON object", path.display())),
-        Err(e) => Err(format!("{}: invalid JSON: {e}", path.display())),
+/// The JSON object at `path` (a case or a companion).
+fn read_object(path: &Path) -> Result<Map<String, Value>, String> {
+    match read_json(path)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(format!("{}: expected a JSON object", path.display())),
     }
 }
 
@@ -275,11 +266,11 @@ fn check_case(path: &Path, case: &Map<String, Value>) -> Result<Vec<String>, Str
 
 /// Loads a case and merges its companions (`grad_file`, `f32_results_file`).
 fn load_case(path: &Path) -> Result<Map<String, Value>, String> {
-    let mut case = read_json(path)?;
+    let mut case = read_object(path)?;
     for key in ["grad_file", "f32_results_file"] {
         if let Some(name) = case.get(key).and_then(Value::as_str).map(str::to_owned) {
             let companion = path.with_file_name(name);
-            case.extend(read_json(&companion)?);
+            case.extend(read_object(&companion)?);
         }
     }
     Ok(case)
@@ -290,21 +281,16 @@ fn check_fixture_dirs(dirs: &[PathBuf]) -> (Vec<String>, Vec<String>) {
     let mut failures = Vec::new();
     let mut checked = Vec::new();
     for dir in dirs {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
+        let files = match json_files(dir) {
+            Ok(files) => files,
             Err(e) => {
-                failures.push(format!("{}: cannot list: {e}", dir.display()));
+                failures.push(e);
                 continue;
             }
         };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
         let mut companions = Vec::new();
         for file in &files {
-            match read_json(file) {
+            match read_object(file) {
                 Ok(map) => {
                     for key in ["grad_file", "f32_results_file"] {
                         if let Some(name) = map.get(key).and_then(Value::as_str) {
@@ -344,7 +330,7 @@ fn fixtures_match_pytorch_reference() {
 #[test]
 fn fixture_companion_files_are_merged_and_checked() {
     let source = fixture_dirs()[0].join("attn_causal_small_B2H2L7D4M5_s0.json");
-    let mut case = read_json(&source).expect("the small causal fixture is in the repo");
+    let mut case = read_object(&source).expect("the small causal fixture is in the repo");
     let mut grads = Map::new();
     let mut f32s = Map::new();
     for key in ["dq", "dk", "dv"] {
@@ -570,7 +556,7 @@ fn generic_clamp_is_active_on_unit_inputs() {
     let rl = run::<f64>(&inp, Core::Causal, Impl::Device, FlowConfig::rl());
     let generic = run::<f64>(&inp, Core::Causal, Impl::Device, FlowConfig::generic());
     assert!(
-        max_abs(&rl.out, &generic.out) > 1e-6,
+        max_abs_diff(&rl.out, &generic.out) > 1e-6,
         "clamp bound has no effect"
     );
 }
@@ -601,7 +587,7 @@ fn causal_outputs_ignore_later_tokens() {
             for n in 0..dims.b * dims.h {
                 for i in 0..dims.l {
                     let row = (n * dims.l + i) * dims.m..(n * dims.l + i + 1) * dims.m;
-                    let diff = max_abs(&a[row.clone()], &b[row]);
+                    let diff = max_abs_diff(&a[row.clone()], &b[row]);
                     if i <= cut {
                         assert!(
                             diff <= 1e-12,
@@ -645,13 +631,9 @@ fn composed_chunk_length_does_not_change_results() {
 fn fused_equals_composed() {
     let inp = random_inputs(dims(2, 3, 75, 75, 8, 6), 31, 1.5, 1.5, 0.0);
     for cfg in [FlowConfig::rl(), FlowConfig::generic()] {
-        let fused = run::<f64>(&inp, Core::Causal, Impl::Device, cfg);
-        let comp = run::<f64>(&inp, Core::Causal, Impl::Composed(16), cfg);
-        let errs = compare(&fused, &comp, 1e-10, true);
+        let errs = device_vs_composed::<f64>(&inp, Core::Causal, 16, cfg, 1e-10);
         assert!(errs.is_empty(), "f64 clamp {}: {errs:?}", cfg.clamp);
-        let fused = run::<f32>(&inp, Core::Causal, Impl::Device, cfg);
-        let comp = run::<f32>(&inp, Core::Causal, Impl::Composed(16), cfg);
-        let errs = compare(&fused, &comp, 2e-4, true);
+        let errs = device_vs_composed::<f32>(&inp, Core::Causal, 16, cfg, 2e-4);
         assert!(errs.is_empty(), "f32 clamp {}: {errs:?}", cfg.clamp);
     }
 }
@@ -677,18 +659,14 @@ fn fused_equals_composed_across_chunk_boundaries() {
     for (seed, &(b, h, l, d, m)) in shapes.iter().enumerate() {
         let inp = random_inputs(dims(b, h, l, l, d, m), 100 + seed as u64, 1.5, 1.5, 0.0);
         for cfg in [FlowConfig::rl(), FlowConfig::generic()] {
-            let fused = run::<f64>(&inp, Core::Causal, Impl::Device, cfg);
-            let comp = run::<f64>(&inp, Core::Causal, Impl::Composed(16), cfg);
-            let errs = compare(&fused, &comp, 1e-10, true);
+            let errs = device_vs_composed::<f64>(&inp, Core::Causal, 16, cfg, 1e-10);
             assert!(
                 errs.is_empty(),
                 "f64 B={b} H={h} L={l} D={d} M={m} clamp {}: {errs:?}",
                 cfg.clamp
             );
         }
-        let fused = run::<f32>(&inp, Core::Causal, Impl::Device, FlowConfig::rl());
-        let comp = run::<f32>(&inp, Core::Causal, Impl::Composed(16), FlowConfig::rl());
-        let errs = compare(&fused, &comp, 2e-4, true);
+        let errs = device_vs_composed::<f32>(&inp, Core::Causal, 16, FlowConfig::rl(), 2e-4);
         assert!(
             errs.is_empty(),
             "f32 B={b} H={h} L={l} D={d} M={m}: {errs:?}"
@@ -709,7 +687,7 @@ fn fused_forward_without_tape_equals_recorded() {
     let plain = causal_flow(q, k, v, &FlowConfig::rl()).as_vec();
     let recorded = run::<f64>(&inp, Core::Causal, Impl::Device, FlowConfig::rl()).out;
     assert!(
-        max_abs(&plain, &recorded) <= 1e-12,
+        max_abs_diff(&plain, &recorded) <= 1e-12,
         "outputs without a tape differ from outputs with one"
     );
 }
@@ -718,7 +696,7 @@ fn fused_forward_without_tape_equals_recorded() {
 fn stepped<E>(inp: &Inputs, cfg: FlowConfig, composed_path: bool) -> Vec<f64>
 where
     E: Dtype + Float,
-    Cpu: flowrl_agents::device::ModelDevice<E>,
+    Cpu: ModelDevice<E>,
 {
     let dev = Cpu::default();
     let Dims { b, h, l, d, m, .. } = inp.dims;
@@ -726,7 +704,7 @@ where
     let token = |x: &[f64], i: usize, w: usize| -> Vec<E> {
         let mut t = Vec::with_capacity(b * h * w);
         for n in 0..b * h {
-            t.extend(to_e::<E>(&x[(n * l + i) * w..(n * l + i + 1) * w]));
+            t.extend(from_f64::<E>(&x[(n * l + i) * w..(n * l + i + 1) * w]));
         }
         t
     };
@@ -754,7 +732,7 @@ fn step_by_step_equals_full_sequence_over_3000_tokens() {
     let cfg = FlowConfig::rl();
     let full = run::<f32>(&inp, Core::Causal, Impl::Device, cfg).out;
     let steps = stepped::<f32>(&inp, cfg, false);
-    let err = max_abs(&steps, &full);
+    let err = max_abs_diff(&steps, &full);
     assert!(
         err <= 1e-5,
         "step-by-step differs from full sequence by {err:e}"
@@ -767,7 +745,7 @@ fn composed_step_equals_composed_full_sequence() {
     let cfg = FlowConfig::generic();
     let full = run::<f64>(&inp, Core::Causal, Impl::Composed(16), cfg).out;
     let steps = stepped::<f64>(&inp, cfg, true);
-    let err = max_abs(&steps, &full);
+    let err = max_abs_diff(&steps, &full);
     assert!(
         err <= 1e-10,
         "composed step differs from composed full sequence by {err:e}"
@@ -822,12 +800,12 @@ fn shared_permuted(fused: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
 fn fused_accumulates_gradients_of_shared_and_strided_inputs() {
     let (out_f, dx_f, dy_f) = shared_permuted(true);
     let (out_c, dx_c, dy_c) = shared_permuted(false);
-    assert!(max_rel(&out_f, &out_c) < 1e-10, "outputs differ");
+    assert!(max_rel_diff(&out_f, &out_c) < 1e-10, "outputs differ");
     assert!(
-        max_rel(&dx_f, &dx_c) < 1e-10,
+        max_rel_diff(&dx_f, &dx_c) < 1e-10,
         "gradients of the shared q/k input differ"
     );
-    assert!(max_rel(&dy_f, &dy_c) < 1e-10, "gradients of v differ");
+    assert!(max_rel_diff(&dy_f, &dy_c) < 1e-10, "gradients of v differ");
     assert!(
         dx_f.iter().any(|g| g.abs() > 1e-6),
         "no gradient reached the shared input"
@@ -837,13 +815,9 @@ fn fused_accumulates_gradients_of_shared_and_strided_inputs() {
 #[test]
 fn fused_softmax_equals_composed() {
     let inp = random_inputs(dims(2, 2, 70, 70, 8, 5), 71, 2.0, 2.0, 0.0);
-    let fused = run::<f64>(&inp, Core::Softmax, Impl::Device, FlowConfig::rl());
-    let comp = run::<f64>(&inp, Core::Softmax, Impl::Composed(0), FlowConfig::rl());
-    let errs = compare(&fused, &comp, 1e-10, true);
+    let errs = device_vs_composed::<f64>(&inp, Core::Softmax, 0, FlowConfig::rl(), 1e-10);
     assert!(errs.is_empty(), "f64: {errs:?}");
-    let fused = run::<f32>(&inp, Core::Softmax, Impl::Device, FlowConfig::rl());
-    let comp = run::<f32>(&inp, Core::Softmax, Impl::Composed(0), FlowConfig::rl());
-    let errs = compare(&fused, &comp, 1e-5, true);
+    let errs = device_vs_composed::<f32>(&inp, Core::Softmax, 0, FlowConfig::rl(), 1e-5);
     assert!(errs.is_empty(), "f32: {errs:?}");
 }
 
@@ -884,7 +858,7 @@ fn step_state_keeps_selected_rows() {
         let rows: &[usize] = if i < 5 { &all } else { &kept };
         let want = token(&full, i, m, rows);
         assert!(
-            max_abs(&out, &want) < 1e-12,
+            max_abs_diff(&out, &want) < 1e-12,
             "position {i}: kept rows differ from the full sequence"
         );
     }

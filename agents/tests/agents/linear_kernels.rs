@@ -3,12 +3,11 @@
 //! forward values and the gradients of the input, the weights and the biases, in f64
 //! and f32, for both weight layouts, with and without a bias, and through a strided input.
 
-mod common;
-
-use common::{grad_of, rel_err};
 use dfdx::prelude::*;
 use flowrl_agents::device::ModelDevice;
 use flowrl_agents::kernels::{self, composed, Activation, Affine, Tensor2};
+
+use crate::common::{grad_of, rel_err};
 
 /// A map of `inputs -> outputs` with random parameters stored in `layout` order.
 fn affine<E>(dev: &Cpu, (i, o): (usize, usize), out_in: bool, bias: bool) -> Affine<E, Cpu>
@@ -173,15 +172,23 @@ fn fused_linear_matches_composed_ops_in_f32() {
     check_linear::<f32>(1e-5);
 }
 
+/// [`run_heads`] fused and composed agree within `tol`.
+fn check_heads<E>(label: &str, heads: usize, tol: f64)
+where
+    E: Dtype + num_traits::Float,
+    Cpu: ModelDevice<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let fused = run_heads::<E>(heads, true);
+    let composed = run_heads::<E>(heads, false);
+    assert_close(&format!("{label}, {heads} heads"), &fused, &composed, tol);
+}
+
 #[test]
 fn fused_linear_heads_match_composed_ops() {
     for heads in [1, 2] {
-        let fused = run_heads::<f64>(heads, true);
-        let composed = run_heads::<f64>(heads, false);
-        assert_close(&format!("f64, {heads} heads"), &fused, &composed, 1e-12);
-        let fused = run_heads::<f32>(heads, true);
-        let composed = run_heads::<f32>(heads, false);
-        assert_close(&format!("f32, {heads} heads"), &fused, &composed, 1e-5);
+        check_heads::<f64>("f64", heads, 1e-12);
+        check_heads::<f32>("f32", heads, 1e-5);
     }
 }
 

@@ -2,12 +2,11 @@
 //! path): forward values and every gradient, in f64 and f32, on traced and untraced
 //! inputs, including a strided (permuted) input.
 
-mod common;
-
-use common::{grad_of, rel_err};
 use dfdx::prelude::*;
 use flowrl_agents::device::ModelDevice;
 use flowrl_agents::kernels::{self, composed, Affine, Tensor1, Tensor2};
+
+use crate::common::{grad_of, rel_err};
 
 /// Random test inputs of one element type on one device.
 struct Inputs<E: Dtype> {

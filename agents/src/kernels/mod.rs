@@ -246,9 +246,15 @@ fn read<S: Shape, E: Dtype>(t: &Tensor<S, E, Cpu>) -> Vec<E> {
     buf
 }
 
-/// `n` zeros, written by the rayon pool: a fresh buffer's zeroing (and its page faults)
-/// is otherwise a serial pass on the calling thread.
+/// `n` zeros; large buffers are written by the rayon pool: a fresh buffer's zeroing (and
+/// its page faults) is otherwise a serial pass on the calling thread, while for small
+/// ones (an acting step's rows) handing work to the pool costs more than the zeroing.
 fn zeroed<E: Dtype>(n: usize) -> Vec<E> {
+    /// Values below which one thread zeroes the buffer.
+    const SERIAL: usize = 1 << 15;
+    if n < SERIAL {
+        return vec![E::default(); n];
+    }
     let mut buf = Vec::with_capacity(n);
     buf.par_extend(rayon::iter::repeat_n(E::default(), n));
     buf

@@ -1,8 +1,7 @@
 //! The one place where a device chooses its implementation of the model's operations.
 //!
 //! [`ModelDevice`] lists the operations the model is made of (linear maps, LayerNorm,
-//! dropout and the residual sum, the attention cores and the recurrent Flow-Attention
-//! step, the head layout). Every method's default is the composition of stock dfdx
+//! dropout and the residual sum, the head layout, the attention cores). Every method's default is the composition of stock dfdx
 //! ops ([`kernels::composed`], [`attention::composed`]): what `Cuda` runs, and the
 //! oracle the tests compare the fast paths with. `Cpu` overrides them with fused
 //! kernels (one pass per direction, rows in parallel, only what the backward pass needs
@@ -16,8 +15,7 @@
 use dfdx::prelude::*;
 use num_traits::Float;
 
-use crate::attention::{self, composed as attention_composed, FlowConfig, FlowSums};
-use crate::attention::{Tensor3, Tensor4};
+use crate::attention::{self, composed as attention_composed, FlowConfig, Tensor4};
 use crate::kernels::{composed as kernels_composed, Activation, Affine, Tensor1, Tensor2};
 use crate::kernels::{cpu_layout, cpu_linear, cpu_norm, cpu_pointwise, record};
 
@@ -140,22 +138,6 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
     {
         attention_composed::causal_softmax(q, k, v)
     }
-
-    /// One step of the causal Flow-Attention recurrence: advances `sums` by the token
-    /// `(q, k, v)` at 1-based `position` and returns its output `(B,H,M)`.
-    fn flow_step(
-        sums: &mut FlowSums<E, Self>,
-        position: usize,
-        q: Tensor3<E, Self>,
-        k: Tensor3<E, Self>,
-        v: Tensor3<E, Self>,
-        cfg: &FlowConfig,
-    ) -> Tensor3<E, Self>
-    where
-        E: Float,
-    {
-        attention_composed::flow_step(sums, position, q, k, v, cfg)
-    }
 }
 
 /// `Cpu` runs the fused kernels (f32 and f64), except for normal Flow-Attention (plain
@@ -262,17 +244,6 @@ macro_rules! cpu_model_device {
                 v: Tensor4<$float, Self, T>,
             ) -> Tensor4<$float, Self, T> {
                 attention::cpu_softmax::causal_softmax(q, k, v)
-            }
-
-            fn flow_step(
-                sums: &mut FlowSums<$float, Self>,
-                position: usize,
-                q: Tensor3<$float, Self>,
-                k: Tensor3<$float, Self>,
-                v: Tensor3<$float, Self>,
-                cfg: &FlowConfig,
-            ) -> Tensor3<$float, Self> {
-                attention::cpu_flow::flow_step(sums, position, q, k, v, cfg)
             }
         }
     )*};

@@ -9,8 +9,10 @@ use crate::cpu_time::process_cpu_seconds;
 use anyhow::{bail, Context};
 use dfdx::prelude::*;
 use flowrl_agents::attention::{
-    causal_flow, causal_softmax, composed, FlowConfig, FlowState, Tensor3, Tensor4,
+    causal_flow, causal_softmax, composed, AttentionKind, FlowConfig, FlowState, Tensor3, Tensor4,
 };
+use flowrl_agents::model::{Backbone, BackboneConfig};
+use flowrl_agents::params::ParamStore;
 use std::time::Instant;
 
 /// Arguments of `flowrl bench attention`.
@@ -429,8 +431,10 @@ fn print_scaling(rows: &[Row]) {
 /// Timed windows of `--step-window` tokens at each position (the fastest is reported).
 const STEP_WINDOWS: usize = 10;
 
-/// Microseconds per token of the step-by-step state at each requested position, for the
-/// device path (Cpu: fused) and the composed ops.
+/// Microseconds per token at each requested position of the step-by-step forms: one
+/// Flowformer block's recurrent step as episode acting runs it on the CPU (its
+/// Flow-Attention state in host memory; `B` rows, `H` heads of width `D`), and the
+/// attention state alone with the composed ops ([`FlowState`], what CUDA runs).
 fn step_costs(args: &AttentionArgs) -> anyhow::Result<Vec<(usize, f64, f64)>> {
     let mut positions = args.step_positions.clone();
     positions.sort_unstable();
@@ -441,6 +445,17 @@ fn step_costs(args: &AttentionArgs) -> anyhow::Result<Vec<(usize, f64, f64)>> {
     };
     let (b, h, d) = (args.batch, args.heads, args.head_dim);
     let dev = Cpu::seed_from_u64(7);
+    let mut store = ParamStore::new(&dev, 7);
+    let cfg = BackboneConfig {
+        width: h * d,
+        heads: h,
+        layers: 1,
+        attention: AttentionKind::CausalFlow,
+        dropout: 0.0,
+        layer_norm_eps: 1e-5,
+        flow: FlowConfig::rl(),
+    };
+    let block = Backbone::register(&mut store, "", cfg)?;
     let pool: Vec<[Tensor3<f32, Cpu>; 3]> = (0..64)
         .map(|_| {
             [
@@ -450,38 +465,44 @@ fn step_costs(args: &AttentionArgs) -> anyhow::Result<Vec<(usize, f64, f64)>> {
             ]
         })
         .collect();
-    let mut fused = FlowState::<f32, Cpu>::new(&dev, b, h, d, d, FlowConfig::rl());
-    let mut composed = fused.clone();
+    let rows = |t: &Tensor3<f32, Cpu>| t.clone().reshape_like(&(b, h * d));
+    let mut host = block.recurrent_state(&dev, b)?;
+    let mut composed = FlowState::<f32, Cpu>::new(&dev, b, h, d, d, FlowConfig::rl());
     let bar = crate::progress::bar(last as u64, "tokens");
     // Each window starts from a copy of the state at the target position, so every
     // window measures that position; the fastest drops windows another process preempted.
-    let time = |state: &FlowState<f32, Cpu>, generic: bool| {
-        let mut best = f64::INFINITY;
-        for w in 0..STEP_WINDOWS {
-            let mut state = state.clone();
-            let start = Instant::now();
-            for i in 0..window {
-                let [q, k, v] = pool[(w * window + i) % pool.len()].clone();
-                let out = if generic {
-                    state.step_composed(q, k, v)
-                } else {
-                    state.step(q, k, v)
-                };
-                std::hint::black_box(out);
-            }
-            best = best.min(start.elapsed().as_secs_f64() * 1e6 / window as f64);
-        }
-        best
+    let time = |window_of: &mut dyn FnMut(usize) -> f64| {
+        (0..STEP_WINDOWS)
+            .map(|w| window_of(w * window) / window as f64)
+            .fold(f64::INFINITY, f64::min)
     };
     let mut costs = Vec::new();
     for target in positions {
-        while fused.position() < target {
-            let [q, k, v] = pool[fused.position() % pool.len()].clone();
-            fused.step(q.clone(), k.clone(), v.clone());
-            composed.step_composed(q, k, v);
+        while composed.position() < target {
+            let [q, k, v] = pool[composed.position() % pool.len()].clone();
+            block.step(&store, &mut host, rows(&q))?;
+            composed.step(q, k, v);
             bar.inc(1);
         }
-        costs.push((target, time(&fused, false), time(&composed, true)));
+        let host_us = time(&mut |first| {
+            let mut state = host.clone();
+            let start = Instant::now();
+            for i in first..first + window {
+                let x = rows(&pool[i % pool.len()][0]);
+                std::hint::black_box(block.step(&store, &mut state, x).ok());
+            }
+            start.elapsed().as_secs_f64() * 1e6
+        });
+        let composed_us = time(&mut |first| {
+            let mut state = composed.clone();
+            let start = Instant::now();
+            for i in first..first + window {
+                let [q, k, v] = pool[i % pool.len()].clone();
+                std::hint::black_box(state.step(q, k, v));
+            }
+            start.elapsed().as_secs_f64() * 1e6
+        });
+        costs.push((target, host_us, composed_us));
     }
     bar.finish_and_clear();
     Ok(costs)
@@ -490,20 +511,20 @@ fn step_costs(args: &AttentionArgs) -> anyhow::Result<Vec<(usize, f64, f64)>> {
 fn print_steps(args: &AttentionArgs, steps: &[(usize, f64, f64)]) {
     println!();
     println!(
-        "Step-by-step causal Flow-Attention state, B={} H={} D=M={}, f32: microseconds per token (fastest of {STEP_WINDOWS} windows of {} tokens)",
+        "Step by step, B={} H={} D=M={}, f32: microseconds per token (fastest of {STEP_WINDOWS} windows of {} tokens); a Flowformer block as episode acting runs it on the CPU (host-memory state), and the Flow-Attention state alone with the composed ops",
         args.batch, args.heads, args.head_dim, args.step_window
     );
     println!(
-        "| {:>9} | {:>15} | {:>18} |",
-        "position", "Cpu (fused) us", "composed ops us"
+        "| {:>9} | {:>15} | {:>22} |",
+        "position", "block, Cpu us", "attention, composed us"
     );
-    println!("|-----------|-----------------|--------------------|");
+    println!("|-----------|-----------------|------------------------|");
     for (p, f, c) in steps {
-        println!("| {p:>9} | {f:>15.2} | {c:>18.1} |");
+        println!("| {p:>9} | {f:>15.2} | {c:>22.1} |");
     }
     if let (Some(first), Some(last)) = (steps.first(), steps.last()) {
         println!(
-            "cost at {} / cost at {}: Cpu x{:.2}, composed x{:.2} (target: within 20%)",
+            "cost at {} / cost at {}: block x{:.2}, composed attention x{:.2} (target: within 20%)",
             last.0,
             first.0,
             last.1 / first.1,

@@ -4,9 +4,9 @@
 //! step-by-step state.
 
 use super::chunked::{backward_head, forward_head, Dims, Head, HeadGrads, Saved};
-use super::logistic::{sigmoid_in_place, sigmoid_into};
-use super::recurrence::{forward_token, sums_len, Consts, Real};
-use super::{cast, cpu_data as read, FlowConfig, FlowSums, Tensor3, Tensor4};
+use super::logistic::sigmoid_in_place;
+use super::recurrence::{Consts, Real};
+use super::{cast, cpu_data as read, FlowConfig, Tensor4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
@@ -215,70 +215,4 @@ where
         Ok(())
     });
     out.put_tape(tape)
-}
-
-/// One token of causal Flow-Attention on `Cpu`: the same prefix sums, in the same order,
-/// as one position of [`causal_flow`]; the `D x M` state is updated by this token alone.
-pub(crate) fn flow_step<F: Real>(
-    sums: &mut FlowSums<F, Cpu>,
-    position: usize,
-    q: Tensor3<F, Cpu>,
-    k: Tensor3<F, Cpu>,
-    v: Tensor3<F, Cpu>,
-    cfg: &FlowConfig,
-) -> Tensor3<F, Cpu> {
-    let (b, h, d) = *q.shape();
-    let m = v.shape().2;
-    let c = consts::<F>(cfg);
-    let dev = q.device().clone();
-    let (qd, kd, vd) = (
-        read(&q.contiguous()),
-        read(&k.contiguous()),
-        read(&v.contiguous()),
-    );
-    let mut key = read(&sums.key);
-    let mut query = read(&sums.query);
-    let mut key_out = read(&sums.key_out);
-    let mut query_in = read(&sums.query_in);
-    let mut exp = read(&sums.exp);
-    let mut kv = read(&sums.kv);
-    let mut out = vec![F::zero(); b * h * m];
-    let mut packed = vec![F::zero(); sums_len(d)];
-    let (mut qf, mut kf, mut w) = (vec![F::zero(); d], vec![F::zero(); d], vec![F::zero(); m]);
-    let pos: F = cast(position as f64);
-    for n in 0..b * h {
-        let feat = n * d..(n + 1) * d;
-        let parts = [&key, &query, &key_out, &query_in];
-        for (dst, src) in packed.chunks_exact_mut(d).zip(parts) {
-            dst.copy_from_slice(&src[feat.clone()]);
-        }
-        packed[4 * d] = exp[n];
-        sigmoid_into(&qd[feat.clone()], &mut qf);
-        sigmoid_into(&kd[feat.clone()], &mut kf);
-        let kv_head = &mut kv[n * d * m..(n + 1) * d * m];
-        let out_head = &mut out[n * m..(n + 1) * m];
-        forward_token(
-            &mut packed,
-            kv_head,
-            &qf,
-            &kf,
-            &vd[n * m..(n + 1) * m],
-            pos,
-            c,
-            &mut w,
-            out_head,
-        );
-        let parts = [&mut key, &mut query, &mut key_out, &mut query_in];
-        for (src, dst) in packed.chunks_exact(d).zip(parts) {
-            dst[feat.clone()].copy_from_slice(src);
-        }
-        exp[n] = packed[4 * d];
-    }
-    sums.key.copy_from(&key);
-    sums.query.copy_from(&query);
-    sums.key_out.copy_from(&key_out);
-    sums.query_in.copy_from(&query_in);
-    sums.exp.copy_from(&exp);
-    sums.kv.copy_from(&kv);
-    dev.tensor_from_vec(out, (b, h, m))
 }

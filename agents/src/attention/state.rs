@@ -53,26 +53,13 @@ impl<E: Dtype + Float, D: ModelDevice<E>> FlowState<E, D> {
     }
 
     /// Feeds one token: `q, k (B,H,D)`, `v (B,H,M)` -> its output `(B,H,M)`, equal to
-    /// row `position()` of `causal_flow` on all tokens fed so far. Uses the device's path.
+    /// row `position()` of `causal_flow` on all tokens fed so far, with the composed ops
+    /// (the state of devices that act on the device; acting on the CPU steps
+    /// `crate::host::recurrent`'s host form instead).
     ///
     /// # Panics
     /// If the shapes differ from the ones the state was made for.
     pub fn step(&mut self, q: Tensor3<E, D>, k: Tensor3<E, D>, v: Tensor3<E, D>) -> Tensor3<E, D> {
-        self.check(&q, &k, &v);
-        self.position += 1;
-        D::flow_step(&mut self.sums, self.position, q, k, v, &self.cfg)
-    }
-
-    /// Like [`FlowState::step`], always with the device-generic composed ops (what `Cuda` runs).
-    ///
-    /// # Panics
-    /// If the shapes differ from the ones the state was made for.
-    pub fn step_composed(
-        &mut self,
-        q: Tensor3<E, D>,
-        k: Tensor3<E, D>,
-        v: Tensor3<E, D>,
-    ) -> Tensor3<E, D> {
         self.check(&q, &k, &v);
         self.position += 1;
         composed::flow_step(&mut self.sums, self.position, q, k, v, &self.cfg)

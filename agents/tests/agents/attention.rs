@@ -693,7 +693,7 @@ fn fused_forward_without_tape_equals_recorded() {
 }
 
 /// Runs `FlowState` token by token over `inp` and returns the outputs `(B,H,L,M)`.
-fn stepped<E>(inp: &Inputs, cfg: FlowConfig, composed_path: bool) -> Vec<f64>
+fn stepped<E>(inp: &Inputs, cfg: FlowConfig) -> Vec<f64>
 where
     E: Dtype + Float,
     Cpu: ModelDevice<E>,
@@ -713,11 +713,7 @@ where
         let q = dev.tensor_from_vec(token(&inp.q, i, d), (b, h, d));
         let k = dev.tensor_from_vec(token(&inp.k, i, d), (b, h, d));
         let v = dev.tensor_from_vec(token(&inp.v, i, m), (b, h, m));
-        let o = if composed_path {
-            state.step_composed(q, k, v)
-        } else {
-            state.step(q, k, v)
-        };
+        let o = state.step(q, k, v);
         assert_eq!(state.position(), i + 1);
         for (n, row) in to_f64(&o.as_vec()).chunks(m).enumerate() {
             out[(n * l + i) * m..(n * l + i + 1) * m].copy_from_slice(row);
@@ -731,7 +727,7 @@ fn step_by_step_equals_full_sequence_over_3000_tokens() {
     let inp = random_inputs(dims(1, 3, 3000, 3000, 8, 8), 41, 1.0, 1.0, 0.0);
     let cfg = FlowConfig::rl();
     let full = run::<f32>(&inp, Core::Causal, Impl::Device, cfg).out;
-    let steps = stepped::<f32>(&inp, cfg, false);
+    let steps = stepped::<f32>(&inp, cfg);
     let err = max_abs_diff(&steps, &full);
     assert!(
         err <= 1e-5,
@@ -744,7 +740,7 @@ fn composed_step_equals_composed_full_sequence() {
     let inp = random_inputs(dims(2, 2, 60, 60, 5, 4), 43, 1.0, 1.0, 0.0);
     let cfg = FlowConfig::generic();
     let full = run::<f64>(&inp, Core::Causal, Impl::Composed(16), cfg).out;
-    let steps = stepped::<f64>(&inp, cfg, true);
+    let steps = stepped::<f64>(&inp, cfg);
     let err = max_abs_diff(&steps, &full);
     assert!(
         err <= 1e-10,

@@ -114,19 +114,6 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
         attention_composed::causal_flow(q, k, v, cfg)
     }
 
-    /// Normal (non-causal) Flow-Attention; shapes already checked.
-    fn normal_flow<T: Tape<E, Self> + Merge<T>>(
-        q: Tensor4<E, Self, T>,
-        k: Tensor4<E, Self, T>,
-        v: Tensor4<E, Self, T>,
-        cfg: &FlowConfig,
-    ) -> Tensor4<E, Self, T>
-    where
-        E: Float,
-    {
-        attention_composed::normal_flow(q, k, v, cfg)
-    }
-
     /// Causal softmax attention; shapes already checked.
     fn causal_softmax<T: Tape<E, Self> + Merge<T>>(
         q: Tensor4<E, Self, T>,

@@ -480,7 +480,7 @@ fn step_costs(args: &AttentionArgs) -> anyhow::Result<Vec<(usize, f64, f64)>> {
     for target in positions {
         while composed.position() < target {
             let [q, k, v] = pool[composed.position() % pool.len()].clone();
-            block.step(&store, &mut host, rows(&q))?;
+            block.step_tokens(&store, &mut host, rows(&q))?;
             composed.step(q, k, v);
             bar.inc(1);
         }
@@ -489,7 +489,7 @@ fn step_costs(args: &AttentionArgs) -> anyhow::Result<Vec<(usize, f64, f64)>> {
             let start = Instant::now();
             for i in first..first + window {
                 let x = rows(&pool[i % pool.len()][0]);
-                std::hint::black_box(block.step(&store, &mut state, x).ok());
+                std::hint::black_box(block.step_tokens(&store, &mut state, x).ok());
             }
             start.elapsed().as_secs_f64() * 1e6
         });

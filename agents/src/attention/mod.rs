@@ -165,7 +165,7 @@ where
     T: Tape<E, D> + Merge<T>,
 {
     check_shapes(q.shape(), k.shape(), v.shape());
-    D::normal_flow(q, k, v, cfg)
+    composed::normal_flow(q, k, v, cfg)
 }
 
 /// Causal scaled-dot-product softmax attention (scale `1/sqrt(D)`), same shapes as

@@ -12,7 +12,7 @@
 //! projection, MLP and `ln_f` for the others, in training as in evaluation.
 //!
 //! With causal Flow-Attention the backbone also runs token by token
-//! ([`Backbone::recurrent_state`], [`Backbone::step`]) at a cost per token that does
+//! ([`Backbone::recurrent_state`], [`Backbone::step_tokens`]) at a cost per token that does
 //! not depend on the position, with the same outputs as [`Backbone::forward`].
 
 use dfdx::prelude::*;

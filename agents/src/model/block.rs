@@ -71,22 +71,11 @@ impl Block {
             )
         };
         let ln_1 = LayerNorm::register(store, &join(prefix, "ln_1"), w, eps)?;
-        let query = linear(
-            store,
-            "attn.att.query_projection",
-            w,
-            w,
-            WeightLayout::OutIn,
-        )?;
-        let key = linear(store, "attn.att.key_projection", w, w, WeightLayout::OutIn)?;
-        let value = linear(
-            store,
-            "attn.att.value_projection",
-            w,
-            w,
-            WeightLayout::OutIn,
-        )?;
-        let out = linear(store, "attn.att.out_projection", w, w, WeightLayout::OutIn)?;
+        let [query, key, value, out] = ["query", "key", "value", "out"].map(|map| {
+            let name = format!("attn.att.{map}_projection");
+            linear(store, &name, w, w, WeightLayout::OutIn)
+        });
+        let (query, key, value, out) = (query?, key?, value?, out?);
         let ln_2 = LayerNorm::register(store, &join(prefix, "ln_2"), w, eps)?;
         let c_fc = linear(store, "mlp.c_fc", w, 4 * w, WeightLayout::InOut)?;
         let c_proj = linear(store, "mlp.c_proj", 4 * w, w, WeightLayout::InOut)?;
@@ -166,26 +155,8 @@ impl Block {
                 (o.put_tape(T::default()), x.put_tape(tape))
             }
         };
-        self.finish(store, o, x, cfg, train)
-    }
-
-    /// The rest of the block after attention, on rows of the residual stream `x` and
-    /// their attention outputs `o`: the output projection and its residual, then the
-    /// MLP sub-layer (LayerNorm, the 4× wide ReLU layer, the projection back) and its
-    /// residual; dropout on both sub-layers' outputs when `train`.
-    pub(crate) fn finish<E, D, T>(
-        &self,
-        store: &ParamStore<E, D>,
-        o: Tensor2<E, D, T>,
-        x: Tensor2<E, D, T>,
-        cfg: &BackboneConfig,
-        train: bool,
-    ) -> Tensor2<E, D, T>
-    where
-        E: Dtype + num_traits::Float,
-        D: ModelDevice<E>,
-        T: Tape<E, D> + Merge<T>,
-    {
+        // The output projection and its residual, then the MLP sub-layer (LayerNorm, the
+        // 4× wide ReLU layer, the projection back) and its residual.
         let x = dropout_add(self.out.forward(store, o), x, cfg.dropout, train);
         let m = self.ln_2.forward(store, x.with_empty_tape());
         let m = self.c_fc.forward_relu(store, m);

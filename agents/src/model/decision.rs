@@ -20,7 +20,7 @@ pub mod recurrent;
 use dfdx::prelude::*;
 
 use crate::device::ModelDevice;
-use crate::model::layers::{LayerNorm, Linear, Tensor2, Tensor3, WeightLayout};
+use crate::model::layers::{LayerNorm, Linear, Tensor2, Tensor3};
 use crate::model::Backbone;
 use crate::params::{Init, ParamId, ParamStore};
 use crate::spec::{ActionInputs, ActionSpace, AgentConfig, AgentError, Window};
@@ -53,29 +53,6 @@ pub struct DecisionModel {
     pub(crate) width: usize,
 }
 
-/// A PyTorch-default `nn.Linear` (`[out, in]`, weight and bias uniform ±1/sqrt(in)).
-fn torch_linear<E, D>(
-    store: &mut ParamStore<E, D>,
-    name: &str,
-    inputs: usize,
-    outputs: usize,
-) -> Result<Linear, AgentError>
-where
-    E: Dtype + num_traits::Float,
-    D: ModelDevice<E>,
-{
-    let init = Init::pytorch_linear(inputs);
-    Ok(Linear::register(
-        store,
-        name,
-        inputs,
-        outputs,
-        WeightLayout::OutIn,
-        init,
-        Some(init),
-    )?)
-}
-
 impl DecisionModel {
     /// Registers the parameters of a sequence-model config in `store`: the backbone
     /// under `transformer` (GPT-2 init), then `embed_timestep.weight` `[max_ep_len,
@@ -103,11 +80,11 @@ impl DecisionModel {
             &[cfg.max_ep_len, w],
             Init::Normal { std: 1.0 },
         )?;
-        let embed_return = torch_linear(store, "embed_return", 1, w)?;
-        let embed_state = torch_linear(store, "embed_state", cfg.obs_dim, w)?;
+        let embed_return = Linear::register_torch(store, "embed_return", 1, w)?;
+        let embed_state = Linear::register_torch(store, "embed_state", cfg.obs_dim, w)?;
         let embed_action = match cfg.action {
             ActionSpace::Continuous { dim } => {
-                ActionEmbedding::Linear(torch_linear(store, "embed_action", dim, w)?)
+                ActionEmbedding::Linear(Linear::register_torch(store, "embed_action", dim, w)?)
             }
             ActionSpace::Discrete { n } => ActionEmbedding::Table(store.register(
                 "embed_action.weight",
@@ -116,7 +93,8 @@ impl DecisionModel {
             )?),
         };
         let embed_ln = LayerNorm::register(store, "embed_ln", w, cfg.layer_norm_eps)?;
-        let predict_action = torch_linear(store, "predict_action.0", w, cfg.action.outputs())?;
+        let predict_action =
+            Linear::register_torch(store, "predict_action.0", w, cfg.action.outputs())?;
         Ok(Self {
             backbone,
             embed_timestep,

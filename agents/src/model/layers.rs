@@ -38,6 +38,23 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// Registers a PyTorch-default `nn.Linear` under `prefix`: `[out, in]`, weight and
+    /// bias uniform ±1/sqrt(in).
+    pub fn register_torch<E, D>(
+        store: &mut ParamStore<E, D>,
+        prefix: &str,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Self, ParamError>
+    where
+        E: Dtype + num_traits::Float,
+        D: ModelDevice<E>,
+    {
+        let init = Init::pytorch_linear(inputs);
+        let layout = WeightLayout::OutIn;
+        Self::register(store, prefix, inputs, outputs, layout, init, Some(init))
+    }
+
     /// Registers `{prefix}.weight` (shape by `layout`) and, if `bias` is given,
     /// `{prefix}.bias` (`[outputs]`).
     pub fn register<E, D>(

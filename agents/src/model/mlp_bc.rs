@@ -10,8 +10,8 @@ use dfdx::prelude::*;
 
 use crate::device::ModelDevice;
 
-use crate::model::layers::{dropout, Linear, Tensor2, WeightLayout};
-use crate::params::{Init, ParamStore};
+use crate::model::layers::{dropout, Linear, Tensor2};
+use crate::params::ParamStore;
 use crate::spec::{ActionSpace, AgentConfig, AgentError, Window};
 
 /// The MLP's layers; the values live in the agent's [`ParamStore`].
@@ -38,15 +38,11 @@ impl MlpBc {
         let sizes = [(cfg.obs_dim, w), (w, w), (w, cfg.action.outputs())];
         let mut layers = Vec::with_capacity(3);
         for (i, (inputs, outputs)) in [0, 3, 6].into_iter().zip(sizes) {
-            let init = Init::pytorch_linear(inputs);
-            layers.push(Linear::register(
+            layers.push(Linear::register_torch(
                 store,
                 &format!("model.{i}"),
                 inputs,
                 outputs,
-                WeightLayout::OutIn,
-                init,
-                Some(init),
             )?);
         }
         Ok(Self {

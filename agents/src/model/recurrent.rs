@@ -143,25 +143,11 @@ impl Backbone {
         Ok(BackboneState { layers, batch })
     }
 
-    /// Feeds the next token of every sequence, `x (B, width)`, and returns its output
-    /// `(B, width)`: row `state.position()` of [`Backbone::forward`] (eval mode) over all
-    /// tokens fed so far, at a cost that does not grow with the position.
-    pub fn step<E, D>(
-        &self,
-        store: &ParamStore<E, D>,
-        state: &mut BackboneState<E, D>,
-        x: Tensor2<E, D>,
-    ) -> Result<Tensor2<E, D>, BackboneError>
-    where
-        E: Dtype + num_traits::Float,
-        D: ModelDevice<E>,
-    {
-        self.step_tokens(store, state, x)
-    }
-
-    /// Feeds the next `n` tokens of every sequence at once, `x (n·B, width)` token-major
-    /// (rows `i·B..(i+1)·B` hold token `i` of every sequence), and returns the output of
-    /// the last one, `(B, width)`: what `n` calls of [`Backbone::step`] return last.
+    /// Feeds the next `n >= 1` tokens of every sequence at once, `x (n·B, width)`
+    /// token-major (rows `i·B..(i+1)·B` hold token `i` of every sequence), and returns the
+    /// output of the last one, `(B, width)`: row `state.position() - 1` of
+    /// [`Backbone::forward`] (eval mode) over all tokens fed so far, at a cost per token
+    /// that does not grow with the position.
     /// Each block's layer norm and projections run once on all `n·B` rows, and the last
     /// block computes its output for the last token only (nobody reads the others).
     pub fn step_tokens<E, D>(

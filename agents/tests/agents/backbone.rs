@@ -185,7 +185,7 @@ fn bad_configs_and_inputs_are_rejected() {
     let mut state = backbone.recurrent_state(&dev, 2).unwrap();
     let x: Tensor<(usize, usize), f32, Cpu> = dev.zeros_like(&(3, 16));
     assert!(matches!(
-        backbone.step(&store, &mut state, x),
+        backbone.step_tokens(&store, &mut state, x),
         Err(BackboneError::Input { .. })
     ));
     // Registering twice under one prefix is a parameter error naming the tensor.
@@ -317,7 +317,7 @@ fn step_by_step_equals_the_full_forward() {
             .flat_map(|r| xs[(r * l + t) * w..(r * l + t + 1) * w].to_vec())
             .collect();
         let out = backbone
-            .step(&store, &mut state, dev.tensor_from_vec(token, (b, w)))
+            .step_tokens(&store, &mut state, dev.tensor_from_vec(token, (b, w)))
             .unwrap()
             .as_vec();
         assert_eq!(state.position(), t + 1);

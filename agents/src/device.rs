@@ -1,8 +1,9 @@
 //! The one place where a device chooses its implementation of the model's operations.
 //!
 //! [`ModelDevice`] lists the operations the model is made of (linear maps, LayerNorm,
-//! dropout and the residual sum, the head layout, the attention cores). Every method's default is the composition of stock dfdx
-//! ops ([`kernels::composed`], [`attention::composed`]): what `Cuda` runs, and the
+//! dropout and the residual sum, the head layout, the attention cores). Every method's
+//! default is the composition of stock dfdx ops ([`kernels::composed`],
+//! [`attention::composed`]): what `Cuda` runs, and the
 //! oracle the tests compare the fast paths with. `Cpu` overrides them with fused
 //! kernels (one pass per direction, rows in parallel, only what the backward pass needs
 //! kept). Callers use the checked free functions of [`kernels`] and [`attention`],

@@ -1,8 +1,8 @@
 //! Causal attention of one head of one short sequence on row-major slices, with the
 //! outputs of its last positions only when asked.
 //!
-//! Causal Flow-Attention's output at position `p` (docs/ARCHITECTURE.md, section 2, causal Flow-Attention) is
-//! `A_p (Q_p I_p / p)^T sum_{j<=p} K_j (C_j v_j)^T`, which equals
+//! Causal Flow-Attention's output at position `p` (`docs/ARCHITECTURE.md`, section 2)
+//! is `A_p (Q_p I_p / p)^T sum_{j<=p} K_j (C_j v_j)^T`, which equals
 //! `A_p I_p / p sum_{j<=p} (Q_p . K_j) C_j v_j`: the scalars of every position come from
 //! the running sums ([`advance`]), and the output from a causal attention-like sum over
 //! the earlier tokens, which costs less than the `D x M` state while the sequence is

@@ -2,7 +2,7 @@
 //! place, for `Cpu` episode acting: each batch row's running sums and `D x M` matrix
 //! are advanced by all the tokens of a step in one pass while they are in cache, and
 //! the output is computed only for the tokens that are read. It follows the recurrence
-//! of [`crate::attention::FlowState`] (see `docs/ARCHITECTURE.md`, section 2, causal Flow-Attention) term by term.
+//! of [`crate::attention::FlowState`] (`docs/ARCHITECTURE.md`, section 2) term by term.
 
 use num_traits::Float;
 use rayon::prelude::*;

@@ -11,8 +11,9 @@
 //! usual dfdx tapes and compute the same function.
 //!
 //! The fused ops release their output's gradient once their backward pass has used it
-//! (the gradient is complete by then: every consumer ran first): reading the gradient of a fused op's *output* after `backward()`
-//! is not supported; inputs' and parameters' gradients are unaffected.
+//! (the gradient is complete by then: every consumer ran first): reading the gradient
+//! of a fused op's *output* after `backward()` is not supported; inputs' and
+//! parameters' gradients are unaffected.
 //!
 //! The free functions here check shapes and call the device's implementation
 //! ([`crate::device::ModelDevice`]): the fused `Cpu` kernels (`cpu_*` modules), or

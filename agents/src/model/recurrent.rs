@@ -1,8 +1,9 @@
 //! Token-by-token inference with causal Flow-Attention: one fixed-size
 //! Flow-Attention state per block, O(1) cost per token.
 //!
-//! On `Cpu` the states live in host memory and are updated in place (`crate::host::recurrent`); on
-//! other devices they are [`FlowState`]s stepped with the device's ops.
+//! On `Cpu` the states live in host memory and are updated in place
+//! (`crate::host::recurrent`); on other devices they are [`FlowState`]s stepped with
+//! the composed ops.
 
 use dfdx::prelude::*;
 

@@ -2,11 +2,11 @@
 //!
 //! [`ModelDevice`] lists the operations the model is made of (linear maps, LayerNorm,
 //! dropout and the residual sum, the head layout, the attention cores). Every method's
-//! default is the composition of stock dfdx ops ([`kernels::composed`],
-//! [`attention::composed`]): what `Cuda` runs, and the
+//! default is the composition of stock dfdx ops ([`crate::kernels::composed`],
+//! [`crate::attention::composed`]): what `Cuda` runs, and the
 //! oracle the tests compare the fast paths with. `Cpu` overrides them with fused
 //! kernels (one pass per direction, rows in parallel, only what the backward pass needs
-//! kept). Callers use the checked free functions of [`kernels`] and [`attention`],
+//! kept). Callers use the checked free functions of [`crate::kernels`] and [`crate::attention`],
 //! never these methods directly.
 //!
 //! The trait also says where acting keeps its working state: devices with

@@ -131,6 +131,7 @@ pub fn run(opts: &SlurmOptions) -> anyhow::Result<SlurmOutcome> {
         println!("submit with: bash {}", submit_script.display());
         return Ok(outcome);
     }
+    check_array_size(&arrays)?;
     outcome.jobs = submit(&submit_script)?;
     println!(
         "submitted job(s) {} (the last writes the report)",
@@ -365,6 +366,34 @@ fn quote(word: &str) -> String {
     }
 }
 
+/// Fails when an entry's index is not below the cluster's `MaxArraySize` (array task
+/// ids must be); without `scontrol` there is nothing to check.
+fn check_array_size(arrays: &[Vec<usize>]) -> anyhow::Result<()> {
+    let Ok(output) = Command::new("scontrol").args(["show", "config"]).output() else {
+        return Ok(());
+    };
+    let config = String::from_utf8_lossy(&output.stdout);
+    let (Some(max), Some(&index)) = (max_array_size(&config), arrays.iter().flatten().max()) else {
+        return Ok(());
+    };
+    if index >= max {
+        bail!(
+            "entry index {index} is not below the cluster's MaxArraySize {max} (Slurm array \
+             task ids must be): narrow the suite with --filter, whose entries are indexed \
+             from 0, or ask for a larger MaxArraySize"
+        );
+    }
+    Ok(())
+}
+
+/// `MaxArraySize` from the text of `scontrol show config`.
+fn max_array_size(config: &str) -> Option<usize> {
+    config.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "MaxArraySize").then(|| value.trim().parse().ok())?
+    })
+}
+
 /// Runs `submit.sh`; returns the job ids it printed.
 fn submit(script: &Path) -> anyhow::Result<Vec<String>> {
     let output = Command::new("bash")
@@ -473,6 +502,16 @@ mod tests {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), r"'it'\''s'");
         assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn max_array_size_is_read_from_scontrol_show_config() {
+        let config = "Configuration data as of 2026-12-03T12:00:00\n\
+                      MailProg                = /bin/true\n\
+                      MaxArraySize            = 1001\n\
+                      MaxJobCount             = 10000\n";
+        assert_eq!(max_array_size(config), Some(1001));
+        assert_eq!(max_array_size("MaxJobCount = 5\n"), None);
     }
 
     #[test]

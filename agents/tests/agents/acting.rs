@@ -5,16 +5,16 @@
 
 use dfdx::prelude::*;
 use flowrl_agents::acting::{ActionPredictions, Actor, ContextMode, Encoder};
-use flowrl_agents::agent::{ActionSpace, Agent, AgentConfig, AgentError, AgentKind, HostActions};
-use rand::{Rng, SeedableRng};
+use flowrl_agents::agent::{Agent, AgentConfig, AgentError, AgentKind, HostActions};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::common::inputs::{random_inputs, small, HostInputs, CONTINUOUS, DISCRETE};
+use crate::common::lockstep::{lockstep, Discrete};
 use crate::common::max_abs_diff;
 
-/// Plays `steps` steps of random episodes with two actors in lockstep and returns the
-/// largest difference of their predictions; rows are dropped as `drops` says
-/// (`(step, rows kept)`).
+/// The largest difference of the predictions of `agent` acting in modes `a` and `b`
+/// over `steps` steps of random episodes; rows are dropped as `drops` says.
 fn compare_actors(
     agent: &Agent<f32, Cpu>,
     a: ContextMode,
@@ -24,50 +24,10 @@ fn compare_actors(
     drops: &[(usize, Vec<usize>)],
 ) -> f64 {
     let cfg = *agent.config();
-    let mut rng = ChaCha8Rng::seed_from_u64(21);
-    let mut first = Actor::new(agent, a, batch).unwrap();
-    let mut second = Actor::new(agent, b, batch).unwrap();
-    let mut worst = 0.0f64;
-    let mut range = (f32::INFINITY, f32::NEG_INFINITY);
-    for t in 0..steps {
-        if let Some((_, keep)) = drops.iter().find(|(s, _)| *s == t) {
-            first.keep_rows(keep).unwrap();
-            second.keep_rows(keep).unwrap();
-        }
-        let n = first.batch();
-        let returns: Vec<f32> = (0..n).map(|_| rng.gen_range(0.0..3.0)).collect();
-        let states: Vec<f32> = (0..n * cfg.obs_dim)
-            .map(|_| rng.gen_range(-2.0..2.0))
-            .collect();
-        let p = first.observe(&returns, &states).unwrap();
-        let q = second.observe(&returns, &states).unwrap();
-        assert_eq!((p.batch, p.width), (q.batch, q.width));
-        for &v in &p.values {
-            range = (range.0.min(v), range.1.max(v));
-        }
-        worst = worst.max(max_abs_diff(&p.values, &q.values));
-        match cfg.action {
-            ActionSpace::Continuous { .. } => {
-                let acts: Vec<f32> = p
-                    .values
-                    .iter()
-                    .map(|v| (v + rng.gen_range(-0.3..0.3)).clamp(-1.0, 1.0))
-                    .collect();
-                first.record(HostActions::Continuous(&acts)).unwrap();
-                second.record(HostActions::Continuous(&acts)).unwrap();
-            }
-            ActionSpace::Discrete { .. } => {
-                let acts = p.sample(1.0, &mut rng).unwrap();
-                first.record(HostActions::Discrete(&acts)).unwrap();
-                second.record(HostActions::Discrete(&acts)).unwrap();
-            }
-        }
-    }
-    assert!(
-        range.1 - range.0 > 0.1,
-        "predictions barely vary ({range:?}): the comparison would prove little"
-    );
-    worst
+    let first = Actor::new(agent, a, batch).unwrap();
+    let second = Actor::new(agent, b, batch).unwrap();
+    let io = (cfg.obs_dim, cfg.action);
+    lockstep(first, second, io, 21, steps, drops, Discrete::Sampled)
 }
 
 /// Episode mode (recurrent Flow-Attention state) chooses the same actions as

@@ -5,17 +5,15 @@
 
 use dfdx::prelude::*;
 use flowrl_agents::acting::{Actor, ContextMode, Encoder};
-use flowrl_agents::agent::{ActionSpace, Agent, AgentKind, HostActions};
+use flowrl_agents::agent::{Agent, AgentKind};
 use flowrl_agents::device::ModelDevice;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use crate::common::inputs::{agent_config, CONTINUOUS, DISCRETE};
-use crate::common::max_abs_diff;
+use crate::common::lockstep::{lockstep, Discrete};
 
-/// Plays `steps` steps of random episodes of `batch` rows with a host-path actor and a
-/// tensor-path actor in lockstep (rows dropped at the steps of `drops`) and returns the
-/// largest difference of their predictions.
+/// The largest difference of the predictions of a host-path actor and a tensor-path
+/// actor of `agent` in `mode` over `steps` steps of random episodes of `batch` rows
+/// (rows dropped at the steps of `drops`).
 fn host_vs_tensors<E>(
     agent: &Agent<E, Cpu>,
     mode: ContextMode,
@@ -24,54 +22,14 @@ fn host_vs_tensors<E>(
     drops: &[(usize, Vec<usize>)],
 ) -> f64
 where
-    E: Dtype + num_traits::Float + Send + Sync + Into<f64>,
+    E: Dtype + num_traits::Float + Send + Sync,
     Cpu: ModelDevice<E>,
 {
     let cfg = *agent.config();
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let mut host = Actor::with_encoder(agent, mode, batch, Encoder::Auto).unwrap();
-    let mut tensors = Actor::with_encoder(agent, mode, batch, Encoder::Tensors).unwrap();
-    let (mut worst, mut range) = (0.0f64, (f64::INFINITY, f64::NEG_INFINITY));
-    for t in 0..steps {
-        if let Some((_, keep)) = drops.iter().find(|(s, _)| *s == t) {
-            host.keep_rows(keep).unwrap();
-            tensors.keep_rows(keep).unwrap();
-        }
-        let n = host.batch();
-        let returns: Vec<f32> = (0..n).map(|_| rng.gen_range(0.0..3.0)).collect();
-        let states: Vec<f32> = (0..n * cfg.obs_dim)
-            .map(|_| rng.gen_range(-2.0..2.0))
-            .collect();
-        let p = host.observe(&returns, &states).unwrap();
-        let q = tensors.observe(&returns, &states).unwrap();
-        assert_eq!((p.batch, p.width), (q.batch, q.width));
-        for &x in &p.values {
-            let x: f64 = x.into();
-            range = (range.0.min(x), range.1.max(x));
-        }
-        worst = worst.max(max_abs_diff(&p.values, &q.values));
-        match cfg.action {
-            ActionSpace::Continuous { .. } => {
-                let acts: Vec<f32> = p
-                    .values
-                    .iter()
-                    .map(|&v| (v.into() as f32 + rng.gen_range(-0.3..0.3)).clamp(-1.0, 1.0))
-                    .collect();
-                host.record(HostActions::Continuous(&acts)).unwrap();
-                tensors.record(HostActions::Continuous(&acts)).unwrap();
-            }
-            ActionSpace::Discrete { n } => {
-                let acts: Vec<usize> = (0..p.batch).map(|_| rng.gen_range(0..n)).collect();
-                host.record(HostActions::Discrete(&acts)).unwrap();
-                tensors.record(HostActions::Discrete(&acts)).unwrap();
-            }
-        }
-    }
-    assert!(
-        range.1 - range.0 > 0.1,
-        "predictions barely vary ({range:?}): the comparison would prove little"
-    );
-    worst
+    let host = Actor::with_encoder(agent, mode, batch, Encoder::Auto).unwrap();
+    let tensors = Actor::with_encoder(agent, mode, batch, Encoder::Tensors).unwrap();
+    let io = (cfg.obs_dim, cfg.action);
+    lockstep(host, tensors, io, 5, steps, drops, Discrete::Uniform)
 }
 
 /// Both sequence models, both action spaces, short windows at the episode start and

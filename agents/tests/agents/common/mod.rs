@@ -4,6 +4,7 @@
 
 pub mod fixture;
 pub mod inputs;
+pub mod lockstep;
 
 use dfdx::prelude::*;
 use flowrl_agents::model::layers::{Tensor2, Tensor3};

@@ -102,6 +102,16 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
         kernels_composed::gather_rows(x, rows)
     }
 
+    /// Replaces every value of a host slice by its sigmoid: Flow-Attention's feature
+    /// map, as the fused kernels and the host-memory backend apply it.
+    fn sigmoid_in_place(x: &mut [E])
+    where
+        E: Float,
+    {
+        x.iter_mut()
+            .for_each(|v| *v = attention::recurrence::sigmoid(*v));
+    }
+
     /// Causal Flow-Attention; shapes already checked.
     fn causal_flow<T: Tape<E, Self> + Merge<T>>(
         q: Tensor4<E, Self, T>,
@@ -131,9 +141,13 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
 /// `Cpu` runs the fused kernels (f32 and f64), except for normal Flow-Attention (plain
 /// matmuls, no prefix sums).
 macro_rules! cpu_model_device {
-    ($($float:ty),*) => {$(
+    ($($float:ty => $sigmoid:path),*) => {$(
         impl ModelDevice<$float> for Cpu {
             const HOST_ACTING: bool = true;
+
+            fn sigmoid_in_place(x: &mut [$float]) {
+                $sigmoid(x)
+            }
 
             fn linear<T: Tape<$float, Self>>(
                 x: Tensor2<$float, Self, T>,
@@ -223,7 +237,7 @@ macro_rules! cpu_model_device {
                 v: Tensor4<$float, Self, T>,
                 cfg: &FlowConfig,
             ) -> Tensor4<$float, Self, T> {
-                attention::cpu_flow::causal_flow(q, k, v, cfg)
+                attention::cpu_flow::causal_flow(q, k, v, cfg, Self::sigmoid_in_place)
             }
 
             fn causal_softmax<T: Tape<$float, Self> + Merge<T>>(
@@ -237,7 +251,10 @@ macro_rules! cpu_model_device {
     )*};
 }
 
-cpu_model_device!(f32, f64);
+cpu_model_device!(
+    f32 => attention::logistic::sigmoid_f32,
+    f64 => attention::logistic::sigmoid_f64
+);
 
 #[cfg(feature = "cuda")]
 impl<E: Dtype> ModelDevice<E> for Cuda where Cuda: Device<E> {}

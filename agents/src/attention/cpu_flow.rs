@@ -4,16 +4,16 @@
 //! step-by-step state.
 
 use super::chunked::{backward_head, forward_head, Dims, Head, HeadGrads, Saved};
-use super::logistic::sigmoid_in_place;
 use super::recurrence::{Consts, Real};
 use super::{cast, cpu_data as read, FlowConfig, Tensor4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-fn consts<F: Real>(cfg: &FlowConfig) -> Consts<F> {
+fn consts<F: Real>(cfg: &FlowConfig, sigmoid: fn(&mut [F])) -> Consts<F> {
     Consts {
         eps: cast(cfg.eps),
         clamp: cast(cfg.clamp),
+        sigmoid,
     }
 }
 
@@ -90,6 +90,7 @@ pub(crate) fn causal_flow<F, T>(
     k: Tensor4<F, Cpu, T>,
     v: Tensor4<F, Cpu, T>,
     cfg: &FlowConfig,
+    sigmoid: fn(&mut [F]),
 ) -> Tensor4<F, Cpu, T>
 where
     F: Real,
@@ -98,7 +99,7 @@ where
     let (b, h, l, d) = *q.shape();
     let m = v.shape().3;
     let dims = Dims::new(l, d, m);
-    let c = consts::<F>(cfg);
+    let c = consts::<F>(cfg, sigmoid);
     let (q, tape_q) = q.contiguous().split_tape();
     let (k, tape_k) = k.contiguous().split_tape();
     let (v, tape_v) = v.contiguous().split_tape();
@@ -115,7 +116,7 @@ where
         let (mut qf, mut kf) = (read(&q), read(&k));
         qf.par_chunks_mut(l * d)
             .chain(kf.par_chunks_mut(l * d))
-            .for_each(|x| sigmoid_in_place(x));
+            .for_each(sigmoid);
         (qf, kf, read(&v))
     });
     if let Some((qd, kd, vd)) = &inputs {

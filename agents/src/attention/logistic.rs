@@ -2,20 +2,7 @@
 //! through `wide`'s vector exponential instead of one libm `exp` call per value: the
 //! Flow-Attention feature map applies it to every query and key.
 
-use std::any::TypeId;
-
 use wide::{f32x8, f64x4};
-
-use super::recurrence::{sigmoid, Real};
-
-/// `x` as a slice of `T` when `F` is `T`.
-fn as_type<T: 'static, F: 'static>(x: &mut [F]) -> Option<&mut [T]> {
-    (TypeId::of::<F>() == TypeId::of::<T>()).then(|| {
-        // SAFETY: `F` and `T` are the same type, so the pointer, length and lifetime
-        // describe the same values.
-        unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<T>(), x.len()) }
-    })
-}
 
 /// Applies `f` to `x` in arrays of `N` values; the last, shorter piece is padded with
 /// zeros, so a value's result does not depend on where it sits in the slice.
@@ -55,26 +42,20 @@ fn logistic_f64(v: f64x4) -> f64x4 {
     v.is_nan().blend(v, f64x4::ONE / (f64x4::ONE + e))
 }
 
-/// Replaces every value by its sigmoid.
-pub(crate) fn sigmoid_in_place<F: Real>(x: &mut [F]) {
-    if let Some(x) = as_type::<f32, F>(x) {
-        by_lanes(x, |a: [f32; 8]| logistic_f32(f32x8::from(a)).to_array());
-    } else if let Some(x) = as_type::<f64, F>(x) {
-        by_lanes(x, |a: [f64; 4]| logistic_f64(f64x4::from(a)).to_array());
-    } else {
-        x.iter_mut().for_each(|a| *a = sigmoid(*a));
-    }
+/// Replaces every `f32` by its sigmoid, eight at a time.
+pub(crate) fn sigmoid_f32(x: &mut [f32]) {
+    by_lanes(x, |a: [f32; 8]| logistic_f32(f32x8::from(a)).to_array());
 }
 
-/// Writes `sigmoid(x)` into `out`.
-pub(crate) fn sigmoid_into<F: Real>(x: &[F], out: &mut [F]) {
-    out.copy_from_slice(x);
-    sigmoid_in_place(out);
+/// Replaces every `f64` by its sigmoid, four at a time.
+pub(crate) fn sigmoid_f64(x: &mut [f64]) {
+    by_lanes(x, |a: [f64; 4]| logistic_f64(f64x4::from(a)).to_array());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attention::recurrence::sigmoid;
 
     /// Inputs across the range, both saturated tails and lengths that are not a
     /// multiple of the lane count.
@@ -90,8 +71,8 @@ mod tests {
     fn f32_lanes_match_the_scalar_logistic() {
         for n in [0, 1, 7, 8, 9, 131] {
             let x: Vec<f32> = inputs(n).iter().map(|&v| v as f32).collect();
-            let mut y = vec![0.0f32; x.len()];
-            sigmoid_into(&x, &mut y);
+            let mut y = x.clone();
+            sigmoid_f32(&mut y);
             for (&a, &s) in x.iter().zip(&y) {
                 let exact = 1.0 / (1.0 + (-f64::from(a)).exp());
                 let err = (f64::from(s) - exact).abs();
@@ -108,7 +89,7 @@ mod tests {
         for n in [0, 1, 3, 4, 5, 131] {
             let mut x = inputs(n);
             let expected: Vec<f64> = x.iter().map(|&a| sigmoid(a)).collect();
-            sigmoid_in_place(&mut x);
+            sigmoid_f64(&mut x);
             for (&s, &e) in x.iter().zip(&expected) {
                 assert!(
                     (s - e).abs() <= 1e-15 * e || (s - e).abs() < 1e-300,
@@ -121,12 +102,12 @@ mod tests {
     #[test]
     fn nan_stays_nan_and_infinities_saturate() {
         let mut x = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0];
-        sigmoid_in_place(&mut x);
+        sigmoid_f32(&mut x);
         assert!(x[0].is_nan());
         assert_eq!(&x[1..], &[1.0, x[2], 0.5]);
         assert!(x[2] >= 0.0 && x[2] < 1e-37, "sigmoid(-inf) = {}", x[2]);
         let mut y = [f64::NAN, f64::INFINITY, -1.0];
-        sigmoid_in_place(&mut y);
+        sigmoid_f64(&mut y);
         assert!(y[0].is_nan());
         assert_eq!(y[1], 1.0);
         assert!((y[2] - sigmoid(-1.0)).abs() < 1e-16);

@@ -15,6 +15,8 @@ impl<F: Dtype + Float> Real for F {}
 pub(crate) struct Consts<F> {
     pub eps: F,
     pub clamp: F,
+    /// The feature map applied in place to queries and keys: the device's sigmoid.
+    pub sigmoid: fn(&mut [F]),
 }
 
 /// Length of the packed running sums of one head: `sum K`, `sum Q`, `sum K O`, `sum Q I`

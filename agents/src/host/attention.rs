@@ -12,7 +12,6 @@
 use gemm::Parallelism;
 
 use crate::attention::gemm::{product, View};
-use crate::attention::logistic::{sigmoid_in_place, sigmoid_into};
 use crate::attention::recurrence::{accumulate, advance, forward_token, sums_len, Consts, Real};
 use crate::params::from_f64;
 
@@ -89,8 +88,10 @@ pub(crate) fn flow<E: Real>(
             .zip(kf.chunks_exact_mut(d))
             .enumerate()
         {
-            sigmoid_into(head.q(first + i), q);
-            sigmoid_into(head.k(first + i), k);
+            q.copy_from_slice(head.q(first + i));
+            k.copy_from_slice(head.k(first + i));
+            (c.sigmoid)(q);
+            (c.sigmoid)(k);
         }
     };
     if split {
@@ -195,8 +196,8 @@ fn flow_by_state<E: Real>(
     for j in 0..head.len {
         qf.copy_from_slice(head.q(j));
         kf.copy_from_slice(head.k(j));
-        sigmoid_in_place(qf);
-        sigmoid_in_place(kf);
+        (c.sigmoid)(qf);
+        (c.sigmoid)(kf);
         let pos = from_f64((j + 1) as f64);
         if j < from {
             let token = advance(sums, qf, kf, pos, c);

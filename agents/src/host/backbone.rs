@@ -142,6 +142,7 @@ impl<E: Real> HostBackbone<E> {
         (width, heads): (usize, usize),
         attention: AttentionKind,
         flow: &FlowConfig,
+        sigmoid: fn(&mut [E]),
     ) -> Self {
         Self {
             blocks,
@@ -152,6 +153,7 @@ impl<E: Real> HostBackbone<E> {
             consts: Consts {
                 eps: from_f64(flow.eps),
                 clamp: from_f64(flow.clamp),
+                sigmoid,
             },
         }
     }
@@ -345,6 +347,7 @@ impl Backbone {
             (self.cfg.width, self.cfg.heads),
             self.cfg.attention,
             &self.cfg.flow,
+            D::sigmoid_in_place,
         )
     }
 }

@@ -7,7 +7,6 @@
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::attention::logistic::sigmoid_into;
 use crate::attention::recurrence::{accumulate, advance, axpy, sums_len, Consts, Real};
 use crate::attention::FlowConfig;
 
@@ -36,8 +35,13 @@ pub(crate) fn cast<E: Float>(x: f64) -> E {
 
 impl<E: Real> HostFlow<E> {
     /// An empty state (position 0) for `batch` rows of `heads` heads, query/key size
-    /// `d` and value size `m`.
-    pub(crate) fn new(batch: usize, heads: usize, d: usize, m: usize, cfg: FlowConfig) -> Self {
+    /// `d` and value size `m`, with the feature map `sigmoid`.
+    pub(crate) fn new(
+        (batch, heads): (usize, usize),
+        (d, m): (usize, usize),
+        cfg: FlowConfig,
+        sigmoid: fn(&mut [E]),
+    ) -> Self {
         Self {
             sums: vec![E::zero(); batch * heads * sums_len(d)],
             kv: vec![E::zero(); batch * heads * d * m],
@@ -47,6 +51,7 @@ impl<E: Real> HostFlow<E> {
             consts: Consts {
                 eps: cast(cfg.eps),
                 clamp: cast(cfg.clamp),
+                sigmoid,
             },
             position: 0,
         }
@@ -81,8 +86,10 @@ impl<E: Real> HostFlow<E> {
                 (vec![E::zero(); d], vec![E::zero(); d], vec![E::zero(); m]);
             for t in 0..n {
                 let at = t * rows + r;
-                sigmoid_into(&q[at * d..(at + 1) * d], &mut qf);
-                sigmoid_into(&k[at * d..(at + 1) * d], &mut kf);
+                qf.copy_from_slice(&q[at * d..(at + 1) * d]);
+                kf.copy_from_slice(&k[at * d..(at + 1) * d]);
+                (consts.sigmoid)(&mut qf);
+                (consts.sigmoid)(&mut kf);
                 let pos: E = cast((first + t + 1) as f64);
                 let token = advance(sums, &qf, &kf, pos, consts);
                 let v = &v[at * m..(at + 1) * m];

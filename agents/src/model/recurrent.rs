@@ -128,7 +128,12 @@ impl Backbone {
             .iter()
             .map(|_| {
                 if D::HOST_ACTING {
-                    LayerState::Host(HostFlow::new(batch, h, hw, hw, self.cfg.flow))
+                    LayerState::Host(HostFlow::new(
+                        (batch, h),
+                        (hw, hw),
+                        self.cfg.flow,
+                        D::sigmoid_in_place,
+                    ))
                 } else {
                     LayerState::Device(Box::new(FlowState::new(
                         dev,

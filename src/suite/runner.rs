@@ -429,7 +429,9 @@ fn unfinished(spec: &SuiteSpec, out: &Path, all: &[Entry]) -> anyhow::Result<Vec
         } else {
             None
         };
-        let running = Lock::try_acquire(&entry.lock_file(out, spec))?.is_none();
+        // A lock file that was never made is held by no one (and is not made here).
+        let lock_file = entry.lock_file(out, spec);
+        let running = lock_file.exists() && Lock::try_acquire(&lock_file)?.is_none();
         let status = match (running, &error, state) {
             (true, _, _) => "running",
             (false, Some(_), _) => "failed",

@@ -71,14 +71,10 @@ pub struct SlurmOptions {
 /// What `flowrl suite slurm` did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlurmOutcome {
-    /// `<out>/slurm/submit.sh`.
-    pub submit_script: PathBuf,
     /// Indices of the entries submitted, by warm-start depth (arrays in order).
     pub arrays: Vec<Vec<usize>>,
     /// Job ids printed by `sbatch`, when submitted: the arrays', then the report's.
     pub jobs: Vec<String>,
-    /// Entries without a result after `--wait`.
-    pub unfinished: Option<usize>,
 }
 
 /// Writes the Slurm files and, as asked, submits them and waits.
@@ -97,10 +93,8 @@ pub fn run(opts: &SlurmOptions) -> anyhow::Result<SlurmOutcome> {
     let dir = selection.out.join(SLURM_DIR);
     let submit_script = dir.join("submit.sh");
     let mut outcome = SlurmOutcome {
-        submit_script: submit_script.clone(),
         arrays: arrays.clone(),
         jobs: Vec::new(),
-        unfinished: None,
     };
     if arrays.is_empty() {
         println!(
@@ -145,7 +139,6 @@ pub fn run(opts: &SlurmOptions) -> anyhow::Result<SlurmOutcome> {
             .iter()
             .filter(|(_, _, _, s)| *s != EntryState::Done)
             .count();
-        outcome.unfinished = Some(left);
         let report = after.out.join("results.md");
         if left > 0 {
             bail!(

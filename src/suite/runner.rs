@@ -137,7 +137,7 @@ impl Selection {
     pub fn write_report(&self) -> anyhow::Result<PathBuf> {
         let (spec, out) = (&self.spec, &self.out);
         let done = done_records(spec, out, &self.all)?;
-        let unfinished = unfinished(spec, out, &self.all)?;
+        let unfinished = unfinished(spec, out, &self.all, &done)?;
         write_report(spec, out, &done, &unfinished)
     }
 }
@@ -410,16 +410,22 @@ fn print_listing(selection: &Selection, total: usize) {
     }
 }
 
-/// The entries that were started and did not finish: failed (with the error of their
-/// last attempt), interrupted, or being run now; with their Slurm log, if any.
-fn unfinished(spec: &SuiteSpec, out: &Path, all: &[Entry]) -> anyhow::Result<Vec<Unfinished>> {
+/// The entries, among those not `done`, that were started and did not finish: failed
+/// (with the error of their last attempt), interrupted, or being run now; with their
+/// Slurm log, if any.
+fn unfinished(
+    spec: &SuiteSpec,
+    out: &Path,
+    all: &[Entry],
+    done: &[(Entry, EntryRecord)],
+) -> anyhow::Result<Vec<Unfinished>> {
     let logs = super::slurm::task_logs(out)?;
     let mut found = Vec::new();
     for entry in all {
-        let state = entry.state(out, spec, &entry.config(spec)?)?;
-        if state == EntryState::Done {
+        if done.iter().any(|(e, _)| e == entry) {
             continue;
         }
+        let state = entry.state(out, spec, &entry.config(spec)?)?;
         let id = entry.id(spec);
         let failure = entry.failure_file(out, spec);
         let error = if failure.is_file() {

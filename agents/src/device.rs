@@ -1,13 +1,14 @@
 //! The one place where a device chooses its implementation of the model's operations.
 //!
 //! [`ModelDevice`] lists the operations the model is made of (linear maps, LayerNorm,
-//! dropout and the residual sum, the head layout, the attention cores). Every method's
-//! default is the composition of stock dfdx ops ([`crate::kernels::composed`],
-//! [`crate::attention::composed`]): what `Cuda` runs, and the
-//! oracle the tests compare the fast paths with. `Cpu` overrides them with fused
-//! kernels (one pass per direction, rows in parallel, only what the backward pass needs
-//! kept). Callers use the checked free functions of [`crate::kernels`] and [`crate::attention`],
-//! never these methods directly.
+//! dropout and the residual sum, the head layout, the attention cores, and
+//! Flow-Attention's feature map on host slices). Every method's default is the
+//! composition of stock dfdx ops ([`crate::kernels::composed`],
+//! [`crate::attention::composed`]): what `Cuda` runs, and the oracle the tests compare
+//! the fast paths with. `Cpu` overrides them with fused kernels (one pass per
+//! direction, rows in parallel, only what the backward pass needs kept). Model code
+//! calls the checked free functions of [`crate::kernels`] and [`crate::attention`],
+//! not the tensor methods directly.
 //!
 //! The trait also says where acting keeps its working state: devices with
 //! [`ModelDevice::HOST_ACTING`] act from a host-memory copy of the parameters

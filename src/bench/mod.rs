@@ -5,6 +5,7 @@ pub mod data;
 pub mod envs;
 pub mod locomotion;
 pub mod memory;
+pub mod peak;
 pub mod rollout;
 pub mod train;
 

@@ -1,7 +1,8 @@
 //! The one place where a device chooses its implementation of the model's operations.
 //!
 //! [`ModelDevice`] lists the operations the model is made of (linear maps, LayerNorm,
-//! dropout and the residual sum, the head layout, the attention cores, and
+//! dropout and the residual sum, the MLP sub-layer as one op, the head layout, the
+//! attention cores, and
 //! Flow-Attention's feature map on host slices). Every method's default is the
 //! composition of stock dfdx ops ([`crate::kernels::composed`],
 //! [`crate::attention::composed`]): what `Cuda` runs, and the oracle the tests compare
@@ -18,8 +19,8 @@ use dfdx::prelude::*;
 use num_traits::Float;
 
 use crate::attention::{self, composed as attention_composed, FlowConfig, Tensor4};
-use crate::kernels::{composed as kernels_composed, Activation, Affine, Tensor1, Tensor2};
-use crate::kernels::{cpu_layout, cpu_linear, cpu_norm, cpu_pointwise, record};
+use crate::kernels::{composed as kernels_composed, Activation, Affine, Mlp, Tensor1, Tensor2};
+use crate::kernels::{cpu_layout, cpu_linear, cpu_mlp, cpu_norm, cpu_pointwise, record};
 
 /// A device the model runs on; see the module documentation.
 pub trait ModelDevice<E: Dtype>: Device<E> {
@@ -85,6 +86,18 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
         E: Float,
     {
         kernels_composed::dropout_add(x, residual, p)
+    }
+
+    /// The MLP sub-layer with its residual; widths already checked.
+    fn mlp_residual<T: Tape<E, Self> + Merge<T>>(
+        x: Tensor2<E, Self, T>,
+        mlp: Mlp<E, Self>,
+        p: f64,
+    ) -> Tensor2<E, Self, T>
+    where
+        E: Float,
+    {
+        kernels_composed::mlp_residual(x, mlp, p)
     }
 
     /// Attention heads `(B, H, L, M)` back to token rows `(B·L, H·M)`.
@@ -206,6 +219,17 @@ macro_rules! cpu_model_device {
                 let (r, tape_r) = residual.contiguous().split_tape();
                 let mut tape = tape_x.merge(tape_r);
                 let (out, backward) = cpu_pointwise::dropout_add(x, Some(r), p, T::OWNS_TAPE);
+                record(&mut tape, backward);
+                out.put_tape(tape)
+            }
+
+            fn mlp_residual<T: Tape<$float, Self> + Merge<T>>(
+                x: Tensor2<$float, Self, T>,
+                mlp: Mlp<$float, Self>,
+                p: f64,
+            ) -> Tensor2<$float, Self, T> {
+                let (x, mut tape) = x.contiguous().split_tape();
+                let (out, backward) = cpu_mlp::mlp_residual(x, mlp, p, T::OWNS_TAPE);
                 record(&mut tape, backward);
                 out.put_tape(tape)
             }

@@ -4,7 +4,7 @@
 use dfdx::prelude::*;
 use num_traits::Float;
 
-use super::{Activation, Affine, Tensor1, Tensor2, Tensor4};
+use super::{Activation, Affine, Mlp, Tensor1, Tensor2, Tensor4};
 
 /// See [`super::layer_norm`].
 pub fn layer_norm<E, D, T>(
@@ -126,6 +126,18 @@ where
     } else {
         x + residual
     }
+}
+
+/// See [`super::mlp_residual`].
+pub fn mlp_residual<E, D, T>(x: Tensor2<E, D, T>, mlp: Mlp<E, D>, p: f64) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D> + Merge<T>,
+{
+    let m = layer_norm(x.with_empty_tape(), mlp.norm_weight, mlp.norm_bias, mlp.eps);
+    let m = linear(m, mlp.fc, Activation::Relu);
+    dropout_add(linear(m, mlp.proj, Activation::Identity), x, p)
 }
 
 /// `y (B·L, H·D) + bias (H·D,)` -> `(B, H, L, D)`, head `i` being features

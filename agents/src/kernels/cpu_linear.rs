@@ -17,7 +17,7 @@ use crate::attention::gemm::{matmul_parallel, View};
 
 /// A map's weight on the host as the `(inputs, outputs)` matrix of `y = x W`, a view
 /// of the stored values (`[out, in]` when `out_in`, else `[in, out]`).
-fn weight_view<E>(values: &[E], (i, o): (usize, usize), out_in: bool) -> View<'_, E> {
+pub(super) fn weight_view<E>(values: &[E], (i, o): (usize, usize), out_in: bool) -> View<'_, E> {
     if out_in {
         View::rows(values, o, i).t()
     } else {
@@ -27,7 +27,7 @@ fn weight_view<E>(values: &[E], (i, o): (usize, usize), out_in: bool) -> View<'_
 
 /// The column sums of the `(rows, width)` matrix `g`, added to `acc`: blocks of rows in
 /// parallel, their partial sums added in order (the same result on any pool).
-fn add_column_sums<E: Dtype + Float>(acc: &mut [E], g: &[E], width: usize) {
+pub(super) fn add_column_sums<E: Dtype + Float>(acc: &mut [E], g: &[E], width: usize) {
     if width == 0 {
         return;
     }
@@ -51,6 +51,49 @@ fn add_column_sums<E: Dtype + Float>(acc: &mut [E], g: &[E], width: usize) {
     }
 }
 
+/// Adds `bias` to every row of `out` (rows of `width` values) and applies `act`; blocks
+/// of rows in parallel.
+pub(super) fn add_bias_act<E: Dtype + Float>(
+    out: &mut [E],
+    bias: Option<&[E]>,
+    width: usize,
+    act: Activation,
+) {
+    if width == 0 || (bias.is_none() && act == Activation::Identity) {
+        return;
+    }
+    out.par_chunks_mut(rows_per_task(width) * width)
+        .for_each(|chunk| {
+            for row in chunk.chunks_exact_mut(width) {
+                if let Some(bs) = bias {
+                    for (v, &b) in row.iter_mut().zip(bs) {
+                        *v += b;
+                    }
+                }
+                if act == Activation::Relu {
+                    for v in row.iter_mut() {
+                        *v = v.max(E::zero());
+                    }
+                }
+            }
+        });
+}
+
+/// A map's weight gradient from its input `x (N, I)` and output gradient `g (N, O)`:
+/// `dW += gᵀ x` for a weight stored `[out, in]`, `dW += xᵀ g` for `[in, out]`.
+pub(super) fn add_weight_gradient<E: Dtype + Float>(
+    gw: &mut [E],
+    x: View<E>,
+    g: View<E>,
+    out_in: bool,
+) {
+    if out_in {
+        matmul_parallel(gw, g.t(), x, true);
+    } else {
+        matmul_parallel(gw, x.t(), g, true);
+    }
+}
+
 /// `act(x W + b)` for `x (N, I)`; the backward pass when `trace`.
 pub(crate) fn linear<E: Dtype + Float>(
     x: Tensor2<E, Cpu>,
@@ -69,22 +112,7 @@ pub(crate) fn linear<E: Dtype + Float>(
         false,
     );
     let bias = map.bias.as_ref().map(read);
-    if o > 0 && (bias.is_some() || act == Activation::Relu) {
-        out.par_chunks_mut(rows_per_task(o) * o).for_each(|chunk| {
-            for row in chunk.chunks_exact_mut(o) {
-                if let Some(bs) = &bias {
-                    for (v, &b) in row.iter_mut().zip(bs) {
-                        *v += b;
-                    }
-                }
-                if act == Activation::Relu {
-                    for v in row.iter_mut() {
-                        *v = v.max(E::zero());
-                    }
-                }
-            }
-        });
-    }
+    add_bias_act(&mut out, bias.as_deref(), o, act);
     let positive: Option<BitMask> =
         (trace && act == Activation::Relu).then(|| BitMask::from_values(&out, |v| v > E::zero()));
     let out = x.device().tensor_from_vec(out, (n, o));
@@ -115,14 +143,8 @@ pub(crate) fn linear<E: Dtype + Float>(
             weight_view(&ws, (i, o), out_in).t(),
             true,
         );
-        // dW += gᵀ x ([out, in]) or xᵀ g ([in, out])
         let xv = View::rows(&xs, n, i);
-        let gw = grads.get_or_alloc_mut(&w_ghost)?;
-        if out_in {
-            matmul_parallel(gw, gv.t(), xv, true);
-        } else {
-            matmul_parallel(gw, xv.t(), gv, true);
-        }
+        add_weight_gradient(grads.get_or_alloc_mut(&w_ghost)?, xv, gv, out_in);
         Ok(())
     };
     (out, Some(Box::new(backward)))

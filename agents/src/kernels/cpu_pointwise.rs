@@ -32,20 +32,7 @@ pub(crate) fn dropout_add<S: Shape, E: Dtype + Float>(
     let mut kept: Option<BitMask> = None;
     if drops {
         let mask = BitMask::dropout_keep(dev.random_u64(), p, out.len());
-        let keep_scale: E = cast(1.0 - p);
-        out.par_chunks_mut(BLOCK)
-            .zip(mask.words.par_chunks(BLOCK / 64))
-            .for_each(|(values, words)| {
-                for (values, &word) in values.chunks_mut(64).zip(words) {
-                    for (j, v) in values.iter_mut().enumerate() {
-                        *v = if word >> j & 1 == 1 {
-                            *v / keep_scale
-                        } else {
-                            E::zero()
-                        };
-                    }
-                }
-            });
+        mask.drop_values(&mut out, p);
         kept = trace.then_some(mask);
     }
     if let Some(r) = &residual {
@@ -58,7 +45,6 @@ pub(crate) fn dropout_add<S: Shape, E: Dtype + Float>(
     let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
     let r_ghost = residual.as_ref().map(|r| r.ghost());
     drop((x, residual));
-    let grad_scale: E = cast((1.0 - p).recip());
     let backward = move |grads: &mut Gradients<E, Cpu>| -> Result<(), CpuError> {
         grads.try_alloc_for(&x_ghost)?;
         grads.try_alloc_for(&out_ghost)?;
@@ -70,9 +56,7 @@ pub(crate) fn dropout_add<S: Shape, E: Dtype + Float>(
             add_into(grads.get_or_alloc_mut(r)?, &g);
         }
         if let Some(kept) = &kept {
-            kept.zero_unset(&mut g);
-            g.par_chunks_mut(BLOCK)
-                .for_each(|g| g.iter_mut().for_each(|v| *v *= grad_scale));
+            kept.drop_gradient(&mut g, p);
         }
         add_into(grads.get_or_alloc_mut(&x_ghost)?, &g);
         Ok(())
@@ -110,7 +94,7 @@ impl BitMask {
     /// `i` of `Bernoulli(p)` on `StdRng::seed_from_u64(seed)` is `true`, as dfdx's
     /// `dropout` draws them. Each draw takes one `u64` (two stream words), so a block
     /// starting at value `s` seeks the stream to word `2 s` and draws in parallel.
-    fn dropout_keep(seed: u64, p: f64, len: usize) -> Self {
+    pub(super) fn dropout_keep(seed: u64, p: f64, len: usize) -> Self {
         // Bernoulli::new fails only outside [0, 1], which the configs exclude.
         let dist = Bernoulli::new(p).unwrap_or_else(|e| panic!("dropout probability {p}: {e}"));
         let base = ChaCha12Rng::seed_from_u64(seed);
@@ -129,6 +113,35 @@ impl BitMask {
                 }
             });
         Self { words }
+    }
+
+    /// Inverted dropout by this mask: zeroes the dropped values and divides the kept
+    /// ones by `1 - p`; blocks in parallel.
+    pub(super) fn drop_values<E: Float + Send + Sync>(&self, values: &mut [E], p: f64) {
+        let keep_scale: E = cast(1.0 - p);
+        values
+            .par_chunks_mut(BLOCK)
+            .zip(self.words.par_chunks(BLOCK / 64))
+            .for_each(|(values, words)| {
+                for (values, &word) in values.chunks_mut(64).zip(words) {
+                    for (j, v) in values.iter_mut().enumerate() {
+                        *v = if word >> j & 1 == 1 {
+                            *v / keep_scale
+                        } else {
+                            E::zero()
+                        };
+                    }
+                }
+            });
+    }
+
+    /// The gradient through [`BitMask::drop_values`]: zeroes the dropped values and
+    /// multiplies the kept ones by `1 / (1 - p)`.
+    pub(super) fn drop_gradient<E: Float + Send + Sync>(&self, g: &mut [E], p: f64) {
+        let grad_scale: E = cast((1.0 - p).recip());
+        self.zero_unset(g);
+        g.par_chunks_mut(BLOCK)
+            .for_each(|g| g.iter_mut().for_each(|v| *v = *v * grad_scale));
     }
 
     /// Zeroes `values[i]` where bit `i` is unset; blocks in parallel.

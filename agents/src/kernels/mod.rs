@@ -22,6 +22,7 @@
 pub mod composed;
 pub(crate) mod cpu_layout;
 pub(crate) mod cpu_linear;
+pub(crate) mod cpu_mlp;
 pub(crate) mod cpu_norm;
 pub(crate) mod cpu_pointwise;
 
@@ -78,6 +79,22 @@ impl<E: Dtype, D: Storage<E>> Affine<E, D> {
             c
         }
     }
+}
+
+/// The MLP sub-layer's parameters as the kernels take them: a LayerNorm, the wide map
+/// (followed by ReLU) and the map back to the residual width.
+#[derive(Clone, Debug)]
+pub struct Mlp<E: Dtype, D: Storage<E>> {
+    /// The LayerNorm's scale `(W,)`.
+    pub norm_weight: Tensor1<E, D>,
+    /// The LayerNorm's shift `(W,)`.
+    pub norm_bias: Tensor1<E, D>,
+    /// The LayerNorm's eps.
+    pub eps: f64,
+    /// `W -> hidden`, followed by ReLU.
+    pub fc: Affine<E, D>,
+    /// `hidden -> W`.
+    pub proj: Affine<E, D>,
 }
 
 /// The backward pass of a fused `Cpu` op.
@@ -169,6 +186,28 @@ where
     assert_eq!(weight.shape().0, w, "layer_norm: weight width");
     assert_eq!(bias.shape().0, w, "layer_norm: bias width");
     D::layer_norm(x, weight, bias, eps)
+}
+
+/// The MLP sub-layer with its residual: `x + dropout(relu(layer_norm(x) W1 + b1) W2 +
+/// b2, p)` for `x (N, W)`, no dropout when `p == 0` (the same mask as
+/// [`dropout_add`]). On `Cpu` one op, whose wide hidden layer never becomes a tensor.
+///
+/// # Panics
+/// If the widths disagree: the LayerNorm's and the first map's inputs must be `W`, the
+/// second map must take the first's outputs and give `W`.
+pub fn mlp_residual<E, D, T>(x: Tensor2<E, D, T>, mlp: Mlp<E, D>, p: f64) -> Tensor2<E, D, T>
+where
+    E: Dtype + Float,
+    D: ModelDevice<E>,
+    T: Tape<E, D> + Merge<T>,
+{
+    let w = x.shape().1;
+    assert_eq!(mlp.norm_weight.shape().0, w, "mlp: LayerNorm weight width");
+    assert_eq!(mlp.norm_bias.shape().0, w, "mlp: LayerNorm bias width");
+    check_affine(w, &mlp.fc);
+    check_affine(mlp.fc.outputs(), &mlp.proj);
+    assert_eq!(mlp.proj.outputs(), w, "mlp: output width");
+    D::mlp_residual(x, mlp, p)
 }
 
 /// Inverted dropout that always drops (the caller gates it on training): each value is

@@ -7,7 +7,7 @@ use super::config::BackboneConfig;
 use super::recurrent::LayerState;
 use crate::attention::{causal_flow, causal_softmax, AttentionKind};
 use crate::device::ModelDevice;
-use crate::kernels::{gather_rows, merge_heads};
+use crate::kernels::{gather_rows, merge_heads, mlp_residual, Mlp};
 use crate::model::layers::{dropout_add, LayerNorm, Linear, Tensor2, WeightLayout};
 use crate::params::{Init, ParamError, ParamStore};
 
@@ -156,10 +156,15 @@ impl Block {
             }
         };
         // The output projection and its residual, then the MLP sub-layer (LayerNorm, the
-        // 4× wide ReLU layer, the projection back) and its residual.
+        // 4× wide ReLU layer, the projection back) and its residual, as one op.
         let x = dropout_add(self.out.forward(store, o), x, cfg.dropout, train);
-        let m = self.ln_2.forward(store, x.with_empty_tape());
-        let m = self.c_fc.forward_relu(store, m);
-        dropout_add(self.c_proj.forward(store, m), x, cfg.dropout, train)
+        let mlp = Mlp {
+            norm_weight: store.vector(self.ln_2.parts().0),
+            norm_bias: store.vector(self.ln_2.parts().1),
+            eps: self.ln_2.parts().2,
+            fc: self.c_fc.affine(store),
+            proj: self.c_proj.affine(store),
+        };
+        mlp_residual(x, mlp, if train { cfg.dropout } else { 0.0 })
     }
 }

@@ -201,7 +201,7 @@ impl Linear {
     }
 
     /// The parameters as the kernels take them.
-    fn affine<E, D>(&self, store: &ParamStore<E, D>) -> Affine<E, D>
+    pub(crate) fn affine<E, D>(&self, store: &ParamStore<E, D>) -> Affine<E, D>
     where
         E: Dtype + num_traits::Float,
         D: ModelDevice<E>,

@@ -1,11 +1,12 @@
 //! The fused `Cpu` linear maps (one map with its bias and activation; several maps of
-//! one input split into attention heads) against their compositions of stock dfdx ops:
-//! forward values and the gradients of the input, the weights and the biases, in f64
-//! and f32, for both weight layouts, with and without a bias, and through a strided input.
+//! one input split into attention heads; the MLP sub-layer with its LayerNorm, dropout
+//! and residual) against their compositions of stock dfdx ops: forward values and the
+//! gradients of the input, the weights and the biases, in f64 and f32, for both weight
+//! layouts, with and without a bias, and through a strided input.
 
 use dfdx::prelude::*;
 use flowrl_agents::device::ModelDevice;
-use flowrl_agents::kernels::{self, composed, Activation, Affine, Tensor2};
+use flowrl_agents::kernels::{self, composed, Activation, Affine, Mlp, Tensor1, Tensor2};
 
 use crate::common::{grad_of, rel_err};
 
@@ -210,5 +211,98 @@ fn untraced_linear_maps_give_the_traced_values() {
         .iter()
         .map(|t| t.as_vec())
         .collect();
+    assert_eq!(traced, plain);
+}
+
+/// The MLP sub-layer `x + dropout(relu(ln(x) W1 + b1) W2 + b2, p)` on `n` rows of width
+/// 6 (hidden 10), the maps in `layouts` (`out_in` of the first and second map), and
+/// its gradients under `sum(out * probe)`, fused or composed. The device is seeded
+/// alike for both paths, so they draw the same dropout mask.
+fn run_mlp<E>(n: usize, layouts: (bool, bool), bias: bool, p: f64, fused: bool) -> Outcome<E>
+where
+    E: Dtype + num_traits::Float,
+    Cpu: ModelDevice<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let dev = Cpu::seed_from_u64(41);
+    let (w, hidden) = (6, 10);
+    let norm_weight: Tensor1<E, Cpu> = dev.sample_normal_like(&(w,));
+    let norm_bias: Tensor1<E, Cpu> = dev.sample_normal_like(&(w,));
+    let mlp = Mlp {
+        norm_weight: norm_weight.clone(),
+        norm_bias: norm_bias.clone(),
+        eps: 1e-5,
+        fc: affine::<E>(&dev, (w, hidden), layouts.0, bias),
+        proj: affine::<E>(&dev, (hidden, w), layouts.1, bias),
+    };
+    let x: Tensor2<E, Cpu> = dev.sample_normal_like(&(n, w));
+    let y = if fused {
+        kernels::mlp_residual(x.leaky_trace(), mlp.clone(), p)
+    } else {
+        composed::mlp_residual(x.leaky_trace(), mlp.clone(), p)
+    };
+    let values = y.as_vec();
+    let probe: Tensor2<E, Cpu> = Cpu::seed_from_u64(42).sample_normal_like(&(n, w));
+    let mut grads = (y * probe).sum::<Rank0, _>().backward();
+    let mut all = vec![
+        grad_of(&mut grads, &x),
+        grad_of(&mut grads, &norm_weight),
+        grad_of(&mut grads, &norm_bias),
+    ];
+    for map in [&mlp.fc, &mlp.proj] {
+        all.push(grad_of(&mut grads, &map.weight));
+        all.push(
+            map.bias
+                .as_ref()
+                .map_or_else(Vec::new, |b| grad_of(&mut grads, b)),
+        );
+    }
+    (values, all)
+}
+
+/// [`run_mlp`] fused and composed agree within `tol` for every layout pair, with and
+/// without biases and dropout, on one row and on more rows than a parallel block holds.
+fn check_mlp<E>(label: &str, tol: f64)
+where
+    E: Dtype + num_traits::Float,
+    Cpu: ModelDevice<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    for n in [1, 3000] {
+        for layouts in [(false, false), (true, true), (false, true)] {
+            for bias in [true, false] {
+                for p in [0.0, 0.3] {
+                    let case = format!("{label}, {n} rows, {layouts:?}, bias {bias}, p {p}");
+                    let fused = run_mlp::<E>(n, layouts, bias, p, true);
+                    let composed = run_mlp::<E>(n, layouts, bias, p, false);
+                    assert_close(&case, &fused, &composed, tol);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_mlp_matches_composed_ops() {
+    check_mlp::<f64>("f64", 1e-12);
+    check_mlp::<f32>("f32", 1e-5);
+}
+
+#[test]
+fn fused_mlp_drops_values_and_untraced_gives_the_traced_values() {
+    let with = run_mlp::<f64>(50, (false, false), true, 0.5, true);
+    let without = run_mlp::<f64>(50, (false, false), true, 0.0, true);
+    assert_ne!(with.0, without.0, "dropout changed nothing");
+    let dev = Cpu::seed_from_u64(5);
+    let mlp = Mlp {
+        norm_weight: dev.sample_normal_like(&(4,)),
+        norm_bias: dev.sample_normal_like(&(4,)),
+        eps: 1e-5,
+        fc: affine::<f32>(&dev, (4, 8), false, true),
+        proj: affine::<f32>(&dev, (8, 4), false, true),
+    };
+    let x: Tensor2<f32, Cpu> = dev.sample_normal_like(&(7, 4));
+    let traced = kernels::mlp_residual(x.leaky_trace(), mlp.clone(), 0.0).as_vec();
+    let plain = kernels::mlp_residual(x, mlp, 0.0).as_vec();
     assert_eq!(traced, plain);
 }

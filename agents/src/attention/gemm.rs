@@ -77,6 +77,41 @@ pub(crate) fn matmul_parallel<F: Real>(dst: &mut [F], a: View<F>, b: View<F>, ac
     );
 }
 
+/// `a b` as a new row-major `a.rows x b.cols` buffer, split over the threads of the
+/// current rayon pool. The product writes every value, so the buffer is not zeroed
+/// first (a zero-fill is a pass over memory as long as a small product).
+///
+/// # Panics
+/// As [`matmul`].
+pub(crate) fn matmul_parallel_new<F: Real>(a: View<F>, b: View<F>) -> Vec<F> {
+    let len = a.rows * b.cols;
+    if a.cols == 0 || len == 0 {
+        let mut dst = vec![F::zero(); len];
+        matmul_parallel(&mut dst, a, b, false);
+        return dst;
+    }
+    let mut dst: Vec<F> = Vec::with_capacity(len);
+    let threads = rayon::current_num_threads();
+    // SAFETY: `product`'s checks below cover `a` and `b`; `dst` has room for the
+    // `a.rows x b.cols` values (row stride `b.cols`). With `accumulate` false and a
+    // non-empty inner size, gemm writes every value of `dst` before it reads any (its
+    // first pass over the inner dimension overwrites, later passes add), so every value
+    // is initialised when the length is set.
+    unsafe {
+        let spare = std::slice::from_raw_parts_mut(dst.as_mut_ptr(), len);
+        product(
+            spare,
+            b.cols,
+            a,
+            b,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        );
+        dst.set_len(len);
+    }
+    dst
+}
+
 /// `dst = a b` (or `+=`) with the given parallelism; `dst` holds `a.rows` rows of
 /// `b.cols` values, `dst_rs` apart.
 ///

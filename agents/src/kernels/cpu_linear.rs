@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::cpu_pointwise::BitMask;
 use super::{read, release, rows_per_task, zeroed, Activation, CpuBackward, Tensor2};
 use super::{Affine, Tensor4};
-use crate::attention::gemm::{matmul_parallel, View};
+use crate::attention::gemm::{matmul_parallel, matmul_parallel_new, View};
 
 /// A map's weight on the host as the `(inputs, outputs)` matrix of `y = x W`, a view
 /// of the stored values (`[out, in]` when `out_in`, else `[in, out]`).
@@ -104,13 +104,7 @@ pub(crate) fn linear<E: Dtype + Float>(
     let (n, i) = *x.shape();
     let o = map.outputs();
     let (xs, ws) = (read(&x), read(&map.weight));
-    let mut out = zeroed(n * o);
-    matmul_parallel(
-        &mut out,
-        View::rows(&xs, n, i),
-        weight_view(&ws, (i, o), map.out_in),
-        false,
-    );
+    let mut out = matmul_parallel_new(View::rows(&xs, n, i), weight_view(&ws, (i, o), map.out_in));
     let bias = map.bias.as_ref().map(read);
     add_bias_act(&mut out, bias.as_deref(), o, act);
     let positive: Option<BitMask> =
@@ -182,13 +176,7 @@ pub(crate) fn linear_heads<E: Dtype + Float>(
         }
     }
     let xs = read(&x);
-    let mut y = zeroed(n * total);
-    matmul_parallel(
-        &mut y,
-        View::rows(&xs, n, i),
-        weight_view(&wcat, (i, total), true),
-        false,
-    );
+    let y = matmul_parallel_new(View::rows(&xs, n, i), weight_view(&wcat, (i, total), true));
     let seq = l * total;
     let dev = x.device().clone();
     let outs: Vec<Tensor4<E, Cpu>> = maps
@@ -291,8 +279,7 @@ pub(crate) fn linear_heads<E: Dtype + Float>(
             true,
         );
         // dWcat = gᵀ x, [total, in], then each map's block into its weight's gradient.
-        let mut gw = zeroed(total * i);
-        matmul_parallel(&mut gw, gv.t(), View::rows(&xs, n, i), false);
+        let gw = matmul_parallel_new(gv.t(), View::rows(&xs, n, i));
         for ((w_ghost, _, out_in), (&o, &off)) in params.iter().zip(widths.iter().zip(&offsets)) {
             grads.try_alloc_for(w_ghost)?;
             let acc = grads.get_or_alloc_mut(w_ghost)?;

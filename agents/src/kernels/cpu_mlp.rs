@@ -12,7 +12,7 @@ use super::cpu_linear::{add_bias_act, add_column_sums, add_weight_gradient, weig
 use super::cpu_norm::{backward_rows, forward_rows};
 use super::cpu_pointwise::BitMask;
 use super::{add_into, read, release, zeroed, Activation, CpuBackward, Mlp, Tensor2};
-use crate::attention::gemm::{matmul_parallel, View};
+use crate::attention::gemm::{matmul_parallel_new, View};
 
 /// `x + dropout(relu(layer_norm(x) W1 + b1) W2 + b2, p)` for `x (N, W)` (no dropout
 /// when `p == 0`); the backward pass when `trace`. The dropout mask is the one
@@ -32,21 +32,12 @@ pub(crate) fn mlp_residual<E: Dtype + Float>(
     let (fc_in, proj_in) = (mlp.fc.out_in, mlp.proj.out_in);
     let mut a = zeroed(n * w);
     let stats = forward_rows(&xs, (&gs, &bs), mlp.eps, &mut a);
-    let mut h = zeroed(n * hidden);
-    matmul_parallel(
-        &mut h,
-        View::rows(&a, n, w),
-        weight_view(&w1, (w, hidden), fc_in),
-        false,
-    );
+    let mut h = matmul_parallel_new(View::rows(&a, n, w), weight_view(&w1, (w, hidden), fc_in));
     let b1 = mlp.fc.bias.as_ref().map(read);
     add_bias_act(&mut h, b1.as_deref(), hidden, Activation::Relu);
-    let mut y = zeroed(n * w);
-    matmul_parallel(
-        &mut y,
+    let mut y = matmul_parallel_new(
         View::rows(&h, n, hidden),
         weight_view(&w2, (hidden, w), proj_in),
-        false,
     );
     let b2 = mlp.proj.bias.as_ref().map(read);
     add_bias_act(&mut y, b2.as_deref(), w, Activation::Identity);
@@ -92,13 +83,7 @@ pub(crate) fn mlp_residual<E: Dtype + Float>(
         let hv = View::rows(&h, n, hidden);
         add_weight_gradient(grads.get_or_alloc_mut(&w2_ghost)?, hv, gv, proj_in);
         // Through the second map and the ReLU.
-        let mut gh = zeroed(n * hidden);
-        matmul_parallel(
-            &mut gh,
-            gv,
-            weight_view(&w2, (hidden, w), proj_in).t(),
-            false,
-        );
+        let mut gh = matmul_parallel_new(gv, weight_view(&w2, (hidden, w), proj_in).t());
         gh.par_chunks_mut(1 << 14)
             .zip(h.par_chunks(1 << 14))
             .for_each(|(gh, h)| {
@@ -120,13 +105,7 @@ pub(crate) fn mlp_residual<E: Dtype + Float>(
             fc_in,
         );
         // Through the first map, then the LayerNorm into the input's gradient.
-        let mut ga = zeroed(n * w);
-        matmul_parallel(
-            &mut ga,
-            ghv,
-            weight_view(&w1, (w, hidden), fc_in).t(),
-            false,
-        );
+        let ga = matmul_parallel_new(ghv, weight_view(&w1, (w, hidden), fc_in).t());
         drop(gh);
         let (dg, db) = backward_rows((&xs, &gs), &stats, &ga, grads.get_or_alloc_mut(&x_ghost)?);
         add_into(grads.get_or_alloc_mut(&gs_ghost)?, &dg);

@@ -28,7 +28,7 @@ const PARALLEL_SEQUENCES: usize = 2;
 const CHUNK_MIN: usize = 8;
 /// Most tokens per chunk of the token-wise work (many episodes in lockstep make many
 /// chunks, which balance across the threads).
-const CHUNK_MAX: usize = 64;
+const CHUNK_MAX: usize = 256;
 
 /// One pre-LayerNorm block, its query, key and value maps fused into one.
 #[derive(Clone, Debug)]

@@ -72,6 +72,25 @@ impl Anchors {
     }
 }
 
+/// Who measured a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Side {
+    /// flowrl itself.
+    Flowrl,
+    /// An anchor script's PyTorch implementation.
+    PyTorch,
+}
+
+impl Side {
+    /// The name in a table's `impl` column.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Flowrl => "flowrl",
+            Side::PyTorch => "PyTorch",
+        }
+    }
+}
+
 #[cfg(test)]
 impl Anchors {
     /// Anchors run through `runner` instead (a test's stand-in).

@@ -18,7 +18,7 @@ use flowrl_agents::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::anchors::Anchors;
+use super::anchors::{Anchors, Side};
 use super::memory::{allocator_counts, PeakWindow};
 use crate::cpu_time::process_cpu_seconds;
 
@@ -207,22 +207,6 @@ impl Measured {
     /// Median seconds per step.
     fn median(&self) -> f64 {
         median(self.steps.iter().map(Split::total).collect())
-    }
-}
-
-/// Who measured a case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Side {
-    Flowrl,
-    PyTorch,
-}
-
-impl Side {
-    fn label(self) -> &'static str {
-        match self {
-            Side::Flowrl => "flowrl",
-            Side::PyTorch => "PyTorch",
-        }
     }
 }
 

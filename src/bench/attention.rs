@@ -1,8 +1,11 @@
 //! `flowrl bench attention`: causal Flow-Attention versus causal softmax attention on the
 //! CPU: forward+backward time and peak memory against the sequence length, and the cost
-//! per token of the step-by-step Flow-Attention state against its position. The PyTorch
-//! figures printed beside ours were measured on the same 2-core machine.
+//! per token of the step-by-step Flow-Attention state against its position. With
+//! `--compare`, PyTorch's cores (`bench/anchors/attention.py`: the reference Flowformer's
+//! causal Flow-Attention and the fused `scaled_dot_product_attention`) run the same cases
+//! in alternating rounds, and the ratios of the two are printed.
 
+use super::anchors::{Anchors, Side};
 use super::memory::{allocator_counts, PeakWindow};
 use super::ms;
 use crate::cpu_time::process_cpu_seconds;
@@ -13,6 +16,7 @@ use flowrl_agents::attention::{
 };
 use flowrl_agents::model::{Backbone, BackboneConfig};
 use flowrl_agents::params::ParamStore;
+use std::fmt::Write;
 use std::time::Instant;
 
 /// Arguments of `flowrl bench attention`.
@@ -54,6 +58,15 @@ pub struct AttentionArgs {
     /// training benchmark's configs C1-C3 (one layer's attention core).
     #[arg(long)]
     pub train_shapes: bool,
+    /// Also measure PyTorch 2.15's cores (bench/anchors/attention.py, in the Python
+    /// environment bench/anchors/run.sh builds) at the same lengths, alternating with
+    /// flowrl's fused cores, and print the ratios: the reference Flowformer's causal
+    /// Flow-Attention, and the fused causal SDPA up to --softmax-max.
+    #[arg(long)]
+    pub compare: bool,
+    /// Measurement rounds of the fused cores (default: 2 with --compare, 1 without).
+    #[arg(long)]
+    pub rounds: Option<usize>,
 }
 
 /// Attention-core shapes `(name, B, H, L, D = M)` of `flowrl bench train`'s configs: batch,
@@ -64,21 +77,11 @@ const TRAIN_SHAPES: [(&str, usize, usize, usize, usize); 3] = [
     ("C3", 16, 4, 3000, 32),
 ];
 
-/// PyTorch causal Flow-Attention (forward+backward seconds, peak bytes) and PyTorch's fused
-/// causal softmax (seconds), B=1 H=4 D=M=32 f32, on this 2-core machine.
-const PYTORCH: [(usize, f64, f64, f64); 5] = [
-    (256, 0.020, 67e6, 0.0013),
-    (1024, 0.072, 224e6, 0.014),
-    (4096, 0.53, 372e6, 0.17),
-    (16384, 2.2, 1.4e9, 2.5),
-    (65536, 15.5, 4.7e9, 35.0),
-];
-
 /// Most timed runs of one case.
 const MAX_RUNS: usize = 30;
 
 /// Time and peak memory of one case.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Measured {
     seconds: f64,
     /// Peak bytes above the baseline at the start of the case; `None` without the counting allocator.
@@ -91,7 +94,7 @@ struct Measured {
 }
 
 /// Which core a case runs.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Core {
     FlowFused,
     FlowComposed,
@@ -140,8 +143,16 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
         bail!("--lengths: expected positive lengths, found {l}");
     }
     if args.train_shapes {
+        if args.compare {
+            bail!("--compare: not with --train-shapes");
+        }
         return run_train_shapes(&args);
     }
+    let rounds = args.rounds.unwrap_or(if args.compare { 2 } else { 1 });
+    if rounds == 0 {
+        bail!("--rounds: expected at least 1, found 0");
+    }
+    let anchors = args.compare.then(Anchors::from_env);
     let counting = allocator_counts();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -158,29 +169,227 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<()> {
             "(peak memory unavailable: the counting allocator is not installed in this binary)"
         );
     }
+    let mut compared = Vec::new();
+    for round in 1..=rounds {
+        let bar = crate::progress::bar(args.lengths.len() as u64, "lengths");
+        for &l in &args.lengths {
+            let fused = |core| Compared {
+                core,
+                side: Side::Flowrl,
+                l,
+                round,
+                result: Ok(measure(&args, Case::table(&args, l), core)),
+            };
+            compared.push(fused(Core::FlowFused));
+            if l <= args.softmax_max {
+                compared.push(fused(Core::SoftmaxFused));
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        if let Some(anchors) = &anchors {
+            eprintln!("round {round}: PyTorch (bench/anchors/attention.py)");
+            compared.extend(measure_anchors(anchors, &args, round)?);
+        }
+    }
+    let fastest = |core, l| {
+        compared
+            .iter()
+            .filter(|c| c.side == Side::Flowrl && c.core == core && c.l == l)
+            .filter_map(|c| c.result.as_ref().ok().copied())
+            .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+    };
     let mut rows = Vec::new();
     let bar = crate::progress::bar(args.lengths.len() as u64, "lengths");
     for &l in &args.lengths {
+        let flow = fastest(Core::FlowFused, l).context("no flow figure")?;
         rows.push(Row {
             l,
-            flow: measure(&args, Case::table(&args, l), Core::FlowFused),
+            flow,
             flow_composed: (l <= args.composed_max)
                 .then(|| measure(&args, Case::table(&args, l), Core::FlowComposed)),
-            softmax: (l <= args.softmax_max)
-                .then(|| measure(&args, Case::table(&args, l), Core::SoftmaxFused)),
+            softmax: fastest(Core::SoftmaxFused, l),
             softmax_composed: (softmax_bytes(&args, l) <= args.softmax_budget_gb * 1e9)
                 .then(|| measure(&args, Case::table(&args, l), Core::SoftmaxComposed)),
         });
         bar.inc(1);
     }
     bar.finish_and_clear();
-    print_flow(&rows);
+    print_flow(&rows, rounds);
     print_scaling(&rows);
     print_softmax(&args, &rows);
+    if args.compare {
+        print!("{}", comparison(&compared));
+    }
 
     let steps = step_costs(&args).context("step-by-step benchmark")?;
     print_steps(&args, &steps);
     Ok(())
+}
+
+/// One fused case of one round, measured by flowrl or by PyTorch (`Err`: why the
+/// anchor's case has no figures).
+#[derive(Debug)]
+struct Compared {
+    core: Core,
+    side: Side,
+    l: usize,
+    round: usize,
+    result: Result<Measured, String>,
+}
+
+/// A core of `bench/anchors/attention.py`.
+#[derive(Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AnchorCore {
+    /// The reference Flowformer's causal Flow-Attention.
+    Flow,
+    /// PyTorch's fused causal `scaled_dot_product_attention`.
+    Sdpa,
+}
+
+/// One line of `bench/anchors/attention.py`: one case's figures, or why its process failed.
+#[derive(serde::Deserialize)]
+struct AnchorCase {
+    #[serde(rename = "impl")]
+    core: AnchorCore,
+    l: usize,
+    seconds: Option<f64>,
+    runs: Option<usize>,
+    cpu: Option<f64>,
+    peak_bytes: Option<f64>,
+    error: Option<String>,
+}
+
+impl AnchorCase {
+    fn into_compared(self, round: usize) -> anyhow::Result<Compared> {
+        let core = match self.core {
+            AnchorCore::Flow => Core::FlowFused,
+            AnchorCore::Sdpa => Core::SoftmaxFused,
+        };
+        let result = match (self.error, self.seconds, self.runs) {
+            (Some(error), _, _) => Err(error),
+            (None, Some(seconds), Some(runs)) => Ok(Measured {
+                seconds,
+                peak: self.peak_bytes.map(|b| b.max(0.0) as usize),
+                runs,
+                cpu: self.cpu,
+            }),
+            _ => bail!("attention.py: no seconds or runs at L {}", self.l),
+        };
+        Ok(Compared {
+            core,
+            side: Side::PyTorch,
+            l: self.l,
+            round,
+            result,
+        })
+    }
+}
+
+/// PyTorch's figures at every length (SDPA up to `--softmax-max`), from
+/// `bench/anchors/attention.py` with the same sizes and repetitions.
+fn measure_anchors(
+    anchors: &Anchors,
+    args: &AttentionArgs,
+    round: usize,
+) -> anyhow::Result<Vec<Compared>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let lengths: Vec<String> = args.lengths.iter().map(usize::to_string).collect();
+    let script_args: Vec<String> = [
+        ("--lengths", lengths.join(",")),
+        ("--impls", "flow,sdpa".to_string()),
+        ("--sdpa-max", args.softmax_max.to_string()),
+        ("--batch", args.batch.to_string()),
+        ("--heads", args.heads.to_string()),
+        ("--head-dim", args.head_dim.to_string()),
+        ("--reps", args.reps.to_string()),
+        ("--threads", threads.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect();
+    let cases: Vec<AnchorCase> = anchors.run("attention.py", &script_args)?;
+    let compared = cases
+        .into_iter()
+        .map(|case| case.into_compared(round))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for &l in &args.lengths {
+        let cores = [
+            (Core::FlowFused, "flow", true),
+            (Core::SoftmaxFused, "sdpa", l <= args.softmax_max),
+        ];
+        for (core, name, expected) in cores {
+            if expected && !compared.iter().any(|c| c.core == core && c.l == l) {
+                bail!("attention.py printed nothing for {name} at L {l}");
+            }
+        }
+    }
+    Ok(compared)
+}
+
+/// The `--compare` table: both sides' fused cores in every round, and the ratios.
+fn comparison(compared: &[Compared]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Against PyTorch 2.15 (bench/anchors/attention.py), every round; ratio = PyTorch ms / flowrl ms (above 1: flowrl is faster)"
+    );
+    let _ = writeln!(
+        out,
+        "| {:>6} | {:>5} | {:>15} | {:>16} | {:>7} | {:>9} | {:>10} | {:>18} | {:>16} | {:>7} |",
+        "L",
+        "round",
+        "flow, flowrl ms",
+        "flow, PyTorch ms",
+        "ratio",
+        "flowrl MB",
+        "PyTorch MB",
+        "softmax, flowrl ms",
+        "SDPA, PyTorch ms",
+        "ratio"
+    );
+    let _ = writeln!(out, "|--------|-------|-----------------|------------------|---------|-----------|------------|--------------------|------------------|---------|");
+    let mut keys: Vec<(usize, usize)> = compared.iter().map(|c| (c.l, c.round)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for (l, round) in keys {
+        let find = |core, side| {
+            compared
+                .iter()
+                .find(|c| c.core == core && c.side == side && c.l == l && c.round == round)
+                .map(|c| &c.result)
+        };
+        let time = |r: Option<&Result<Measured, String>>| match r {
+            Some(Ok(m)) => ms(m.seconds),
+            Some(Err(error)) => format!("failed: {error}"),
+            None => "-".into(),
+        };
+        let memory = |r: Option<&Result<Measured, String>>| match r {
+            Some(Ok(m)) => peak_mb(m),
+            _ => "-".into(),
+        };
+        let ratio = |core| match (find(core, Side::Flowrl), find(core, Side::PyTorch)) {
+            (Some(Ok(ours)), Some(Ok(theirs))) => format!("{:.2}x", theirs.seconds / ours.seconds),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {l:>6} | {round:>5} | {:>15} | {:>16} | {:>7} | {:>9} | {:>10} | {:>18} | {:>16} | {:>7} |",
+            time(find(Core::FlowFused, Side::Flowrl)),
+            time(find(Core::FlowFused, Side::PyTorch)),
+            ratio(Core::FlowFused),
+            memory(find(Core::FlowFused, Side::Flowrl)),
+            memory(find(Core::FlowFused, Side::PyTorch)),
+            time(find(Core::SoftmaxFused, Side::Flowrl)),
+            time(find(Core::SoftmaxFused, Side::PyTorch)),
+            ratio(Core::SoftmaxFused),
+        );
+    }
+    let _ = writeln!(out, "flow, PyTorch = the reference Flowformer's causal Flow-Attention (materialised cumulative sums); SDPA = torch's fused scaled_dot_product_attention, is_causal.");
+    let _ = writeln!(out, "MB: flowrl = peak bytes allocated above the case's baseline; PyTorch = peak resident size of the case's own Python process above its size after a run at L = 16.");
+    out
 }
 
 /// The one-minute load average, where the system reports it (Linux).
@@ -315,10 +524,6 @@ fn peak_mb(m: &Measured) -> String {
     m.peak.map_or_else(|| "n/a".into(), |b| mb(b as f64))
 }
 
-fn pytorch(l: usize) -> Option<(f64, f64, f64)> {
-    PYTORCH.iter().find(|r| r.0 == l).map(|r| (r.1, r.2, r.3))
-}
-
 /// `ms` and `MB` cells of an optional measurement, or why it was skipped.
 fn cells(m: &Option<Measured>, skipped: impl FnOnce() -> String) -> (String, String) {
     match m {
@@ -328,38 +533,34 @@ fn cells(m: &Option<Measured>, skipped: impl FnOnce() -> String) -> (String, Str
     }
 }
 
-fn print_flow(rows: &[Row]) {
+fn print_flow(rows: &[Row], rounds: usize) {
     println!();
     println!("Causal Flow-Attention (clamp 10)");
     println!(
-        "| {:>6} | {:>15} | {:>10} | {:>7} | {:>8} | {:>10} | {:>11} | {:>11} |",
-        "L",
-        "ours ms",
-        "PyTorch ms",
-        "speedup",
-        "ours MB",
-        "PyTorch MB",
-        "composed ms",
-        "composed MB"
+        "| {:>6} | {:>15} | {:>8} | {:>11} | {:>11} |",
+        "L", "ours ms", "ours MB", "composed ms", "composed MB"
     );
-    println!("|--------|-----------------|------------|---------|----------|------------|-------------|-------------|");
+    println!("|--------|-----------------|----------|-------------|-------------|");
     for row in rows {
-        let pt = pytorch(row.l);
         let (comp_ms, comp_mb) = cells(&row.flow_composed, || "skipped".into());
         println!(
-            "| {:>6} | {:>15} | {:>10} | {:>7} | {:>8} | {:>10} | {:>11} | {:>11} |",
+            "| {:>6} | {:>15} | {:>8} | {:>11} | {:>11} |",
             row.l,
             with_cpu(&row.flow),
-            pt.map_or(String::new(), |p| ms(p.0)),
-            pt.map_or(String::new(), |p| format!("{:.1}x", p.0 / row.flow.seconds)),
             peak_mb(&row.flow),
-            pt.map_or(String::new(), |p| mb(p.1)),
             comp_ms,
             comp_mb,
         );
     }
-    println!("ours ms = fastest wall clock (mean processor ms per run, all threads, in brackets).");
-    println!("ours = fused CPU kernel (Cpu's path); composed = stock dfdx ops, chunk 64 (Cuda's path, run up to --composed-max).");
+    println!(
+        "ours ms = fastest wall clock (mean processor ms per run, all threads, in brackets){}.",
+        if rounds > 1 {
+            format!(", fastest of {rounds} rounds")
+        } else {
+            String::new()
+        }
+    );
+    println!("ours = fused CPU kernel (Cpu's path); composed = stock dfdx ops, chunk 64 (Cuda's path, run up to --composed-max, one round).");
     println!("MB = peak bytes allocated above the baseline during the case, inputs, output and gradients included.");
 }
 
@@ -367,10 +568,10 @@ fn print_softmax(args: &AttentionArgs, rows: &[Row]) {
     println!();
     println!("Causal softmax attention");
     println!(
-        "| {:>6} | {:>14} | {:>8} | {:>16} | {:>11} | {:>15} |",
-        "L", "fused ms", "fused MB", "composed ms", "composed MB", "PyTorch fused ms"
+        "| {:>6} | {:>14} | {:>8} | {:>16} | {:>11} |",
+        "L", "fused ms", "fused MB", "composed ms", "composed MB"
     );
-    println!("|--------|----------------|----------|------------------|-------------|------------------|");
+    println!("|--------|----------------|----------|------------------|-------------|");
     let mut last_fused: Option<(usize, f64)> = None;
     for row in rows {
         let (fused_ms, fused_mb) = cells(&row.softmax, || match last_fused {
@@ -385,13 +586,8 @@ fn print_softmax(args: &AttentionArgs, rows: &[Row]) {
             format!("needs {:.0} GB", needed / 1e9)
         });
         println!(
-            "| {:>6} | {:>14} | {:>8} | {:>16} | {:>11} | {:>16} |",
-            row.l,
-            fused_ms,
-            fused_mb,
-            comp_ms,
-            comp_mb,
-            pytorch(row.l).map_or(String::new(), |p| ms(p.2)),
+            "| {:>6} | {:>14} | {:>8} | {:>16} | {:>11} |",
+            row.l, fused_ms, fused_mb, comp_ms, comp_mb,
         );
     }
     println!("fused = CPU kernel, row-wise stable softmax, memory linear in L, time O(L^2) (run up to --softmax-max);");
@@ -530,5 +726,96 @@ fn print_steps(args: &AttentionArgs, steps: &[(usize, f64, f64)]) {
             last.1 / first.1,
             last.2 / first.2
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::anchors::tests::fake_runner;
+
+    fn args(lengths: &str) -> AttentionArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            attention: AttentionArgs,
+        }
+        Cli::parse_from([
+            "bench",
+            "--lengths",
+            lengths,
+            "--softmax-max",
+            "1024",
+            "--compare",
+        ])
+        .attention
+    }
+
+    fn flowrl(core: Core, l: usize, seconds: f64) -> Compared {
+        Compared {
+            core,
+            side: Side::Flowrl,
+            l,
+            round: 1,
+            result: Ok(Measured {
+                seconds,
+                peak: Some(2_000_000),
+                runs: 3,
+                cpu: None,
+            }),
+        }
+    }
+
+    /// A stand-in for attention.py: flow 40 ms and 400 ms, SDPA 3 ms at L 1024, and
+    /// L 4096's SDPA left out (beyond --softmax-max); it records its arguments.
+    const FAKE_ATTENTION: &str = r#"echo "$@" > "$(dirname "$0")/args"
+echo '{"impl": "flow", "l": 1024, "seconds": 0.04, "runs": 25, "cpu": 0.07, "peak_bytes": 2.5e8}'
+echo '{"impl": "sdpa", "l": 1024, "seconds": 0.003, "runs": 30, "cpu": 0.005, "peak_bytes": 1.2e7}'
+echo '{"impl": "flow", "l": 4096, "error": "killed by signal 9 (out of memory?)"}'"#;
+
+    #[test]
+    fn anchor_lines_are_compared_round_by_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let anchors = Anchors::with_runner(fake_runner(&dir, FAKE_ATTENTION));
+        let mut compared = vec![
+            flowrl(Core::FlowFused, 1024, 0.004),
+            flowrl(Core::SoftmaxFused, 1024, 0.002),
+            flowrl(Core::FlowFused, 4096, 0.016),
+        ];
+        compared.extend(measure_anchors(&anchors, &args("1024,4096"), 1).unwrap());
+        let passed = std::fs::read_to_string(dir.path().join("args")).unwrap();
+        assert!(
+            passed.starts_with("attention.py --lengths 1024,4096 --impls flow,sdpa --sdpa-max 1024 --batch 1 --heads 4 --head-dim 32 --reps 3 "),
+            "{passed}"
+        );
+        let table = comparison(&compared);
+        assert!(
+            table.contains("|   1024 |     1 |             4.0 |             40.0 |  10.00x |         2 |        250 |                2.0 |              3.0 |   1.50x |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("|   4096 |     1 |            16.0 | failed: killed by signal 9 (out of memory?) |       - |         2 |          - |                  - |                - |       - |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_missing_case_or_bad_line_is_an_error() {
+        let fails = |body: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let anchors = Anchors::with_runner(fake_runner(&dir, body));
+            format!(
+                "{:#}",
+                measure_anchors(&anchors, &args("1024"), 1).unwrap_err()
+            )
+        };
+        let no_sdpa = r#"echo '{"impl": "flow", "l": 1024, "seconds": 0.04, "runs": 25, "cpu": 0.07, "peak_bytes": 2.5e8}'"#;
+        let err = fails(no_sdpa);
+        assert!(err.contains("printed nothing for sdpa at L 1024"), "{err}");
+        let err = fails(r#"echo '{"impl": "flow", "l": 1024}'"#);
+        assert!(err.contains("no seconds or runs at L 1024"), "{err}");
+        let err = fails(r#"echo '{"impl": "xformers", "l": 1024, "seconds": 1, "runs": 1}'"#);
+        assert!(err.contains("unknown variant `xformers`"), "{err}");
     }
 }

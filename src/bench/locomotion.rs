@@ -3,21 +3,22 @@
 //! its synchronous vector env) and EnvPool (64 envs, 2 threads) measured in the same
 //! run by `bench/anchors/envs.py`, alternating with flowrl, two rounds.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use flowrl_envs::{make, Action, VecEnv};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::anchors::Anchors;
+
 /// The locomotion tasks benchmarked.
 pub const LOCOMOTION_IDS: [&str; 3] = ["Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"];
 
-/// One measured rate.
-#[derive(Clone, Debug)]
+/// One measured rate (also a line of `bench/anchors/envs.py`).
+#[derive(Clone, Debug, serde::Deserialize)]
 struct Rate {
+    #[serde(rename = "impl")]
     implementation: String,
     id: String,
     mode: String,
@@ -93,48 +94,29 @@ fn measure_flowrl(ids: &[String], steps: usize, lanes: usize) -> anyhow::Result<
     Ok(rates)
 }
 
-/// The anchors' rates, from `bench/anchors/run.sh envs.py`.
-fn measure_anchors(ids: &[String], steps: usize, lanes: usize) -> anyhow::Result<Vec<Rate>> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/anchors/run.sh");
-    let mut command = Command::new(&script);
-    command.arg("envs.py");
-    for id in ids {
-        command.args(["--id", id]);
-    }
-    command.args([
-        "--steps",
-        &steps.to_string(),
-        "--lockstep",
-        &lanes.to_string(),
-        "--threads",
-        "2",
-    ]);
-    let out = command
-        .output()
-        .with_context(|| format!("cannot run {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("anchor output line `{line}`"))?;
-            let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-            Ok(Rate {
-                implementation: text("impl"),
-                id: text("id"),
-                mode: text("mode"),
-                steps_per_s: v["steps_per_s"].as_f64().unwrap_or(f64::NAN),
-            })
-        })
-        .collect()
+/// The anchors' rates, from `bench/anchors/envs.py`.
+fn measure_anchors(
+    anchors: &Anchors,
+    ids: &[String],
+    steps: usize,
+    lanes: usize,
+) -> anyhow::Result<Vec<Rate>> {
+    let mut args: Vec<String> = ids
+        .iter()
+        .flat_map(|id| ["--id".into(), id.clone()])
+        .collect();
+    args.extend(
+        [
+            "--steps",
+            &steps.to_string(),
+            "--lockstep",
+            &lanes.to_string(),
+            "--threads",
+            "2",
+        ]
+        .map(String::from),
+    );
+    anchors.run("envs.py", &args)
 }
 
 /// Runs the locomotion benchmark: `rounds` alternating rounds of flowrl and, with
@@ -142,13 +124,14 @@ fn measure_anchors(ids: &[String], steps: usize, lanes: usize) -> anyhow::Result
 pub fn run(steps: usize, lanes: usize, compare: bool, rounds: usize) -> anyhow::Result<()> {
     flowrl_envs::mujoco::available()?;
     let ids: Vec<String> = LOCOMOTION_IDS.iter().map(|s| s.to_string()).collect();
+    let anchors = compare.then(Anchors::from_env);
     let mut all = Vec::new();
     for round in 1..=rounds {
         eprintln!("round {round}: flowrl");
         all.extend(measure_flowrl(&ids, steps, lanes)?);
-        if compare {
+        if let Some(anchors) = &anchors {
             eprintln!("round {round}: Gymnasium and EnvPool (bench/anchors/envs.py)");
-            all.extend(measure_anchors(&ids, steps, lanes)?);
+            all.extend(measure_anchors(anchors, &ids, steps, lanes)?);
         }
     }
     println!(

@@ -1,5 +1,6 @@
 //! Benchmarks behind `flowrl bench`.
 
+pub mod anchors;
 pub mod attention;
 pub mod data;
 pub mod envs;

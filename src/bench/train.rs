@@ -1,12 +1,15 @@
 //! `flowrl bench train`: one training step (forward, backward, gradient clipping and
 //! AdamW, f32) of the Decision-Flowformer and of the softmax Decision Transformer on
 //! the CPU, for the three configurations of the performance issue, with time per
-//! step, its split and peak memory. The PyTorch figures printed beside ours were
-//! measured on the same 2-core machine with the original implementations.
+//! step, its split and peak memory. With `--compare`, the reference models in PyTorch
+//! (`bench/anchors/train.py`) run the same cases in alternating rounds, and the ratios
+//! of the two are printed.
 
 use std::time::Instant;
 
 use super::ms;
+
+use std::fmt::Write;
 
 use anyhow::{bail, Context};
 use dfdx::prelude::*;
@@ -15,6 +18,7 @@ use flowrl_agents::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::anchors::{Anchors, Side};
 use super::memory::{allocator_counts, PeakWindow};
 use crate::cpu_time::process_cpu_seconds;
 
@@ -49,6 +53,14 @@ pub struct TrainArgs {
     /// the square of the length (C3's 3000 tokens take minutes per step on 2 cores).
     #[arg(long, default_value_t = 1000)]
     pub softmax_max_tokens: usize,
+    /// Also measure the reference models in PyTorch 2.15 (bench/anchors/train.py, in the
+    /// Python environment bench/anchors/run.sh builds) on the same cases, alternating
+    /// with flowrl, and print the ratios.
+    #[arg(long)]
+    pub compare: bool,
+    /// Measurement rounds (default: 2 with --compare, 1 without).
+    #[arg(long)]
+    pub rounds: Option<usize>,
 }
 
 /// A benchmark configuration of the performance issue.
@@ -97,19 +109,6 @@ impl Setup {
         }
     }
 
-    /// PyTorch seconds per step and peak bytes (`None`: not measured) of the original
-    /// implementation of `model`, or why it has none.
-    fn pytorch(self, model: Model) -> Reference {
-        match (self, model) {
-            (Setup::C1, Model::Softmax) => Reference::Measured("160-210", Some(0.9e9)),
-            (Setup::C1, Model::Flow) => Reference::Measured("4600", Some(2.4e9)),
-            (Setup::C2, Model::Softmax) => Reference::Measured("500", None),
-            (Setup::C2, Model::Flow) => Reference::Measured("5400", None),
-            (Setup::C3, Model::Softmax) => Reference::OutOfMemory,
-            (Setup::C3, Model::Flow) => Reference::Measured("29500", Some(8.9e9)),
-        }
-    }
-
     /// The issue's target for the Decision-Flowformer: seconds per step, peak bytes.
     fn target(self) -> (f64, Option<f64>) {
         match self {
@@ -118,18 +117,38 @@ impl Setup {
             Setup::C3 => (3.0, Some(1.5e9)),
         }
     }
+
+    /// Issue 18's target against PyTorch: the Decision-Flowformer is at least `speed`
+    /// times as fast as PyTorch's `model`, and, where given, needs at most `1 / memory`
+    /// of its peak memory.
+    fn anchor_target(self) -> AnchorTarget {
+        match self {
+            Setup::C1 | Setup::C2 => AnchorTarget {
+                model: Model::Softmax,
+                speed: 1.5,
+                memory: None,
+            },
+            Setup::C3 => AnchorTarget {
+                model: Model::Flow,
+                speed: 15.0,
+                memory: Some(8.0),
+            },
+        }
+    }
 }
 
-/// A PyTorch reference figure.
-enum Reference {
-    /// Milliseconds per step (as printed) and peak bytes.
-    Measured(&'static str, Option<f64>),
-    /// The step ran out of memory (> 17 GB).
-    OutOfMemory,
+/// A target of the Decision-Flowformer against one PyTorch model.
+struct AnchorTarget {
+    model: Model,
+    speed: f64,
+    memory: Option<f64>,
 }
 
 /// Which sequence model a case trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Model {
     /// Decision-Flowformer (causal Flow-Attention).
     Flow,
@@ -184,6 +203,21 @@ struct Measured {
     peak: Option<usize>,
 }
 
+impl Measured {
+    /// Median seconds per step.
+    fn median(&self) -> f64 {
+        median(self.steps.iter().map(Split::total).collect())
+    }
+}
+
+/// One case of one round: its figures, or why an anchor case has none.
+struct Row {
+    model: Model,
+    side: Side,
+    round: usize,
+    result: Result<Measured, String>,
+}
+
 /// Runs the benchmark.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if args.reps == 0 {
@@ -195,14 +229,26 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             args.budget
         );
     }
+    let rounds = args.rounds.unwrap_or(if args.compare { 2 } else { 1 });
+    if rounds == 0 {
+        bail!("--rounds: expected at least 1, found 0");
+    }
+    let anchors = args.compare.then(Anchors::from_env);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "Training step (forward + backward + clip {GRAD_CLIP} + AdamW), f32, states {OBS_DIM}, actions {ACT_DIM}, dropout 0.1, {threads} cores, dfdx cache {}",
         if args.cache { "on" } else { "off" }
     );
     println!(
-        "{} warm-up steps, then up to {} timed steps (within {} s) per case",
-        args.warmup, args.reps, args.budget
+        "{} warm-up steps, then up to {} timed steps (within {} s) per case; {rounds} round(s){}",
+        args.warmup,
+        args.reps,
+        args.budget,
+        if args.compare {
+            ", each flowrl then PyTorch 2.15 (bench/anchors/train.py, the reference models, same cases)"
+        } else {
+            ""
+        }
     );
     if !allocator_counts() {
         println!(
@@ -222,7 +268,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             s.layers,
             s.heads
         );
-        let mut rows = Vec::new();
+        let mut models = Vec::new();
         for &model in &args.models {
             if model == Model::Softmax && 3 * s.context > args.softmax_max_tokens {
                 println!(
@@ -231,18 +277,146 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     3 * s.context,
                     args.softmax_max_tokens
                 );
-                continue;
+            } else {
+                models.push(model);
             }
-            let m = measure(&args, setup, model)
-                .with_context(|| format!("{setup} with the {} model", model.label()))?;
-            rows.push((model, m));
         }
-        print_table(setup, &rows);
+        let mut rows = Vec::new();
+        for round in 1..=rounds {
+            for &model in &models {
+                let m = measure(&args, setup, model)
+                    .with_context(|| format!("{setup} with the {} model", model.label()))?;
+                rows.push(Row {
+                    model,
+                    side: Side::Flowrl,
+                    round,
+                    result: Ok(m),
+                });
+            }
+            if let (Some(anchors), false) = (&anchors, models.is_empty()) {
+                eprintln!("{setup} round {round}: PyTorch (bench/anchors/train.py)");
+                rows.extend(measure_anchors(anchors, &args, setup, &models, round)?);
+            }
+        }
+        print!("{}", table(&rows));
+        print!("{}", verdicts(setup, &rows, args.compare));
     }
     println!();
     println!("ms/step = forward + backward + update; median and best of the timed steps; CPU ms = median user + system time of all threads per step; split columns are medians.");
-    println!("peak MB = most bytes allocated at once above the start of the case: parameters, AdamW moments, the batch, activations, gradients and dfdx's buffer cache.");
+    println!("peak MB, flowrl = most bytes allocated at once above the start of the case: parameters, AdamW moments, the batch, activations, gradients and dfdx's buffer cache.");
+    if args.compare {
+        println!("peak MB, PyTorch = peak resident size of the case's own Python process (ru_maxrss) above its resident size after one step of a tiny model of the same kind: the same contents and whatever PyTorch's allocator kept.");
+        println!("PyTorch = the reference models written in plain PyTorch 2.15 (bench/anchors/train.py): the Decision Transformer with GPT-2's eager attention, the Decision-Flowformer with the reference's materialised Flow-Attention.");
+    }
     Ok(())
+}
+
+/// The agent config of a case: the reference sizes at the configuration's shape.
+fn agent_config(setup: Setup, model: Model) -> AgentConfig {
+    let s = setup.sizes();
+    AgentConfig {
+        width: s.width,
+        layers: s.layers,
+        heads: s.heads,
+        context: s.context,
+        ..AgentConfig::new(
+            model.kind(),
+            OBS_DIM,
+            ActionSpace::Continuous { dim: ACT_DIM },
+        )
+    }
+}
+
+/// One step of a line of `bench/anchors/train.py`, in seconds.
+#[derive(serde::Deserialize)]
+struct AnchorStep {
+    forward: f64,
+    backward: f64,
+    update: f64,
+    cpu: f64,
+}
+
+/// One line of `bench/anchors/train.py`: one model's timed steps and peak memory, or why
+/// its process failed.
+#[derive(serde::Deserialize)]
+struct AnchorCase {
+    model: Model,
+    #[serde(default)]
+    steps: Vec<AnchorStep>,
+    peak_bytes: Option<f64>,
+    error: Option<String>,
+}
+
+impl AnchorCase {
+    fn into_row(self, round: usize) -> anyhow::Result<Row> {
+        let result = match self.error {
+            Some(error) => Err(error),
+            None if self.steps.is_empty() => bail!("train.py: no timed steps for {}", self.model),
+            None => Ok(Measured {
+                steps: self
+                    .steps
+                    .iter()
+                    .map(|s| Split {
+                        forward: s.forward,
+                        backward: s.backward,
+                        update: s.update,
+                        cpu: Some(s.cpu),
+                    })
+                    .collect(),
+                peak: self.peak_bytes.map(|b| b.max(0.0) as usize),
+            }),
+        };
+        Ok(Row {
+            model: self.model,
+            side: Side::PyTorch,
+            round,
+            result,
+        })
+    }
+}
+
+/// PyTorch's figures for `models` at `setup`, from `bench/anchors/train.py` with the
+/// sizes flowrl's agents have and the same step counts.
+fn measure_anchors(
+    anchors: &Anchors,
+    args: &TrainArgs,
+    setup: Setup,
+    models: &[Model],
+    round: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let cfg = agent_config(setup, Model::Flow);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let names: Vec<String> = models.iter().map(Model::to_string).collect();
+    let script_args: Vec<String> = [
+        ("--models", names.join(",")),
+        ("--batch", setup.sizes().batch.to_string()),
+        ("--context", cfg.context.to_string()),
+        ("--width", cfg.width.to_string()),
+        ("--layers", cfg.layers.to_string()),
+        ("--heads", cfg.heads.to_string()),
+        ("--states", OBS_DIM.to_string()),
+        ("--actions", ACT_DIM.to_string()),
+        ("--max-ep-len", cfg.max_ep_len.to_string()),
+        ("--dropout", cfg.dropout.to_string()),
+        ("--reps", args.reps.to_string()),
+        ("--warmup", args.warmup.to_string()),
+        ("--budget", args.budget.to_string()),
+        ("--threads", threads.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect();
+    let cases: Vec<AnchorCase> = anchors.run("train.py", &script_args)?;
+    let rows = cases
+        .into_iter()
+        .map(|case| case.into_row(round))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for model in models {
+        if !rows.iter().any(|r| r.model == *model) {
+            bail!("train.py printed nothing for the {model} model");
+        }
+    }
+    Ok(rows)
 }
 
 /// Builds the agent, its optimiser and a random batch, then times the steps.
@@ -253,17 +427,7 @@ fn measure(args: &TrainArgs, setup: Setup, model: Model) -> anyhow::Result<Measu
     if args.cache {
         dev.enable_cache();
     }
-    let cfg = AgentConfig {
-        width: s.width,
-        layers: s.layers,
-        heads: s.heads,
-        context: s.context,
-        ..AgentConfig::new(
-            model.kind(),
-            OBS_DIM,
-            ActionSpace::Continuous { dim: ACT_DIM },
-        )
-    };
+    let cfg = agent_config(setup, model);
     let mut agent = Agent::<f32, Cpu>::new(&dev, cfg, 0)?;
     let mut opt = AdamW::new(
         agent.params(),
@@ -389,10 +553,15 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-fn print_table(setup: Setup, rows: &[(Model, Measured)]) {
-    println!(
-        "| {:<30} | {:>5} | {:>9} | {:>8} | {:>8} | {:>7} | {:>7} | {:>6} | {:>7} | {:>10} | {:>10} |",
+/// The table of one configuration: every case of every round, grouped by model and side.
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| {:<30} | {:<7} | {:>5} | {:>5} | {:>9} | {:>8} | {:>8} | {:>7} | {:>7} | {:>6} | {:>7} |",
         "model",
+        "impl",
+        "round",
         "steps",
         "median ms",
         "best ms",
@@ -400,59 +569,331 @@ fn print_table(setup: Setup, rows: &[(Model, Measured)]) {
         "fwd ms",
         "bwd ms",
         "upd ms",
-        "peak MB",
-        "PyTorch ms",
-        "PyTorch MB"
+        "peak MB"
     );
-    println!("|--------------------------------|-------|-----------|----------|----------|---------|---------|--------|---------|------------|------------|");
-    for (model, m) in rows {
+    let _ = writeln!(out, "|--------------------------------|---------|-------|-------|-----------|----------|----------|---------|---------|--------|---------|");
+    let mut order: Vec<&Row> = rows.iter().collect();
+    order.sort_by_key(|r| (r.model, r.side, r.round));
+    for row in order {
+        let m = match &row.result {
+            Ok(m) => m,
+            Err(error) => {
+                let _ = writeln!(
+                    out,
+                    "| {:<30} | {:<7} | {:>5} | failed: {error} |",
+                    row.model.label(),
+                    row.side.label(),
+                    row.round
+                );
+                continue;
+            }
+        };
         let of = |f: fn(&Split) -> f64| median(m.steps.iter().map(f).collect());
         let best = m
             .steps
             .iter()
             .map(Split::total)
             .fold(f64::INFINITY, f64::min);
-        let (pt_ms, pt_mb) = match setup.pytorch(*model) {
-            Reference::Measured(ms, bytes) => (ms.to_string(), bytes.map_or(String::new(), mb)),
-            Reference::OutOfMemory => ("OOM".to_string(), "> 17000".to_string()),
-        };
         let cpu: Option<Vec<f64>> = m.steps.iter().map(|s| s.cpu).collect();
-        println!(
-            "| {:<30} | {:>5} | {:>9} | {:>8} | {:>8} | {:>7} | {:>7} | {:>6} | {:>7} | {:>10} | {:>10} |",
-            model.label(),
+        let _ = writeln!(
+            out,
+            "| {:<30} | {:<7} | {:>5} | {:>5} | {:>9} | {:>8} | {:>8} | {:>7} | {:>7} | {:>6} | {:>7} |",
+            row.model.label(),
+            row.side.label(),
+            row.round,
             m.steps.len(),
-            ms(of(Split::total)),
+            ms(m.median()),
             ms(best),
             cpu.map_or_else(|| "n/a".into(), |c| ms(median(c))),
             ms(of(|s| s.forward)),
             ms(of(|s| s.backward)),
             ms(of(|s| s.update)),
             m.peak.map_or_else(|| "n/a".into(), |b| mb(b as f64)),
-            pt_ms,
-            pt_mb,
         );
     }
-    if let Some((_, m)) = rows.iter().find(|(model, _)| *model == Model::Flow) {
-        let (secs, bytes) = setup.target();
-        let med = median(m.steps.iter().map(Split::total).collect());
-        let time_ok = med <= secs;
-        let mem_ok = match (bytes, m.peak) {
-            (Some(limit), Some(peak)) => Some(peak as f64 <= limit),
-            _ => None,
-        };
-        let mem = match (bytes, mem_ok) {
-            (Some(limit), Some(ok)) => format!(
-                ", <= {} MB: {}",
-                mb(limit),
-                if ok { "met" } else { "missed" }
-            ),
-            (Some(limit), None) => format!(", <= {} MB: not measured", mb(limit)),
-            _ => String::new(),
-        };
-        println!(
-            "Decision-Flowformer target <= {} ms/step: {}{mem}",
-            ms(secs),
-            if time_ok { "met" } else { "missed" }
+    out
+}
+
+/// The figures of `model` measured by `side` in `round`, if it ran and succeeded.
+fn find(rows: &[Row], model: Model, side: Side, round: usize) -> Option<&Measured> {
+    rows.iter()
+        .find(|r| r.model == model && r.side == side && r.round == round)
+        .and_then(|r| r.result.as_ref().ok())
+}
+
+/// The rounds present in `rows`, in order.
+fn rounds_of(rows: &[Row]) -> Vec<usize> {
+    let mut rounds: Vec<usize> = rows.iter().map(|r| r.round).collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    rounds
+}
+
+/// `met` when every value passed, else `missed`.
+fn verdict(passed: &[bool]) -> &'static str {
+    if passed.iter().all(|&p| p) {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
+/// Under a configuration's table: the ratios per round (with `compare`), the issue's
+/// target for the Decision-Flowformer and, with `compare`, issue 18's target against
+/// PyTorch.
+fn verdicts(setup: Setup, rows: &[Row], compare: bool) -> String {
+    let mut out = String::new();
+    let rounds = rounds_of(rows);
+    let ratio = |ours: Model, theirs: Model, round: usize| {
+        let flowrl = find(rows, ours, Side::Flowrl, round)?;
+        let pytorch = find(rows, theirs, Side::PyTorch, round)?;
+        Some(pytorch.median() / flowrl.median())
+    };
+    if compare {
+        let _ = writeln!(
+            out,
+            "PyTorch / flowrl, median ms per step (above 1: flowrl is faster)"
         );
+        let _ = writeln!(out, "| round | Decision-Flowformer vs PyTorch's | Decision Transformer vs PyTorch's | Decision-Flowformer vs PyTorch's Decision Transformer |");
+        let _ = writeln!(out, "|-------|----------------------------------|-----------------------------------|-------------------------------------------------------|");
+        let cell = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
+        for &round in &rounds {
+            let _ = writeln!(
+                out,
+                "| {round:>5} | {:>32} | {:>33} | {:>53} |",
+                cell(ratio(Model::Flow, Model::Flow, round)),
+                cell(ratio(Model::Softmax, Model::Softmax, round)),
+                cell(ratio(Model::Flow, Model::Softmax, round)),
+            );
+        }
+    }
+    let flowrl: Vec<(usize, &Measured)> = rounds
+        .iter()
+        .filter_map(|&round| Some((round, find(rows, Model::Flow, Side::Flowrl, round)?)))
+        .collect();
+    if flowrl.is_empty() {
+        return out;
+    }
+    let (secs, bytes) = setup.target();
+    let medians: Vec<String> = flowrl.iter().map(|(_, m)| ms(m.median())).collect();
+    let time_ok: Vec<bool> = flowrl.iter().map(|(_, m)| m.median() <= secs).collect();
+    let mem = match bytes {
+        Some(limit) => {
+            let peaks: Option<Vec<usize>> = flowrl.iter().map(|(_, m)| m.peak).collect();
+            match peaks {
+                Some(peaks) => {
+                    let ok: Vec<bool> = peaks.iter().map(|&p| p as f64 <= limit).collect();
+                    format!(", <= {} MB: {}", mb(limit), verdict(&ok))
+                }
+                None => format!(", <= {} MB: not measured", mb(limit)),
+            }
+        }
+        None => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "Decision-Flowformer target <= {} ms/step: {} (median {} ms){mem}",
+        ms(secs),
+        verdict(&time_ok),
+        medians.join(", ")
+    );
+    if !compare {
+        return out;
+    }
+    let target = setup.anchor_target();
+    let against = match target.model {
+        Model::Flow => "the reference Decision-Flowformer",
+        Model::Softmax => "the reference Decision Transformer",
+    };
+    let memory = target.memory.map_or(String::new(), |m| {
+        format!(" at <= 1/{m:.0} of its peak memory")
+    });
+    let mut figures = Vec::new();
+    let mut passed = Vec::new();
+    for &(round, ours) in &flowrl {
+        let Some(theirs) = find(rows, target.model, Side::PyTorch, round) else {
+            continue;
+        };
+        let speed = theirs.median() / ours.median();
+        let mut ok = speed >= target.speed;
+        let mut figure = format!("{speed:.2}x");
+        if let Some(least) = target.memory {
+            match (ours.peak, theirs.peak) {
+                (Some(a), Some(b)) if a > 0 => {
+                    let share = b as f64 / a as f64;
+                    ok &= share >= least;
+                    figure += &format!(" at 1/{share:.1}");
+                }
+                _ => {
+                    ok = false;
+                    figure += " (memory not measured)";
+                }
+            }
+        }
+        figures.push(figure);
+        passed.push(ok);
+    }
+    let outcome = if passed.is_empty() {
+        format!(
+            "not measured (PyTorch's {} model did not run)",
+            target.model
+        )
+    } else {
+        format!("{} ({})", verdict(&passed), figures.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "Issue 18 target: Decision-Flowformer >= {}x as fast as {against} in PyTorch{memory}: {outcome}",
+        target.speed
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::anchors::tests::fake_runner;
+
+    /// A flowrl case whose steps take `seconds` each (split 1:2:1) with `peak` bytes.
+    fn flowrl(model: Model, round: usize, seconds: f64, peak: usize) -> Row {
+        let split = Split {
+            forward: seconds / 4.0,
+            backward: seconds / 2.0,
+            update: seconds / 4.0,
+            cpu: Some(2.0 * seconds),
+        };
+        Row {
+            model,
+            side: Side::Flowrl,
+            round,
+            result: Ok(Measured {
+                steps: vec![split; 3],
+                peak: Some(peak),
+            }),
+        }
+    }
+
+    fn args(models: &str) -> TrainArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            train: TrainArgs,
+        }
+        Cli::parse_from(["bench", "--models", models, "--compare", "--reps", "2"]).train
+    }
+
+    /// Lines of a stand-in for train.py: the flow model at 0.5 s per step (1 GB), the
+    /// softmax model at 0.25 s (0.5 GB); it also records its arguments.
+    const FAKE_TRAIN: &str = r#"echo "$@" > "$(dirname "$0")/args"
+echo 'loading torch'
+echo '{"model": "flow", "steps": [{"forward": 0.1, "backward": 0.3, "update": 0.1, "cpu": 0.9}, {"forward": 0.1, "backward": 0.3, "update": 0.1, "cpu": 0.9}], "peak_bytes": 1e9}'
+echo '{"model": "softmax", "steps": [{"forward": 0.05, "backward": 0.15, "update": 0.05, "cpu": 0.4}], "peak_bytes": 5e8}'"#;
+
+    #[test]
+    fn anchor_lines_become_rows_with_ratios_and_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let anchors = Anchors::with_runner(fake_runner(&dir, FAKE_TRAIN));
+        let models = [Model::Flow, Model::Softmax];
+        let mut rows = vec![
+            flowrl(Model::Flow, 1, 0.1, 100_000_000),
+            flowrl(Model::Softmax, 1, 0.2, 50_000_000),
+        ];
+        rows.extend(
+            measure_anchors(&anchors, &args("flow,softmax"), Setup::C2, &models, 1).unwrap(),
+        );
+        let passed = std::fs::read_to_string(dir.path().join("args")).unwrap();
+        assert!(passed.starts_with("train.py --models flow,softmax --batch 64 --context 20 --width 256 --layers 3 --heads 4 --states 17 --actions 6 --max-ep-len 1000 --dropout 0.1 --reps 2 "), "{passed}");
+
+        let table = table(&rows);
+        assert!(
+            table.contains("| Decision-Flowformer            | PyTorch |     1 |     2 |       500 |      500 |      900 |     100 |     300 |    100 |    1000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| Decision Transformer (softmax) | PyTorch |     1 |     1 |       250 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| Decision-Flowformer            | flowrl  |     1 |     3 |       100 |"
+            ),
+            "{table}"
+        );
+
+        let c2 = verdicts(Setup::C2, &rows, true);
+        // PyTorch / flowrl: flow 0.5 / 0.1, softmax 0.25 / 0.2, DT 0.25 / flow 0.1.
+        assert!(c2.contains("|     1 |                            5.00x |                             1.25x |                                                 2.50x |"), "{c2}");
+        assert!(
+            c2.contains("Decision-Flowformer target <= 750 ms/step: met (median 100 ms)"),
+            "{c2}"
+        );
+        assert!(c2.contains("Issue 18 target: Decision-Flowformer >= 1.5x as fast as the reference Decision Transformer in PyTorch: met (2.50x)"), "{c2}");
+
+        // C3 against the reference Flowformer: 5x is short of 15x; memory 1/10 is enough.
+        let c3 = verdicts(Setup::C3, &rows, true);
+        assert!(
+            c3.contains("at <= 1/8 of its peak memory: missed (5.00x at 1/10.0)"),
+            "{c3}"
+        );
+    }
+
+    #[test]
+    fn a_failed_anchor_case_is_shown_and_left_out_of_the_ratios() {
+        let dir = tempfile::tempdir().unwrap();
+        let anchors = Anchors::with_runner(fake_runner(
+            &dir,
+            r#"echo '{"model": "flow", "error": "killed by signal 9 (out of memory?)"}'"#,
+        ));
+        let mut rows = vec![flowrl(Model::Flow, 1, 2.0, 1_000_000_000)];
+        rows.extend(
+            measure_anchors(&anchors, &args("flow"), Setup::C3, &[Model::Flow], 1).unwrap(),
+        );
+        assert!(table(&rows)
+            .contains("| PyTorch |     1 | failed: killed by signal 9 (out of memory?) |"));
+        let verdicts = verdicts(Setup::C3, &rows, true);
+        assert!(
+            verdicts.contains("|     1 |                                - |"),
+            "{verdicts}"
+        );
+        assert!(
+            verdicts.contains("not measured (PyTorch's flow model did not run)"),
+            "{verdicts}"
+        );
+    }
+
+    #[test]
+    fn without_compare_there_is_no_pytorch_figure() {
+        let rows = [flowrl(Model::Flow, 1, 4.0, 2_000_000_000)];
+        let text = table(&rows) + &verdicts(Setup::C3, &rows, false);
+        assert!(!text.contains("PyTorch"), "{text}");
+        assert!(
+            text.contains("target <= 3000 ms/step: missed (median 4000 ms), <= 1500 MB: missed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_model_or_bad_line_is_an_error() {
+        let fails = |body: &str, models: &[Model]| {
+            let dir = tempfile::tempdir().unwrap();
+            let anchors = Anchors::with_runner(fake_runner(&dir, body));
+            match measure_anchors(&anchors, &args("flow"), Setup::C1, models, 1) {
+                Ok(_) => panic!("expected an error"),
+                Err(err) => format!("{err:#}"),
+            }
+        };
+        let only_flow = r#"echo '{"model": "flow", "steps": [{"forward": 1, "backward": 1, "update": 1, "cpu": 1}]}'"#;
+        let err = fails(only_flow, &[Model::Flow, Model::Softmax]);
+        assert!(
+            err.contains("printed nothing for the softmax model"),
+            "{err}"
+        );
+        let err = fails(r#"echo '{"model": "flow", "steps": []}'"#, &[Model::Flow]);
+        assert!(err.contains("no timed steps for flow"), "{err}");
+        let err = fails(r#"echo '{"model": "mlp"}'"#, &[Model::Flow]);
+        assert!(err.contains("unknown variant `mlp`"), "{err}");
     }
 }

@@ -1,8 +1,7 @@
 //! `flowrl bench rollout`: per-step decision latency of one episode (`window 20`, on
 //! the host path acting uses and, for comparison under the same load, through dfdx
 //! tensors; and `episode` mode at several steps of a 1000-step episode) and the
-//! throughput of many episodes in lockstep, for a Decision-Flowformer (random init),
-//! next to the figures of the PyTorch original.
+//! throughput of many episodes in lockstep, for a Decision-Flowformer (random init).
 
 use std::time::Instant;
 
@@ -118,8 +117,8 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
     println!(
         "Per-step decision latency, one episode (batch 1): median and fastest over the steps shown"
     );
-    println!("| mode | steps | flowrl ms/step | fastest | PyTorch softmax | PyTorch Flowformer |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    println!("| mode | steps | ms/step | fastest |");
+    println!("| --- | --- | ---: | ---: |");
     let steps = args.episode_steps;
     let k = args.context;
     // The host path and, for comparison under the same load, dfdx tensors.
@@ -127,7 +126,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
         let window = episode_latencies(&agent, ContextMode::Window, encoder, steps.min(200))?;
         let (median, fastest) = median_fastest_ms(&window, k, window.len());
         println!(
-            "| window {k}{label} | {}..{} | {median:.3} | {fastest:.3} | 3.1 ms | 19 ms |",
+            "| window {k}{label} | {}..{} | {median:.3} | {fastest:.3} |",
             k.min(window.len()),
             window.len(),
         );
@@ -138,20 +137,12 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
             continue;
         }
         let (from, to) = (at.saturating_sub(5).max(1) - 1, (at + 5).min(steps));
-        let reference = if at == 1000 {
-            ("0.38 s (K=1000)", "2.1 s (K=1000)")
-        } else {
-            ("-", "-")
-        };
         let (median, fastest) = median_fastest_ms(&episode, from, to);
-        println!(
-            "| episode | step {at} (±5) | {median:.3} | {fastest:.3} | {} | {} |",
-            reference.0, reference.1
-        );
+        println!("| episode | step {at} (±5) | {median:.3} | {fastest:.3} |");
     }
     let total: f64 = episode.iter().sum();
     println!(
-        "| episode | all {steps} steps | {:.3} (mean) | | | |",
+        "| episode | all {steps} steps | {:.3} (mean) | |",
         1e3 * total / steps as f64
     );
     println!();

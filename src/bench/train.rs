@@ -20,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::anchors::{Anchors, Side};
 use super::memory::{allocator_counts, PeakWindow};
+use super::peak::{matmul_peak, step_flops, StepShape};
 use crate::cpu_time::process_cpu_seconds;
 
 /// State and action sizes of every configuration (HalfCheetah / Walker2d).
@@ -255,6 +256,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "(peak memory unavailable: the counting allocator is not installed in this binary)"
         );
     }
+    let pool = rayon::current_num_threads();
+    let peak = matmul_peak(pool);
+    println!(
+        "matrix-product peak: {:.0} GFLOP/s (gemm, f32, 1024^3 on {pool} threads, the fastest of 10)",
+        peak / 1e9
+    );
     for &setup in &args.configs {
         let s = setup.sizes();
         println!();
@@ -299,6 +306,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             }
         }
         print!("{}", table(&rows));
+        print!("{}", shares_of_peak(setup, &rows, peak));
         print!("{}", verdicts(setup, &rows, args.compare));
     }
     println!();
@@ -309,6 +317,43 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         println!("PyTorch = the reference models written in plain PyTorch 2.15 (bench/anchors/train.py): the Decision Transformer with GPT-2's eager attention, the Decision-Flowformer with the reference's materialised Flow-Attention.");
     }
     Ok(())
+}
+
+/// Each flowrl model's products per step and, at its median time over the rounds,
+/// its rate as a share of the matrix-product peak `peak` (FLOP/s).
+fn shares_of_peak(setup: Setup, rows: &[Row], peak: f64) -> String {
+    let s = setup.sizes();
+    let mut out = String::new();
+    for model in [Model::Flow, Model::Softmax] {
+        let medians: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.model == model && r.side == Side::Flowrl)
+            .filter_map(|r| r.result.as_ref().ok().map(Measured::median))
+            .collect();
+        if medians.is_empty() {
+            continue;
+        }
+        let flops = step_flops(StepShape {
+            batch: s.batch,
+            context: s.context,
+            width: s.width,
+            layers: s.layers,
+            heads: s.heads,
+            state_dim: OBS_DIM,
+            action_dim: ACT_DIM,
+            softmax: model == Model::Softmax,
+        });
+        let rate = flops / median(medians);
+        let _ = writeln!(
+            out,
+            "{}: {:.1} GFLOP of products per step, {:.0} GFLOP/s at the median step = {:.0}% of the matrix-product peak",
+            model.label(),
+            flops / 1e9,
+            rate / 1e9,
+            100.0 * rate / peak
+        );
+    }
+    out
 }
 
 /// The agent config of a case: the reference sizes at the configuration's shape.
@@ -771,6 +816,33 @@ mod tests {
                 peak: Some(peak),
             }),
         }
+    }
+
+    #[test]
+    fn shares_of_peak_divide_the_counted_products_by_the_median_step() {
+        let c1 = Setup::C1.sizes();
+        let flops = step_flops(StepShape {
+            batch: c1.batch,
+            context: c1.context,
+            width: c1.width,
+            layers: c1.layers,
+            heads: c1.heads,
+            state_dim: OBS_DIM,
+            action_dim: ACT_DIM,
+            softmax: false,
+        });
+        // Rounds of 0.1 s and 0.3 s: median 0.2 s, against a peak of twice that rate.
+        let rows = [
+            flowrl(Model::Flow, 1, 0.1, 1),
+            flowrl(Model::Flow, 2, 0.3, 1),
+        ];
+        let text = shares_of_peak(Setup::C1, &rows, 2.0 * flops / 0.2);
+        assert!(
+            text.contains(&format!("{:.1} GFLOP of products per step", flops / 1e9)),
+            "{text}"
+        );
+        assert!(text.contains("= 50% of the matrix-product peak"), "{text}");
+        assert!(!text.contains("softmax"), "{text}");
     }
 
     fn args(models: &str) -> TrainArgs {

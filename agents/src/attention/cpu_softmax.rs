@@ -1,22 +1,25 @@
-//! Fused causal softmax attention on the CPU, tiled as in FlashAttention-2: the scores
-//! exist only one `ROWS x COLS` tile at a time, so memory is O(L (D + M)) plus a few
-//! tiles per task, never O(L^2); time is O(L^2 (D + M)), in matrix products on tiles.
+//! Fused causal softmax attention on the CPU, tiled as in FlashAttention-2: scores exist
+//! one tile at a time, so memory is O(L (D + M)) plus a few tiles per task, never
+//! O(L^2); time is O(L^2 (D + M)), spent in matrix products on tiles (the `gemm` crate,
+//! single-threaded inside a task) and in exponentials.
 //!
-//! Forward: per query tile, the key tiles up to the diagonal in order: `S = Q K^T` (the
-//! queries are scaled by `1/sqrt(D)` beforehand), the causal mask on the tiles crossing
-//! the diagonal, an online softmax (running maximum and sum, the output accumulator
-//! rescaled when the maximum grows), `O += P V`; each row's log-normaliser is kept.
+//! Forward, per query tile of [`FWD_ROWS`] rows: key tiles of [`FWD_COLS`] columns from
+//! the diagonal leftwards (the first ends with the query tile, so only it crosses the
+//! diagonal), `S = Q K^T` (the queries are scaled by `1/sqrt(D)` beforehand), the
+//! causal mask where a tile crosses the diagonal, an online softmax (running maximum and
+//! sum, the output accumulator rescaled when the maximum grows), `O += P V`; each row's
+//! log-normaliser `lse` is kept.
 //!
-//! Backward, recomputing `P = exp(S - lse)`: per key tile, the query tiles from the
-//! diagonal on in order: `dV += P^T dO`, `dP = dO V^T`, `dS = P (dP - delta)` with
-//! `delta_i = dO_i . O_i`, `dK += dS^T Q`, and `dS K` added to a dQ buffer. The key tiles
-//! of a head are dealt round-robin to a number of groups fixed by the shape, each with
-//! its own dQ buffer; the buffers are summed in group order at the end.
+//! Backward, recomputing `P = exp(S - lse)`: per key tile of [`BWD_COLS`] columns, the
+//! query rows from the diagonal down in steps of [`BWD_ROWS`]: `dV += P^T dO`,
+//! `dP = dO V^T`, `dS = P (dP - delta)` with `delta_i = dO_i . O_i`, `dK += dS^T Q`, and
+//! `dS K` added to a dQ buffer. The key tiles of a head are dealt round-robin to a
+//! number of groups fixed by the shape ([`groups`]), each with its own dQ buffer; the
+//! buffers are summed in group order at the end.
 //!
 //! Work is split into (head, query tile) tasks forward and (head, group) tasks backward,
-//! so short batches of long sequences still use every thread. Every sum runs in an order
-//! fixed by the shape alone (the products are single-threaded inside a task), so results
-//! do not depend on the number of threads.
+//! so one long sequence still keeps every thread busy. Every sum runs in an order fixed
+//! by the shape alone, so results do not depend on the number of threads.
 
 use super::exp::SliceExp;
 use super::gemm::{matmul, View};
@@ -25,10 +28,16 @@ use super::{add_into, cast, cpu_data as read, Tensor4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-/// Query rows per tile.
-const ROWS: usize = 64;
-/// Key columns per tile.
-const COLS: usize = 64;
+/// Query rows of a forward tile, the unit of the forward tasks.
+const FWD_ROWS: usize = 128;
+/// Key columns per forward step.
+const FWD_COLS: usize = 256;
+/// Query rows per backward step.
+const BWD_ROWS: usize = 128;
+/// Key columns of a backward tile, the unit of the backward tasks.
+const BWD_COLS: usize = 128;
+/// Rows per task of the row-wise passes.
+const BLOCK_ROWS: usize = 256;
 /// Backward tasks (heads times groups) to aim for when a head has enough key tiles.
 const TASKS: usize = 16;
 
@@ -87,20 +96,6 @@ fn max<F: SliceExp>(x: &[F]) -> F {
     acc.iter().fold(tail, |a, &v| a.max(v))
 }
 
-/// Sum in eight partial sums combined in a fixed order.
-#[inline(always)]
-fn sum<F: SliceExp>(x: &[F]) -> F {
-    let mut acc = [F::zero(); 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder().iter().fold(F::zero(), |a, &v| a + v);
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
-}
-
 /// `x *= a`.
 #[inline(always)]
 fn scale<F: SliceExp>(x: &mut [F], a: F) {
@@ -110,7 +105,7 @@ fn scale<F: SliceExp>(x: &mut [F], a: F) {
 }
 
 /// Forward pass of the query tile of one head starting at row `r0`: writes its output
-/// rows `out` and their log-normalisers `lse` (`s` is scratch of `ROWS * COLS`).
+/// rows `out` and their log-normalisers `lse` (`s` is scratch of `FWD_ROWS * FWD_COLS`).
 #[inline(always)]
 fn forward_tile<F: SliceExp>(
     head: Head<F>,
@@ -120,13 +115,18 @@ fn forward_tile<F: SliceExp>(
     s: &mut [F],
     dims: Dims,
 ) {
-    let Dims { l, d, m } = dims;
+    let Dims { d, m, .. } = dims;
     let rows = lse.len();
     let q = View::rows(&head.q[r0 * d..], rows, d);
-    let mut top = [F::neg_infinity(); ROWS];
-    let mut total = [F::zero(); ROWS];
-    for c0 in (0..r0 + rows).step_by(COLS) {
-        let cols = COLS.min(l - c0);
+    let mut top = [F::neg_infinity(); FWD_ROWS];
+    let mut total = [F::zero(); FWD_ROWS];
+    // Key tiles from the diagonal leftwards, the first ending with the query tile.
+    let mut end = r0 + rows;
+    let mut first = true;
+    while end > 0 {
+        let c0 = end.saturating_sub(FWD_COLS);
+        let cols = end - c0;
+        end = c0;
         let s = &mut s[..rows * cols];
         matmul(s, q, View::rows(&head.k[c0 * d..], cols, d).t(), false);
         for (r, (row, o)) in s
@@ -136,18 +136,25 @@ fn forward_tile<F: SliceExp>(
         {
             let (seen, hidden) = row.split_at_mut(visible(r0 + r, c0, cols));
             let new = top[r].max(max(seen));
-            F::exp_shifted(seen, new);
+            let part = F::exp_shifted_sum(seen, new);
             hidden.fill(F::zero());
-            // 0 on the first tile, where the accumulator is still empty.
-            let alpha = (top[r] - new).exp();
-            total[r] = total[r] * alpha + sum(seen);
-            if c0 > 0 && alpha != F::one() {
+            // Nothing seen before: the accumulator and the sum are still empty.
+            let alpha = if top[r] == F::neg_infinity() {
+                F::zero()
+            } else if top[r] == new {
+                F::one()
+            } else {
+                (top[r] - new).exp()
+            };
+            total[r] = total[r] * alpha + part;
+            if !first && alpha != F::one() {
                 scale(o, alpha);
             }
             top[r] = new;
         }
         let v = View::rows(&head.v[c0 * m..], cols, m);
-        matmul(out, View::rows(s, rows, cols), v, c0 > 0);
+        matmul(out, View::rows(s, rows, cols), v, !first);
+        first = false;
     }
     for ((o, x), (&top, &total)) in out.chunks_exact_mut(m).zip(lse).zip(top.iter().zip(&total)) {
         scale(o, F::one() / total);
@@ -157,7 +164,7 @@ fn forward_tile<F: SliceExp>(
 
 /// Backward pass of the key tile of one head starting at column `c0`: overwrites its
 /// rows `gk` of dK and `gv` of dV and adds `dS K` (without the `1/sqrt(D)`) to `gq`, the
-/// `(L,D)` dQ buffer (`p` and `dp` are scratch of `ROWS * COLS` each).
+/// `(L,D)` dQ buffer (`p` and `dp` are scratch of `BWD_ROWS * BWD_COLS` each).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_tile<F: SliceExp>(
@@ -168,13 +175,14 @@ fn backward_tile<F: SliceExp>(
     (p, dp): (&mut [F], &mut [F]),
     dims: Dims,
 ) {
-    let Dims { l, d, m } = dims;
+    let Dims { l, d, m, .. } = dims;
     let cols = gv.len() / m;
     let k = View::rows(&head.k[c0 * d..], cols, d);
     let v = View::rows(&head.v[c0 * m..], cols, m);
-    let first = c0 / ROWS * ROWS;
-    for r0 in (first..l).step_by(ROWS) {
-        let rows = ROWS.min(l - r0);
+    // Query rows from the diagonal down.
+    for r0 in (c0..l).step_by(BWD_ROWS) {
+        let first = r0 == c0;
+        let rows = BWD_ROWS.min(l - r0);
         let q = View::rows(&head.q[r0 * d..], rows, d);
         let dout = View::rows(&saved.dout[r0 * m..], rows, m);
         let (p, dp) = (&mut p[..rows * cols], &mut dp[..rows * cols]);
@@ -184,7 +192,7 @@ fn backward_tile<F: SliceExp>(
             F::exp_shifted(seen, saved.lse[r0 + r]);
             hidden.fill(F::zero());
         }
-        matmul(gv, View::rows(p, rows, cols).t(), dout, r0 > first);
+        matmul(gv, View::rows(p, rows, cols).t(), dout, !first);
         matmul(dp, dout, v.t(), false);
         for (r, (ds, p)) in dp
             .chunks_exact_mut(cols)
@@ -197,14 +205,14 @@ fn backward_tile<F: SliceExp>(
             }
         }
         let ds = View::rows(dp, rows, cols);
-        matmul(gk, ds.t(), q, r0 > first);
+        matmul(gk, ds.t(), q, !first);
         matmul(&mut gq[r0 * d..(r0 + rows) * d], ds, k, true);
     }
 }
 
 /// The tile kernels compiled for AVX2 when the CPU has it, chosen at run time (the same
-/// arithmetic in the same order, so the same results; the matrix products pick their own
-/// instructions).
+/// arithmetic in the same order, so the same results; the matrix products and the
+/// exponentials pick their own instructions).
 mod wide {
     use super::{Dims, Head, Rows, SliceExp};
 
@@ -276,8 +284,11 @@ mod wide {
 
 /// Groups of key tiles per head in the backward pass: enough for [`TASKS`] tasks in all,
 /// at most one per key tile (a function of the shape only).
-fn groups(heads: usize, l: usize) -> usize {
-    TASKS.div_ceil(heads.max(1)).min(l.div_ceil(COLS)).max(1)
+fn groups(heads: usize, dims: Dims) -> usize {
+    TASKS
+        .div_ceil(heads.max(1))
+        .min(dims.l.div_ceil(BWD_COLS))
+        .max(1)
 }
 
 /// Fused causal softmax attention on `Cpu` (shapes already checked).
@@ -293,6 +304,7 @@ where
     let (b, h, l, d) = *q.shape();
     let m = v.shape().3;
     let dims = Dims { l, d, m };
+
     let heads = b * h;
     let factor: F = cast(1.0 / (d as f64).sqrt());
     let (q, tape_q) = q.contiguous().split_tape();
@@ -317,14 +329,14 @@ where
             .zip(lse.chunks_mut(l))
             .enumerate()
             .flat_map(|(n, (o, s))| {
-                o.chunks_mut(ROWS * m)
-                    .zip(s.chunks_mut(ROWS))
+                o.chunks_mut(FWD_ROWS * m)
+                    .zip(s.chunks_mut(FWD_ROWS))
                     .enumerate()
-                    .map(move |(t, (o, s))| (n, t * ROWS, o, s))
+                    .map(move |(t, (o, s))| (n, t * FWD_ROWS, o, s))
             })
             .collect();
         tiles.into_par_iter().for_each_init(
-            || vec![F::zero(); ROWS * COLS],
+            || vec![F::zero(); FWD_ROWS * FWD_COLS],
             |s, (n, r0, o, x)| wide::forward_tile(head(n), r0, o, x, s, dims),
         );
     }
@@ -335,7 +347,7 @@ where
     tape.add_backward_op(move |grads| {
         grads.try_alloc_for(&out_ghost)?;
         let n = heads * l;
-        let groups = groups(heads, l);
+        let groups = groups(heads, dims);
         let (mut gq, mut gk, mut gv) = (
             vec![F::zero(); n * d],
             vec![F::zero(); n * d],
@@ -347,8 +359,11 @@ where
             let mut delta = vec![F::zero(); n];
             let od = read(&out_values);
             delta
-                .par_chunks_mut(ROWS)
-                .zip(od.par_chunks(ROWS * m).zip(dout.par_chunks(ROWS * m)))
+                .par_chunks_mut(BLOCK_ROWS)
+                .zip(
+                    od.par_chunks(BLOCK_ROWS * m)
+                        .zip(dout.par_chunks(BLOCK_ROWS * m)),
+                )
                 .for_each(|(x, (o, g))| {
                     for (x, (o, g)) in x.iter_mut().zip(o.chunks_exact(m).zip(g.chunks_exact(m))) {
                         *x = dot(o, g);
@@ -373,9 +388,10 @@ where
                         dq,
                     })
                     .collect();
-                let tiles = gk.chunks_mut(COLS * d).zip(gv.chunks_mut(COLS * m));
+                let cols = BWD_COLS;
+                let tiles = gk.chunks_mut(cols * d).zip(gv.chunks_mut(cols * m));
                 for (t, (gk, gv)) in tiles.enumerate() {
-                    split[t % groups].tiles.push((t * COLS, gk, gv));
+                    split[t % groups].tiles.push((t * cols, gk, gv));
                 }
                 tasks.extend(split.into_iter().map(|g| (head, g)));
             }
@@ -390,7 +406,10 @@ where
                 dout: &dout[n * l * m..(n + 1) * l * m],
             };
             tasks.into_par_iter().for_each_init(
-                || (vec![F::zero(); ROWS * COLS], vec![F::zero(); ROWS * COLS]),
+                || {
+                    let tile = BWD_ROWS * BWD_COLS;
+                    (vec![F::zero(); tile], vec![F::zero(); tile])
+                },
                 |(p, dp), (n, group)| {
                     for (c0, gk, gv) in group.tiles {
                         let grads = (gk, gv, &mut *group.dq);

@@ -817,9 +817,11 @@ fn fused_softmax_equals_composed() {
     assert!(errs.is_empty(), "f32: {errs:?}");
 }
 
-/// Lengths on both sides of the fused CPU kernel's tile edges (tiles of 64 rows and
-/// columns; 128 and 256 covered too), from one position to several tiles.
-const TILE_LENGTHS: [usize; 12] = [1, 2, 5, 63, 64, 65, 127, 128, 129, 131, 259, 333];
+/// Lengths on both sides of the fused CPU kernel's tile edges (128 query rows, 128 or
+/// 256 key columns; 64 covered too), from one position to several tiles.
+const TILE_LENGTHS: [usize; 16] = [
+    1, 2, 5, 63, 64, 65, 127, 128, 129, 255, 256, 257, 259, 333, 515, 700,
+];
 
 /// The fused softmax in f64 and f32 against the composed one in f64 (values and the
 /// gradients of q, k, v) and the naive reference (values), for `inp`.
@@ -922,7 +924,7 @@ fn fused_softmax_does_not_depend_on_the_thread_count() {
     // One head of several tiles (the backward pass splits its key tiles into groups), a
     // few heads, and many short heads.
     let cfg = FlowConfig::rl();
-    for (i, (b, h, l)) in [(1, 1, 333), (1, 3, 200), (6, 5, 60)]
+    for (i, (b, h, l)) in [(1, 1, 700), (1, 3, 300), (6, 5, 60)]
         .into_iter()
         .enumerate()
     {

@@ -394,7 +394,7 @@ fn print_softmax(args: &AttentionArgs, rows: &[Row]) {
             pytorch(row.l).map_or(String::new(), |p| ms(p.2)),
         );
     }
-    println!("fused = CPU kernel, row-wise stable softmax, memory linear in L, time O(L^2) (run up to --softmax-max);");
+    println!("fused = CPU kernel, tiled online softmax (FlashAttention-2 style), memory linear in L, time O(L^2) (run up to --softmax-max);");
     println!("composed = stock dfdx ops materialising (B,H,L,L) tensors (run while they fit --softmax-budget-gb).");
 }
 

@@ -1,7 +1,7 @@
 //! Fused causal softmax attention on the CPU, tiled as in FlashAttention-2: scores exist
 //! one tile at a time, so memory is O(L (D + M)) plus a few tiles per task, never
-//! O(L^2); time is O(L^2 (D + M)), spent in matrix products on tiles (the `gemm` crate,
-//! single-threaded inside a task) and in exponentials.
+//! O(L^2); time is O(L^2 (D + M)), spent in matrix products on tiles (`gemm` 0.19 with
+//! AVX-512 where the CPU has it, single-threaded inside a task) and in exponentials.
 //!
 //! Forward, per query tile of [`FWD_ROWS`] rows: key tiles of [`FWD_COLS`] columns from
 //! the diagonal leftwards (the first ends with the query tile, so only it crosses the
@@ -22,7 +22,7 @@
 //! by the shape alone, so results do not depend on the number of threads.
 
 use super::exp::SliceExp;
-use super::gemm::{matmul, View};
+use super::gemm::{matmul_v4, View};
 use super::recurrence::dot;
 use super::{add_into, cast, cpu_data as read, Tensor4};
 use dfdx::prelude::*;
@@ -128,7 +128,7 @@ fn forward_tile<F: SliceExp>(
         let cols = end - c0;
         end = c0;
         let s = &mut s[..rows * cols];
-        matmul(s, q, View::rows(&head.k[c0 * d..], cols, d).t(), false);
+        matmul_v4(s, q, View::rows(&head.k[c0 * d..], cols, d).t(), false);
         for (r, (row, o)) in s
             .chunks_exact_mut(cols)
             .zip(out.chunks_exact_mut(m))
@@ -153,7 +153,7 @@ fn forward_tile<F: SliceExp>(
             top[r] = new;
         }
         let v = View::rows(&head.v[c0 * m..], cols, m);
-        matmul(out, View::rows(s, rows, cols), v, !first);
+        matmul_v4(out, View::rows(s, rows, cols), v, !first);
         first = false;
     }
     for ((o, x), (&top, &total)) in out.chunks_exact_mut(m).zip(lse).zip(top.iter().zip(&total)) {
@@ -186,14 +186,14 @@ fn backward_tile<F: SliceExp>(
         let q = View::rows(&head.q[r0 * d..], rows, d);
         let dout = View::rows(&saved.dout[r0 * m..], rows, m);
         let (p, dp) = (&mut p[..rows * cols], &mut dp[..rows * cols]);
-        matmul(p, q, k.t(), false);
+        matmul_v4(p, q, k.t(), false);
         for (r, row) in p.chunks_exact_mut(cols).enumerate() {
             let (seen, hidden) = row.split_at_mut(visible(r0 + r, c0, cols));
             F::exp_shifted(seen, saved.lse[r0 + r]);
             hidden.fill(F::zero());
         }
-        matmul(gv, View::rows(p, rows, cols).t(), dout, !first);
-        matmul(dp, dout, v.t(), false);
+        matmul_v4(gv, View::rows(p, rows, cols).t(), dout, !first);
+        matmul_v4(dp, dout, v.t(), false);
         for (r, (ds, p)) in dp
             .chunks_exact_mut(cols)
             .zip(p.chunks_exact(cols))
@@ -205,8 +205,8 @@ fn backward_tile<F: SliceExp>(
             }
         }
         let ds = View::rows(dp, rows, cols);
-        matmul(gk, ds.t(), q, !first);
-        matmul(&mut gq[r0 * d..(r0 + rows) * d], ds, k, true);
+        matmul_v4(gk, ds.t(), q, !first);
+        matmul_v4(&mut gq[r0 * d..(r0 + rows) * d], ds, k, true);
     }
 }
 

@@ -304,7 +304,6 @@ where
     let (b, h, l, d) = *q.shape();
     let m = v.shape().3;
     let dims = Dims { l, d, m };
-
     let heads = b * h;
     let factor: F = cast(1.0 / (d as f64).sqrt());
     let (q, tape_q) = q.contiguous().split_tape();

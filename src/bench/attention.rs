@@ -590,7 +590,7 @@ fn print_softmax(args: &AttentionArgs, rows: &[Row]) {
             row.l, fused_ms, fused_mb, comp_ms, comp_mb,
         );
     }
-    println!("fused = CPU kernel, row-wise stable softmax, memory linear in L, time O(L^2) (run up to --softmax-max);");
+    println!("fused = CPU kernel, tiled online softmax (FlashAttention-2 style), memory linear in L, time O(L^2) (run up to --softmax-max);");
     println!("composed = stock dfdx ops materialising (B,H,L,L) tensors (run while they fit --softmax-budget-gb).");
 }
 

@@ -5,7 +5,7 @@
 
 use super::chunked::{backward_head, forward_head, Dims, Head, HeadGrads, Saved};
 use super::recurrence::{Consts, Real};
-use super::{cast, cpu_data as read, FlowConfig, Tensor4};
+use super::{add_into, cast, cpu_data as read, FlowConfig, Tensor4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
@@ -73,15 +73,6 @@ mod wide {
 /// A buffer of `len` values that the kernels overwrite completely before reading.
 fn scratch<F: Real>(len: usize) -> Vec<F> {
     vec![F::zero(); len]
-}
-
-/// `total += local`, in parallel blocks.
-fn add_into<F: Real>(total: &mut [F], local: &[F]) {
-    const BLOCK: usize = 1 << 14;
-    total
-        .par_chunks_mut(BLOCK)
-        .zip(local.par_chunks(BLOCK))
-        .for_each(|(t, l)| t.iter_mut().zip(l).for_each(|(t, &x)| *t += x));
 }
 
 /// Fused causal Flow-Attention on `Cpu` (shapes already checked).

@@ -1,13 +1,47 @@
-//! Fused causal softmax attention on the CPU: row by row with a numerically stable
-//! softmax, keeping only the log-normaliser of each row for the backward pass, so memory
-//! is O(L (D + M)) instead of O(L^2). Time stays O(L^2 D); heads run in parallel.
+//! Fused causal softmax attention on the CPU, tiled as in FlashAttention-2: scores exist
+//! one tile at a time, so memory is O(L (D + M)) plus a few tiles per task, never
+//! O(L^2); time is O(L^2 (D + M)), spent in matrix products on tiles (`gemm` 0.19 with
+//! AVX-512 where the CPU has it, single-threaded inside a task) and in exponentials.
+//!
+//! Forward, per query tile of [`FWD_ROWS`] rows: key tiles of [`FWD_COLS`] columns from
+//! the diagonal leftwards (the first ends with the query tile, so only it crosses the
+//! diagonal), `S = Q K^T` (the queries are scaled by `1/sqrt(D)` beforehand), the
+//! causal mask where a tile crosses the diagonal, an online softmax (running maximum and
+//! sum, the output accumulator rescaled when the maximum grows), `O += P V`; each row's
+//! log-normaliser `lse` is kept.
+//!
+//! Backward, recomputing `P = exp(S - lse)`: per key tile of [`BWD_COLS`] columns, the
+//! query rows from the diagonal down in steps of [`BWD_ROWS`]: `dV += P^T dO`,
+//! `dP = dO V^T`, `dS = P (dP - delta)` with `delta_i = dO_i . O_i`, `dK += dS^T Q`, and
+//! `dS K` added to a dQ buffer. The key tiles of a head are dealt round-robin to a
+//! number of groups fixed by the shape ([`groups`]), each with its own dQ buffer; the
+//! buffers are summed in group order at the end.
+//!
+//! Work is split into (head, query tile) tasks forward and (head, group) tasks backward,
+//! so one long sequence still keeps every thread busy. Every sum runs in an order fixed
+//! by the shape alone, so results do not depend on the number of threads.
 
-use super::recurrence::{axpy, dot, Real};
-use super::{cast, cpu_data as read, Tensor4};
+use super::exp::SliceExp;
+use super::gemm::{matmul, View};
+use super::recurrence::dot;
+use super::{add_into, cast, cpu_data as read, Tensor4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-/// Sizes of one call.
+/// Query rows of a forward tile, the unit of the forward tasks.
+const FWD_ROWS: usize = 128;
+/// Key columns per forward step.
+const FWD_COLS: usize = 256;
+/// Query rows per backward step.
+const BWD_ROWS: usize = 128;
+/// Key columns of a backward tile, the unit of the backward tasks.
+const BWD_COLS: usize = 128;
+/// Rows per task of the row-wise passes.
+const BLOCK_ROWS: usize = 256;
+/// Backward tasks (heads times groups) to aim for when a head has enough key tiles.
+const TASKS: usize = 16;
+
+/// Sizes of one head.
 #[derive(Clone, Copy)]
 struct Dims {
     l: usize,
@@ -15,144 +49,246 @@ struct Dims {
     m: usize,
 }
 
-/// Scores `scale q_i . k_j` for `j <= i` into `row[..=i]`; returns their maximum.
-#[inline(always)]
-fn scores<F: Real>(q: &[F], k: &[F], i: usize, d: usize, scale: F, row: &mut [F]) -> F {
-    let qi = &q[i * d..(i + 1) * d];
-    let mut top = F::neg_infinity();
-    for (s, kj) in row[..=i].iter_mut().zip(k.chunks_exact(d)) {
-        *s = scale * dot(qi, kj);
-        top = top.max(*s);
-    }
-    top
+/// The inputs of one head: `q (L,D)` already scaled by `1/sqrt(D)`, `k (L,D)`, `v (L,M)`.
+#[derive(Clone, Copy)]
+struct Head<'a, F> {
+    q: &'a [F],
+    k: &'a [F],
+    v: &'a [F],
 }
 
-/// Forward pass of one head: writes `out (L,M)` and the log-normaliser of every row.
+/// What the backward pass of one head reads besides its inputs: the log-normaliser and
+/// `delta = dO . O` of every row, and `dO (L,M)`.
+#[derive(Clone, Copy)]
+struct Rows<'a, F> {
+    lse: &'a [F],
+    delta: &'a [F],
+    dout: &'a [F],
+}
+
+/// The key tiles of one backward task: `(first column, dK rows, dV rows)`, and its dQ
+/// buffer `(L,D)`.
+struct Group<'a, F> {
+    tiles: Vec<(usize, &'a mut [F], &'a mut [F])>,
+    dq: &'a mut [F],
+}
+
+/// How many columns of a tile starting at column `c0`, `cols` wide, query `row` sees.
 #[inline(always)]
-fn forward_head<F: Real>(q: &[F], k: &[F], v: &[F], out: &mut [F], lse: &mut [F], dims: Dims) {
-    let Dims { l, d, m } = dims;
-    let scale: F = cast(1.0 / (d as f64).sqrt());
-    let mut row = vec![F::zero(); l];
-    for i in 0..l {
-        let top = scores(q, k, i, d, scale, &mut row);
-        let mut total = F::zero();
-        for s in row[..=i].iter_mut() {
-            *s = (*s - top).exp();
-            total += *s;
+fn visible(row: usize, c0: usize, cols: usize) -> usize {
+    (row + 1).saturating_sub(c0).min(cols)
+}
+
+/// Largest value (`-inf` for an empty slice; any order gives the same result).
+#[inline(always)]
+fn max<F: SliceExp>(x: &[F]) -> F {
+    let mut acc = [F::neg_infinity(); 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(F::neg_infinity(), |a, &v| a.max(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
         }
-        let oi = &mut out[i * m..(i + 1) * m];
-        for (&p, vj) in row[..=i].iter().zip(v.chunks_exact(m)) {
-            axpy(oi, p, vj);
-        }
-        let inv = F::one() / total;
-        for o in oi.iter_mut() {
-            *o *= inv;
-        }
-        lse[i] = top + total.ln();
+    }
+    acc.iter().fold(tail, |a, &v| a.max(v))
+}
+
+/// `x *= a`.
+#[inline(always)]
+fn scale<F: SliceExp>(x: &mut [F], a: F) {
+    for v in x.iter_mut() {
+        *v *= a;
     }
 }
 
-/// Backward pass of one head; writes (overwrites) the gradients.
+/// Forward pass of the query tile of one head starting at row `r0`: writes its output
+/// rows `out` and their log-normalisers `lse` (`s` is scratch of `FWD_ROWS * FWD_COLS`).
 #[inline(always)]
-fn backward_head<F: Real>(
-    (q, k, v): (&[F], &[F], &[F]),
-    out: &[F],
-    lse: &[F],
-    dout: &[F],
-    (gq, gk, gv): (&mut [F], &mut [F], &mut [F]),
+fn forward_tile<F: SliceExp>(
+    head: Head<F>,
+    r0: usize,
+    out: &mut [F],
+    lse: &mut [F],
+    s: &mut [F],
     dims: Dims,
 ) {
-    let Dims { l, d, m } = dims;
-    let scale: F = cast(1.0 / (d as f64).sqrt());
-    let mut row = vec![F::zero(); l];
-    gk.fill(F::zero());
-    gv.fill(F::zero());
-    for i in 0..l {
-        scores(q, k, i, d, scale, &mut row);
-        let doi = &dout[i * m..(i + 1) * m];
-        let delta = dot(doi, &out[i * m..(i + 1) * m]);
-        let qi = &q[i * d..(i + 1) * d];
-        let gqi = &mut gq[i * d..(i + 1) * d];
-        gqi.fill(F::zero());
-        for (j, &s) in row[..=i].iter().enumerate() {
-            let p = (s - lse[i]).exp();
-            axpy(&mut gv[j * m..(j + 1) * m], p, doi);
-            let ds = p * (dot(doi, &v[j * m..(j + 1) * m]) - delta) * scale;
-            axpy(gqi, ds, &k[j * d..(j + 1) * d]);
-            axpy(&mut gk[j * d..(j + 1) * d], ds, qi);
+    let Dims { d, m, .. } = dims;
+    let rows = lse.len();
+    let q = View::rows(&head.q[r0 * d..], rows, d);
+    let mut top = [F::neg_infinity(); FWD_ROWS];
+    let mut total = [F::zero(); FWD_ROWS];
+    // Key tiles from the diagonal leftwards, the first ending with the query tile.
+    let mut end = r0 + rows;
+    let mut first = true;
+    while end > 0 {
+        let c0 = end.saturating_sub(FWD_COLS);
+        let cols = end - c0;
+        end = c0;
+        let s = &mut s[..rows * cols];
+        matmul(s, q, View::rows(&head.k[c0 * d..], cols, d).t(), false);
+        for (r, (row, o)) in s
+            .chunks_exact_mut(cols)
+            .zip(out.chunks_exact_mut(m))
+            .enumerate()
+        {
+            let (seen, hidden) = row.split_at_mut(visible(r0 + r, c0, cols));
+            let new = top[r].max(max(seen));
+            let part = F::exp_shifted_sum(seen, new);
+            hidden.fill(F::zero());
+            // Nothing seen before: the accumulator and the sum are still empty.
+            let alpha = if top[r] == F::neg_infinity() {
+                F::zero()
+            } else if top[r] == new {
+                F::one()
+            } else {
+                (top[r] - new).exp()
+            };
+            total[r] = total[r] * alpha + part;
+            if !first && alpha != F::one() {
+                scale(o, alpha);
+            }
+            top[r] = new;
         }
+        let v = View::rows(&head.v[c0 * m..], cols, m);
+        matmul(out, View::rows(s, rows, cols), v, !first);
+        first = false;
+    }
+    for ((o, x), (&top, &total)) in out.chunks_exact_mut(m).zip(lse).zip(top.iter().zip(&total)) {
+        scale(o, F::one() / total);
+        *x = top + total.ln();
     }
 }
 
-/// The head kernels compiled for AVX2 when the CPU has it, chosen at run time (same
-/// arithmetic in the same order, so the same results).
+/// Backward pass of the key tile of one head starting at column `c0`: overwrites its
+/// rows `gk` of dK and `gv` of dV and adds `dS K` (without the `1/sqrt(D)`) to `gq`, the
+/// `(L,D)` dQ buffer (`p` and `dp` are scratch of `BWD_ROWS * BWD_COLS` each).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_tile<F: SliceExp>(
+    head: Head<F>,
+    saved: Rows<F>,
+    c0: usize,
+    (gk, gv, gq): (&mut [F], &mut [F], &mut [F]),
+    (p, dp): (&mut [F], &mut [F]),
+    dims: Dims,
+) {
+    let Dims { l, d, m, .. } = dims;
+    let cols = gv.len() / m;
+    let k = View::rows(&head.k[c0 * d..], cols, d);
+    let v = View::rows(&head.v[c0 * m..], cols, m);
+    // Query rows from the diagonal down.
+    for r0 in (c0..l).step_by(BWD_ROWS) {
+        let first = r0 == c0;
+        let rows = BWD_ROWS.min(l - r0);
+        let q = View::rows(&head.q[r0 * d..], rows, d);
+        let dout = View::rows(&saved.dout[r0 * m..], rows, m);
+        let (p, dp) = (&mut p[..rows * cols], &mut dp[..rows * cols]);
+        matmul(p, q, k.t(), false);
+        for (r, row) in p.chunks_exact_mut(cols).enumerate() {
+            let (seen, hidden) = row.split_at_mut(visible(r0 + r, c0, cols));
+            F::exp_shifted(seen, saved.lse[r0 + r]);
+            hidden.fill(F::zero());
+        }
+        matmul(gv, View::rows(p, rows, cols).t(), dout, !first);
+        matmul(dp, dout, v.t(), false);
+        for (r, (ds, p)) in dp
+            .chunks_exact_mut(cols)
+            .zip(p.chunks_exact(cols))
+            .enumerate()
+        {
+            let delta = saved.delta[r0 + r];
+            for (x, &p) in ds.iter_mut().zip(p) {
+                *x = p * (*x - delta);
+            }
+        }
+        let ds = View::rows(dp, rows, cols);
+        matmul(gk, ds.t(), q, !first);
+        matmul(&mut gq[r0 * d..(r0 + rows) * d], ds, k, true);
+    }
+}
+
+/// The tile kernels compiled for AVX2 when the CPU has it, chosen at run time (the same
+/// arithmetic in the same order, so the same results; the matrix products and the
+/// exponentials pick their own instructions).
 mod wide {
-    use super::{Dims, Real};
+    use super::{Dims, Head, Rows, SliceExp};
 
-    /// Inputs `(q, k, v)` of one head.
-    type Inputs<'a, F> = (&'a [F], &'a [F], &'a [F]);
-    /// Gradients `(dq, dk, dv)` of one head.
+    /// `(dK rows, dV rows, dQ buffer)` of one key tile.
     type Grads<'a, F> = (&'a mut [F], &'a mut [F], &'a mut [F]);
+    /// Two scratch tiles.
+    type Scratch<'a, F> = (&'a mut [F], &'a mut [F]);
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn forward_head_avx2<F: Real>(
-        q: &[F],
-        k: &[F],
-        v: &[F],
+    fn forward_tile_avx2<F: SliceExp>(
+        head: Head<F>,
+        r0: usize,
         out: &mut [F],
         lse: &mut [F],
+        s: &mut [F],
         dims: Dims,
     ) {
-        super::forward_head(q, k, v, out, lse, dims)
+        super::forward_tile(head, r0, out, lse, s, dims)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn backward_head_avx2<F: Real>(
-        x: Inputs<F>,
-        out: &[F],
-        lse: &[F],
-        dout: &[F],
-        g: Grads<F>,
+    fn backward_tile_avx2<F: SliceExp>(
+        head: Head<F>,
+        saved: Rows<F>,
+        c0: usize,
+        grads: Grads<F>,
+        scratch: Scratch<F>,
         dims: Dims,
     ) {
-        super::backward_head(x, out, lse, dout, g, dims)
+        super::backward_tile(head, saved, c0, grads, scratch, dims)
     }
 
-    /// See [`super::forward_head`].
-    pub(super) fn forward_head<F: Real>(
-        q: &[F],
-        k: &[F],
-        v: &[F],
+    /// See [`super::forward_tile`].
+    pub(super) fn forward_tile<F: SliceExp>(
+        head: Head<F>,
+        r0: usize,
         out: &mut [F],
         lse: &mut [F],
+        s: &mut [F],
         dims: Dims,
     ) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { forward_head_avx2(q, k, v, out, lse, dims) };
+            return unsafe { forward_tile_avx2(head, r0, out, lse, s, dims) };
         }
-        super::forward_head(q, k, v, out, lse, dims)
+        super::forward_tile(head, r0, out, lse, s, dims)
     }
 
-    /// See [`super::backward_head`].
-    pub(super) fn backward_head<F: Real>(
-        x: Inputs<F>,
-        out: &[F],
-        lse: &[F],
-        dout: &[F],
-        g: Grads<F>,
+    /// See [`super::backward_tile`].
+    pub(super) fn backward_tile<F: SliceExp>(
+        head: Head<F>,
+        saved: Rows<F>,
+        c0: usize,
+        grads: Grads<F>,
+        scratch: Scratch<F>,
         dims: Dims,
     ) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { backward_head_avx2(x, out, lse, dout, g, dims) };
+            return unsafe { backward_tile_avx2(head, saved, c0, grads, scratch, dims) };
         }
-        super::backward_head(x, out, lse, dout, g, dims)
+        super::backward_tile(head, saved, c0, grads, scratch, dims)
     }
+}
+
+/// Groups of key tiles per head in the backward pass: enough for [`TASKS`] tasks in all,
+/// at most one per key tile (a function of the shape only).
+fn groups(heads: usize, dims: Dims) -> usize {
+    TASKS
+        .div_ceil(heads.max(1))
+        .min(dims.l.div_ceil(BWD_COLS))
+        .max(1)
 }
 
 /// Fused causal softmax attention on `Cpu` (shapes already checked).
@@ -162,28 +298,46 @@ pub(crate) fn causal_softmax<F, T>(
     v: Tensor4<F, Cpu, T>,
 ) -> Tensor4<F, Cpu, T>
 where
-    F: Real,
+    F: SliceExp,
     T: Tape<F, Cpu> + Merge<T>,
 {
     let (b, h, l, d) = *q.shape();
     let m = v.shape().3;
     let dims = Dims { l, d, m };
+    let heads = b * h;
+    let factor: F = cast(1.0 / (d as f64).sqrt());
     let (q, tape_q) = q.contiguous().split_tape();
     let (k, tape_k) = k.contiguous().split_tape();
     let (v, tape_v) = v.contiguous().split_tape();
-    let mut out = vec![F::zero(); b * h * l * m];
-    let mut lse = vec![F::zero(); b * h * l];
+    let mut out = vec![F::zero(); heads * l * m];
+    let mut lse = vec![F::zero(); heads * l];
     // The backward pass reuses these copies (dfdx has no borrowed view of tensor data).
-    let copies = (!out.is_empty()).then(|| (read(&q), read(&k), read(&v)));
+    let copies = (!out.is_empty()).then(|| {
+        let mut qd = read(&q);
+        qd.par_chunks_mut(1 << 14).for_each(|x| scale(x, factor));
+        (qd, read(&k), read(&v))
+    });
     if let Some((qd, kd, vd)) = &copies {
-        let inputs = qd
-            .par_chunks(l * d)
-            .zip(kd.par_chunks(l * d))
-            .zip(vd.par_chunks(l * m));
-        out.par_chunks_mut(l * m)
-            .zip(lse.par_chunks_mut(l))
-            .zip(inputs)
-            .for_each(|((o, s), ((qh, kh), vh))| wide::forward_head(qh, kh, vh, o, s, dims));
+        let head = |n: usize| Head {
+            q: &qd[n * l * d..(n + 1) * l * d],
+            k: &kd[n * l * d..(n + 1) * l * d],
+            v: &vd[n * l * m..(n + 1) * l * m],
+        };
+        let tiles: Vec<_> = out
+            .chunks_mut(l * m)
+            .zip(lse.chunks_mut(l))
+            .enumerate()
+            .flat_map(|(n, (o, s))| {
+                o.chunks_mut(FWD_ROWS * m)
+                    .zip(s.chunks_mut(FWD_ROWS))
+                    .enumerate()
+                    .map(move |(t, (o, s))| (n, t * FWD_ROWS, o, s))
+            })
+            .collect();
+        tiles.into_par_iter().for_each_init(
+            || vec![F::zero(); FWD_ROWS * FWD_COLS],
+            |s, (n, r0, o, x)| wide::forward_tile(head(n), r0, o, x, s, dims),
+        );
     }
     let out = q.device().tensor_from_vec(out, (b, h, l, m));
     let mut tape = tape_q.merge(tape_k).merge(tape_v);
@@ -191,43 +345,95 @@ where
     let (q_ghost, k_ghost, v_ghost, out_ghost) = (q.ghost(), k.ghost(), v.ghost(), out.ghost());
     tape.add_backward_op(move |grads| {
         grads.try_alloc_for(&out_ghost)?;
-        let n = b * h * l;
+        let n = heads * l;
+        let groups = groups(heads, dims);
         let (mut gq, mut gk, mut gv) = (
             vec![F::zero(); n * d],
             vec![F::zero(); n * d],
             vec![F::zero(); n * m],
         );
-        // Consumed: the copies are freed before the gradients are allocated.
+        // Consumed: the copies are freed before the gradients are added.
         if let Some((qd, kd, vd)) = copies {
-            let od = read(&out_values);
             let dout: &[F] = grads.get_or_alloc_mut(&out_ghost)?;
-            let inputs = qd
-                .par_chunks(l * d)
-                .zip(kd.par_chunks(l * d))
-                .zip(vd.par_chunks(l * m));
-            let saved = od
-                .par_chunks(l * m)
-                .zip(lse.par_chunks(l))
-                .zip(dout.par_chunks(l * m));
+            let mut delta = vec![F::zero(); n];
+            let od = read(&out_values);
+            delta
+                .par_chunks_mut(BLOCK_ROWS)
+                .zip(
+                    od.par_chunks(BLOCK_ROWS * m)
+                        .zip(dout.par_chunks(BLOCK_ROWS * m)),
+                )
+                .for_each(|(x, (o, g))| {
+                    for (x, (o, g)) in x.iter_mut().zip(o.chunks_exact(m).zip(g.chunks_exact(m))) {
+                        *x = dot(o, g);
+                    }
+                });
+            drop(od);
+            // dQ buffers of groups 1.. of every head; group 0 adds into `gq` directly.
+            let mut extra = vec![F::zero(); n * d * (groups - 1)];
+            let per_head = l * d * (groups - 1);
+            let mut tasks = Vec::with_capacity(heads * groups);
+            let mut rest = extra.as_mut_slice();
             let outputs = gq
-                .par_chunks_mut(l * d)
-                .zip(gk.par_chunks_mut(l * d))
-                .zip(gv.par_chunks_mut(l * m));
-            inputs.zip(saved).zip(outputs).for_each(
-                |((((qh, kh), vh), ((oh, sh), doh)), ((gqh, gkh), gvh))| {
-                    wide::backward_head((qh, kh, vh), oh, sh, doh, (gqh, gkh, gvh), dims);
+                .chunks_mut(l * d)
+                .zip(gk.chunks_mut(l * d).zip(gv.chunks_mut(l * m)));
+            for (head, (gq, (gk, gv))) in outputs.enumerate() {
+                let (mine, others) = std::mem::take(&mut rest).split_at_mut(per_head);
+                rest = others;
+                let mut split: Vec<_> = std::iter::once(gq)
+                    .chain(mine.chunks_mut(l * d))
+                    .map(|dq| Group {
+                        tiles: Vec::new(),
+                        dq,
+                    })
+                    .collect();
+                let cols = BWD_COLS;
+                let tiles = gk.chunks_mut(cols * d).zip(gv.chunks_mut(cols * m));
+                for (t, (gk, gv)) in tiles.enumerate() {
+                    split[t % groups].tiles.push((t * cols, gk, gv));
+                }
+                tasks.extend(split.into_iter().map(|g| (head, g)));
+            }
+            let inputs = |n: usize| Head {
+                q: &qd[n * l * d..(n + 1) * l * d],
+                k: &kd[n * l * d..(n + 1) * l * d],
+                v: &vd[n * l * m..(n + 1) * l * m],
+            };
+            let saved = |n: usize| Rows {
+                lse: &lse[n * l..(n + 1) * l],
+                delta: &delta[n * l..(n + 1) * l],
+                dout: &dout[n * l * m..(n + 1) * l * m],
+            };
+            tasks.into_par_iter().for_each_init(
+                || {
+                    let tile = BWD_ROWS * BWD_COLS;
+                    (vec![F::zero(); tile], vec![F::zero(); tile])
+                },
+                |(p, dp), (n, group)| {
+                    for (c0, gk, gv) in group.tiles {
+                        let grads = (gk, gv, &mut *group.dq);
+                        let scratch = (p.as_mut_slice(), dp.as_mut_slice());
+                        wide::backward_tile(inputs(n), saved(n), c0, grads, scratch, dims);
+                    }
                 },
             );
+            // dQ = (sum of the groups' buffers, in group order) / sqrt(D).
+            gq.par_chunks_mut(l * d).enumerate().for_each(|(n, gq)| {
+                let extra = &extra[n * per_head..(n + 1) * per_head];
+                for (i, x) in gq.iter_mut().enumerate() {
+                    let mut total = *x;
+                    for g in 0..groups - 1 {
+                        total += extra[g * l * d + i];
+                    }
+                    *x = total * factor;
+                }
+            });
         }
         // One local at a time: each is freed once added.
         for (ghost, local) in [(&q_ghost, gq), (&k_ghost, gk)] {
-            for (g, &x) in grads.get_or_alloc_mut(ghost)?.iter_mut().zip(&local) {
-                *g += x;
-            }
+            add_into(grads.get_or_alloc_mut(ghost)?, &local);
         }
-        for (g, &x) in grads.get_or_alloc_mut(&v_ghost)?.iter_mut().zip(&gv) {
-            *g += x;
-        }
+        add_into(grads.get_or_alloc_mut(&v_ghost)?, &gv);
         Ok(())
     });
     out.put_tape(tape)

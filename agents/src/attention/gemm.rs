@@ -1,7 +1,8 @@
 //! Dense matrix products on slices through the `gemm` crate: single-threaded for the
 //! chunked CPU kernel (it already runs one head per rayon task) and for acting's host
 //! path (which splits its own work), on the rayon pool for the fused linear maps' and
-//! large attention products.
+//! large attention products. The crate's `x86-v4` feature gives AVX-512 kernels where
+//! the CPU has them (chosen at run time; AVX2 or narrower otherwise).
 
 use super::recurrence::Real;
 
@@ -125,24 +126,10 @@ pub(crate) fn product<F: Real>(
     accumulate: bool,
     parallelism: gemm::Parallelism,
 ) {
+    if !checked(dst, dst_rs, a, b, accumulate) {
+        return;
+    }
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "matmul: inner sizes differ");
-    let dst_fits = m == 0 || n == 0 || (n <= dst_rs && (m - 1) * dst_rs + n <= dst.len());
-    assert!(
-        a.in_bounds() && b.in_bounds() && dst_fits,
-        "matmul: a matrix does not fit its slice"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_rs).take(m) {
-                row[..n].fill(F::zero());
-            }
-        }
-        return;
-    }
     // SAFETY: every index the product reads or writes is in bounds (checked above), `dst`
     // is exclusively borrowed and does not overlap the shared `a` and `b`, and `F` is f32
     // or f64 (the only types `gemm` takes; `Real` is implemented for the CPU float types).
@@ -169,4 +156,38 @@ pub(crate) fn product<F: Real>(
             parallelism,
         );
     }
+}
+
+/// Checks the sizes of `dst = a b` (`dst` rows `dst_rs` apart) and handles the empty
+/// cases (`dst` zeroed without `accumulate` when the inner size is 0); true when a
+/// product is left to do.
+///
+/// # Panics
+/// If the inner sizes differ or a matrix does not fit its slice (a bug in the caller).
+fn checked<F: Real>(
+    dst: &mut [F],
+    dst_rs: usize,
+    a: View<F>,
+    b: View<F>,
+    accumulate: bool,
+) -> bool {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "matmul: inner sizes differ");
+    let dst_fits = m == 0 || n == 0 || (n <= dst_rs && (m - 1) * dst_rs + n <= dst.len());
+    assert!(
+        a.in_bounds() && b.in_bounds() && dst_fits,
+        "matmul: a matrix does not fit its slice"
+    );
+    if m == 0 || n == 0 {
+        return false;
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(F::zero());
+            }
+        }
+        return false;
+    }
+    true
 }

@@ -11,6 +11,7 @@ mod chunked;
 pub mod composed;
 pub(crate) mod cpu_flow;
 pub(crate) mod cpu_softmax;
+mod exp;
 pub(crate) mod gemm;
 pub(crate) mod logistic;
 mod prefix;
@@ -199,4 +200,14 @@ fn cpu_data<S: Shape, F: Dtype, T>(t: &Tensor<S, F, Cpu, T>) -> Vec<F> {
     let mut buf = vec![F::default(); t.shape().num_elements()];
     t.copy_into(&mut buf);
     buf
+}
+
+/// `total += local`, in parallel blocks (the fused kernels' gradients into dfdx's).
+fn add_into<F: recurrence::Real>(total: &mut [F], local: &[F]) {
+    use rayon::prelude::*;
+    const BLOCK: usize = 1 << 14;
+    total
+        .par_chunks_mut(BLOCK)
+        .zip(local.par_chunks(BLOCK))
+        .for_each(|(t, l)| t.iter_mut().zip(l).for_each(|(t, &x)| *t += x));
 }

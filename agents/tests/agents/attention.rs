@@ -817,6 +817,161 @@ fn fused_softmax_equals_composed() {
     assert!(errs.is_empty(), "f32: {errs:?}");
 }
 
+/// Lengths on both sides of the fused CPU kernel's tile edges (128 query rows, 128 or
+/// 256 key columns; 64 covered too), from one position to several tiles.
+const TILE_LENGTHS: [usize; 16] = [
+    1, 2, 5, 63, 64, 65, 127, 128, 129, 255, 256, 257, 259, 333, 515, 700,
+];
+
+/// The fused softmax in f64 and f32 against the composed one in f64 (values and the
+/// gradients of q, k, v) and the naive reference (values), for `inp`.
+fn fused_softmax_failures(inp: &Inputs) -> Vec<String> {
+    let cfg = FlowConfig::rl();
+    let want = run::<f64>(inp, Core::Softmax, Impl::Composed(0), cfg);
+    let fused = run::<f64>(inp, Core::Softmax, Impl::Device, cfg);
+    let mut failures: Vec<String> = compare(&fused, &want, 1e-10, true)
+        .into_iter()
+        .map(|e| format!("f64 {e}"))
+        .collect();
+    let naive = max_rel_diff(&fused.out, &naive_softmax(inp));
+    if naive > 1e-12 || naive.is_nan() {
+        failures.push(format!(
+            "f64 out differs from the naive reference by {naive:.3e}"
+        ));
+    }
+    let fused = run::<f32>(inp, Core::Softmax, Impl::Device, cfg);
+    failures.extend(
+        compare(&fused, &want, 2e-5, true)
+            .into_iter()
+            .map(|e| format!("f32 {e}")),
+    );
+    failures
+}
+
+#[test]
+fn fused_softmax_matches_composed_across_tile_edges() {
+    for (i, &l) in TILE_LENGTHS.iter().enumerate() {
+        let inp = random_inputs(dims(2, 2, l, l, 12, 7), 100 + i as u64, 2.0, 2.0, 0.0);
+        let failures = fused_softmax_failures(&inp);
+        assert!(failures.is_empty(), "L={l}: {failures:?}");
+    }
+}
+
+#[test]
+fn fused_softmax_rescales_when_later_keys_dominate() {
+    // Keys grow along the sequence, so the running maximum of every row rises tile
+    // after tile (and, with the sign flipped, falls: only the first tile matters).
+    for (i, &l) in [70, 333].iter().enumerate() {
+        for sign in [1.0, -1.0] {
+            let mut inp = random_inputs(dims(1, 2, l, l, 8, 8), 200 + i as u64, 1.0, 1.0, 0.0);
+            let d = inp.dims.d;
+            for (j, x) in inp.k.iter_mut().enumerate() {
+                *x = x.abs() * (1.0 + sign * 3.0 * ((j / d) % l) as f64 / l as f64);
+            }
+            for x in inp.q.iter_mut() {
+                *x = x.abs();
+            }
+            let failures = fused_softmax_failures(&inp);
+            assert!(failures.is_empty(), "L={l} sign {sign}: {failures:?}");
+        }
+    }
+}
+
+#[test]
+fn fused_softmax_matches_composed_at_training_shapes() {
+    // Many heads of one short sequence, wide heads (as the Decision Transformer trains).
+    for (i, (b, h, l, d, m)) in [
+        (16, 4, 60, 64, 64),
+        (8, 1, 60, 128, 128),
+        (3, 2, 61, 32, 48),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let inp = random_inputs(dims(b, h, l, l, d, m), 300 + i as u64, 1.0, 1.0, 0.0);
+        let failures = fused_softmax_failures(&inp);
+        assert!(
+            failures.is_empty(),
+            "B={b} H={h} L={l} D={d} M={m}: {failures:?}"
+        );
+    }
+}
+
+/// Runs `f` on a rayon pool of `threads` threads.
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a rayon pool")
+        .install(f)
+}
+
+/// Whether two results are equal bit for bit.
+fn identical(a: &Results, b: &Results) -> bool {
+    let bits = |x: &[f64]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    [
+        (&a.out, &b.out),
+        (&a.dq, &b.dq),
+        (&a.dk, &b.dk),
+        (&a.dv, &b.dv),
+    ]
+    .iter()
+    .all(|(x, y)| bits(x) == bits(y))
+}
+
+#[test]
+fn fused_softmax_does_not_depend_on_the_thread_count() {
+    // One head of several tiles (the backward pass splits its key tiles into groups), a
+    // few heads, and many short heads.
+    let cfg = FlowConfig::rl();
+    for (i, (b, h, l)) in [(1, 1, 700), (1, 3, 300), (6, 5, 60)]
+        .into_iter()
+        .enumerate()
+    {
+        let inp = random_inputs(dims(b, h, l, l, 16, 8), 400 + i as u64, 2.0, 2.0, 0.0);
+        let single = in_pool(1, || run::<f32>(&inp, Core::Softmax, Impl::Device, cfg));
+        let single64 = in_pool(1, || run::<f64>(&inp, Core::Softmax, Impl::Device, cfg));
+        for threads in [2, 3] {
+            let many = in_pool(threads, || {
+                run::<f32>(&inp, Core::Softmax, Impl::Device, cfg)
+            });
+            assert!(
+                identical(&single, &many),
+                "f32 B={b} H={h} L={l}: {threads} threads differ from 1"
+            );
+            let many = in_pool(threads, || {
+                run::<f64>(&inp, Core::Softmax, Impl::Device, cfg)
+            });
+            assert!(
+                identical(&single64, &many),
+                "f64 B={b} H={h} L={l}: {threads} threads differ from 1"
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_softmax_accepts_empty_inputs() {
+    // dfdx cannot read the values of an empty tensor back (`as_vec` panics): only the
+    // calls and the shapes are checked.
+    let dev = Cpu::default();
+    for (b, l) in [(0, 5), (2, 0)] {
+        let q: Tensor4<f32, Cpu> = dev.zeros_like(&(b, 2, l, 4));
+        let v: Tensor4<f32, Cpu> = dev.zeros_like(&(b, 2, l, 3));
+        let qt = q.leaky_trace();
+        let out = causal_softmax(qt.with_empty_tape(), qt, v.leaky_trace());
+        assert_eq!(*out.shape(), (b, 2, l, 3));
+        // dfdx's reductions panic on empty tensors: one extra value keeps the sum non-empty.
+        let one: Tensor<(usize,), f32, Cpu> = dev.ones_like(&(1,));
+        let flat = out.reshape_like(&(0,));
+        let grads = (flat, one)
+            .concat_along(Axis::<0>)
+            .sum::<Rank0, _>()
+            .backward();
+        assert_eq!(*grads.get(&q).shape(), (b, 2, l, 4), "B={b} L={l}");
+    }
+}
+
 #[test]
 fn step_state_keeps_selected_rows() {
     let inp = random_inputs(dims(3, 2, 12, 12, 4, 3), 81, 1.0, 1.0, 0.0);

@@ -116,45 +116,41 @@ impl BitMask {
     }
 
     /// Inverted dropout by this mask: zeroes the dropped values and divides the kept
-    /// ones by `1 - p`; blocks in parallel.
+    /// ones by `1 - p`.
     pub(super) fn drop_values<E: Float + Send + Sync>(&self, values: &mut [E], p: f64) {
         let keep_scale: E = cast(1.0 - p);
-        values
-            .par_chunks_mut(BLOCK)
-            .zip(self.words.par_chunks(BLOCK / 64))
-            .for_each(|(values, words)| {
-                for (values, &word) in values.chunks_mut(64).zip(words) {
-                    for (j, v) in values.iter_mut().enumerate() {
-                        *v = if word >> j & 1 == 1 {
-                            *v / keep_scale
-                        } else {
-                            E::zero()
-                        };
-                    }
-                }
-            });
+        self.apply(values, |kept, v| {
+            *v = if kept { *v / keep_scale } else { E::zero() }
+        });
     }
 
     /// The gradient through [`BitMask::drop_values`]: zeroes the dropped values and
     /// multiplies the kept ones by `1 / (1 - p)`.
     pub(super) fn drop_gradient<E: Float + Send + Sync>(&self, g: &mut [E], p: f64) {
         let grad_scale: E = cast((1.0 - p).recip());
-        self.zero_unset(g);
-        g.par_chunks_mut(BLOCK)
-            .for_each(|g| g.iter_mut().for_each(|v| *v = *v * grad_scale));
+        self.apply(g, |kept, v| {
+            *v = if kept { *v * grad_scale } else { E::zero() }
+        });
     }
 
-    /// Zeroes `values[i]` where bit `i` is unset; blocks in parallel.
+    /// Zeroes `values[i]` where bit `i` is unset.
     pub(super) fn zero_unset<E: Float + Send>(&self, values: &mut [E]) {
+        self.apply(values, |kept, v| {
+            if !kept {
+                *v = E::zero();
+            }
+        });
+    }
+
+    /// `f(bit i, &mut values[i])` for every value; blocks in parallel.
+    fn apply<E: Send>(&self, values: &mut [E], f: impl Fn(bool, &mut E) + Sync) {
         values
             .par_chunks_mut(BLOCK)
             .zip(self.words.par_chunks(BLOCK / 64))
             .for_each(|(values, words)| {
                 for (values, &word) in values.chunks_mut(64).zip(words) {
                     for (j, v) in values.iter_mut().enumerate() {
-                        if word >> j & 1 == 0 {
-                            *v = E::zero();
-                        }
+                        f(word >> j & 1 == 1, v);
                     }
                 }
             });

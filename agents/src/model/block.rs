@@ -158,10 +158,11 @@ impl Block {
         // The output projection and its residual, then the MLP sub-layer (LayerNorm, the
         // 4× wide ReLU layer, the projection back) and its residual, as one op.
         let x = dropout_add(self.out.forward(store, o), x, cfg.dropout, train);
+        let (norm_weight, norm_bias, eps) = self.ln_2.parts();
         let mlp = Mlp {
-            norm_weight: store.vector(self.ln_2.parts().0),
-            norm_bias: store.vector(self.ln_2.parts().1),
-            eps: self.ln_2.parts().2,
+            norm_weight: store.vector(norm_weight),
+            norm_bias: store.vector(norm_bias),
+            eps,
             fc: self.c_fc.affine(store),
             proj: self.c_proj.affine(store),
         };

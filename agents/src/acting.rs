@@ -240,7 +240,7 @@ where
         check_finite("states", states)?;
         let last_time = cfg.max_ep_len.saturating_sub(1);
         let timesteps: Vec<usize> = self.steps.iter().map(|&t| t.min(last_time)).collect();
-        let (agent, engine) = (self.agent, &mut self.engine);
+        let (agent, engine, steps) = (self.agent, &mut self.engine, &self.steps);
         // One step's forward pass runs on a rayon worker thread: the parallel matrix
         // products and kernels inside then split their work within the pool instead of
         // handing every op over from this thread and blocking until it returns.
@@ -255,11 +255,11 @@ where
                         .as_vec()
                 }
                 Engine::Host(h, model) => {
-                    h.push(cfg.action, returns, states, &timesteps);
+                    h.push(cfg.action, returns, states, (steps, &timesteps));
                     model.predict_last(&h.rows)
                 }
                 Engine::Reencode(h) => {
-                    h.push(cfg.action, returns, states, &timesteps);
+                    h.push(cfg.action, returns, states, (steps, &timesteps));
                     let width = match cfg.action {
                         ActionSpace::Continuous { dim } => dim,
                         ActionSpace::Discrete { .. } => 1,
@@ -326,8 +326,10 @@ where
         }
         match &mut self.engine {
             Engine::Recurrent(state) => state.keep_rows(rows)?,
-            Engine::Reencode(h) | Engine::Host(h, _) => {
-                h.rows = rows.iter().map(|&r| h.rows[r].clone()).collect()
+            Engine::Reencode(h) => h.keep_rows(rows),
+            Engine::Host(h, model) => {
+                h.keep_rows(rows);
+                model.keep_rows(rows);
             }
         }
         self.steps = rows.iter().map(|&r| self.steps[r]).collect();
@@ -365,9 +367,21 @@ impl HostBuffers {
 }
 
 impl Histories {
-    /// Appends every episode's new step (the action slot holds a zero action or index
-    /// 0 until [`Actor::record`]), dropping the oldest beyond the limit.
-    fn push(&mut self, space: ActionSpace, returns: &[f32], states: &[f32], timesteps: &[usize]) {
+    /// Keeps the histories of the episodes `rows`, in the order given.
+    fn keep_rows(&mut self, rows: &[usize]) {
+        self.rows = rows.iter().map(|&r| self.rows[r].clone()).collect();
+    }
+
+    /// Appends every episode's new step, its index in the episode and its clamped
+    /// timestep given (the action slot holds a zero action or index 0 until
+    /// [`Actor::record`]), dropping the oldest beyond the limit.
+    fn push(
+        &mut self,
+        space: ActionSpace,
+        returns: &[f32],
+        states: &[f32],
+        (steps, timesteps): (&[usize], &[usize]),
+    ) {
         let obs = states.len() / returns.len().max(1);
         let zero = match space {
             ActionSpace::Continuous { dim } => vec![0.0; dim],
@@ -378,6 +392,7 @@ impl Histories {
                 row.pop_front();
             }
             row.push_back(StepRecord {
+                step: steps[i],
                 ret: returns[i],
                 state: states[i * obs..(i + 1) * obs].to_vec(),
                 action: zero.clone(),

@@ -16,7 +16,8 @@ use crate::attention::recurrence::{accumulate, advance, forward_token, sums_len,
 use crate::params::from_f64;
 
 /// One head of one sequence: token `j`'s query, key and value are the `width` values
-/// at `j * stride` of `q`, `k` and `v`.
+/// at `j * stride` of `q`, `k` and `v`. For Flow-Attention the queries and keys are
+/// already feature-mapped (the sigmoid applied where they were computed).
 #[derive(Clone, Copy)]
 pub(crate) struct Head<'a, E> {
     pub q: &'a [E],
@@ -57,7 +58,7 @@ const SPLIT_MIN_TOKENS: usize = 16;
 
 /// Causal Flow-Attention outputs of positions `from..head.len`; `scratch` is reused
 /// between calls. With `split` (one sequence on its own, nothing else running in
-/// parallel), the feature maps and the output rows are shared with a second thread.
+/// parallel), the output rows are shared with a second thread.
 pub(crate) fn flow<E: Real>(
     head: Head<E>,
     from: usize,
@@ -74,49 +75,27 @@ pub(crate) fn flow<E: Real>(
     if pairwise > (n + outputs) * d * d {
         return flow_by_state(head, from, c, scratch, out);
     }
-    let split = split && n >= SPLIT_MIN_TOKENS;
-    scratch.clear();
-    scratch.resize(2 * n * d + 2 * n + sums_len(d) + outputs * n, E::zero());
-    let (qf, rest) = scratch.split_at_mut(n * d);
-    let (kf, rest) = rest.split_at_mut(n * d);
-    let (weights, rest) = rest.split_at_mut(n);
-    let (scale, rest) = rest.split_at_mut(n);
-    let (sums, scores) = rest.split_at_mut(sums_len(d));
-    let feature_maps = |qf: &mut [E], kf: &mut [E], first: usize| {
-        for (i, (q, k)) in qf
-            .chunks_exact_mut(d)
-            .zip(kf.chunks_exact_mut(d))
-            .enumerate()
-        {
-            q.copy_from_slice(head.q(first + i));
-            k.copy_from_slice(head.k(first + i));
-            (c.sigmoid)(q);
-            (c.sigmoid)(k);
-        }
-    };
-    if split {
-        let half = n / 2;
-        let (qa, qb) = qf.split_at_mut(half * d);
-        let (ka, kb) = kf.split_at_mut(half * d);
-        rayon::join(|| feature_maps(qa, ka, 0), || feature_maps(qb, kb, half));
-    } else {
-        feature_maps(qf, kf, 0);
+    // Every part but the running sums is written before it is read.
+    let need = 2 * n + sums_len(d) + outputs * n;
+    if scratch.len() < need {
+        scratch.resize(need, E::zero());
     }
+    let (weights, rest) = scratch.split_at_mut(n);
+    let (scale, rest) = rest.split_at_mut(n);
+    let (sums, rest) = rest.split_at_mut(sums_len(d));
+    sums.fill(E::zero());
+    let scores = &mut rest[..outputs * n];
     for j in 0..n {
-        let (qj, kj) = (&qf[j * d..(j + 1) * d], &kf[j * d..(j + 1) * d]);
-        let token = advance(sums, qj, kj, from_f64((j + 1) as f64), c);
+        let token = advance(sums, head.q(j), head.k(j), from_f64((j + 1) as f64), c);
         weights[j] = token.competition;
         scale[j] = token.scale();
     }
     let pairs = Pairs {
-        qf,
-        kf,
+        head,
         weights,
         scale,
-        v: View::strided(head.v, n, d, head.stride),
-        d,
     };
-    if split {
+    if split && n >= SPLIT_MIN_TOKENS {
         let half = outputs / 2;
         let (sa, sb) = scores.split_at_mut(half * n);
         let (oa, ob) = out.data.split_at_mut(half * out.stride);
@@ -130,28 +109,26 @@ pub(crate) fn flow<E: Real>(
     }
 }
 
-/// One head's feature-mapped queries and keys `(n, D)`, the competition weight and
-/// output scale of every position, and the values `(n, D)`.
+/// One head's feature-mapped queries and keys and its values, with the competition
+/// weight and output scale of every position.
 struct Pairs<'a, E> {
-    qf: &'a [E],
-    kf: &'a [E],
+    head: Head<'a, E>,
     weights: &'a [E],
     scale: &'a [E],
-    v: View<'a, E>,
-    d: usize,
 }
 
 impl<E: Real> Pairs<'_, E> {
     /// The outputs of positions `first..first + rows` into `out` (`scores` holds
     /// `rows * n` values).
     fn outputs(&self, first: usize, rows: usize, scores: &mut [E], mut out: Out<E>) {
-        let (n, d) = (self.weights.len(), self.d);
+        let head = &self.head;
+        let (n, d, stride) = (head.len, head.width, head.stride);
         // scores[i][j] = (Q_p . K_j) C_j for p = first + i and j <= p, 0 after p.
         product(
             scores,
             n,
-            View::rows(&self.qf[first * d..], rows, d),
-            View::rows(self.kf, n, d).t(),
+            View::strided(&head.q[first * stride..], rows, d, stride),
+            View::strided(head.k, n, d, stride).t(),
             false,
             Parallelism::None,
         );
@@ -166,7 +143,7 @@ impl<E: Real> Pairs<'_, E> {
             out.data,
             out.stride,
             View::rows(scores, rows, n),
-            self.v,
+            View::strided(head.v, n, d, stride),
             false,
             Parallelism::None,
         );
@@ -188,16 +165,11 @@ fn flow_by_state<E: Real>(
 ) {
     let d = head.width;
     scratch.clear();
-    scratch.resize(d * d + 3 * d + sums_len(d), E::zero());
+    scratch.resize(d * d + d + sums_len(d), E::zero());
     let (kv, rest) = scratch.split_at_mut(d * d);
-    let (qf, rest) = rest.split_at_mut(d);
-    let (kf, rest) = rest.split_at_mut(d);
     let (w, sums) = rest.split_at_mut(d);
     for j in 0..head.len {
-        qf.copy_from_slice(head.q(j));
-        kf.copy_from_slice(head.k(j));
-        (c.sigmoid)(qf);
-        (c.sigmoid)(kf);
+        let (qf, kf) = (head.q(j), head.k(j));
         let pos = from_f64((j + 1) as f64);
         if j < from {
             let token = advance(sums, qf, kf, pos, c);

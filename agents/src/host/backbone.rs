@@ -8,6 +8,7 @@
 //! so it runs as one job per chunk of tokens, each chunk on one thread with its own
 //! buffers; the products inside stay on that thread.
 
+use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
 
 use rayon::prelude::*;
@@ -26,6 +27,12 @@ const PARALLEL_SEQUENCES: usize = 2;
 /// Fewest tokens per chunk of the token-wise work: smaller chunks are not worth
 /// handing to another thread.
 const CHUNK_MIN: usize = 8;
+/// Tokens per group of sequences run through every block on one thread.
+const GROUP_TOKENS: usize = 256;
+/// Groups per thread from which sequences run in groups: fewer would leave threads
+/// idle while the last groups finish.
+const GROUPS_PER_THREAD: usize = 2;
+
 /// Most tokens per chunk of the token-wise work (many episodes in lockstep make many
 /// chunks, which balance across the threads).
 const CHUNK_MAX: usize = 256;
@@ -65,11 +72,26 @@ impl<E: Real> HostBlock<E> {
         }
     }
 
-    /// The attention's input: `qkv (rows, 3 width) = ln_1(x) W_qkv + b_qkv`.
-    fn start(&self, x: &[E], qkv: &mut [E], rows: usize, buf: &mut RowBuffers<E>) {
+    /// The attention's input: `qkv (rows, 3 width) = ln_1(x) W_qkv + b_qkv`, the
+    /// queries and keys then through `map` (Flow-Attention's feature map) while the rows
+    /// are in cache.
+    fn start(
+        &self,
+        x: &[E],
+        qkv: &mut [E],
+        rows: usize,
+        buf: &mut RowBuffers<E>,
+        map: Option<fn(&mut [E])>,
+    ) {
         let a = sized(&mut buf.normed, x.len());
         self.ln_1.apply(x, a);
         self.qkv.apply(a, qkv, rows, false, false);
+        if let Some(map) = map {
+            let w = self.qkv.outputs() / 3;
+            for row in qkv.chunks_exact_mut(3 * w) {
+                map(&mut row[..2 * w]);
+            }
+        }
     }
 
     /// The rest of the block from the attention output `o (rows, width)`, into the
@@ -104,6 +126,8 @@ pub(crate) struct Scratch<E> {
     head: Vec<E>,
     /// One set of token-wise buffers per rayon thread.
     rows: Vec<Mutex<RowBuffers<E>>>,
+    /// One set of buffers per rayon thread for groups of sequences.
+    groups: Vec<Mutex<Scratch<E>>>,
 }
 
 impl<E> Clone for Scratch<E> {
@@ -115,6 +139,7 @@ impl<E> Clone for Scratch<E> {
             last: Vec::new(),
             head: Vec::new(),
             rows: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -127,7 +152,7 @@ struct RowBuffers<E> {
 }
 
 /// `buf` with at least `n` values.
-fn sized<E: Real>(buf: &mut Vec<E>, n: usize) -> &mut [E] {
+pub(super) fn sized<E: Real>(buf: &mut Vec<E>, n: usize) -> &mut [E] {
     if buf.len() < n {
         buf.resize(n, E::zero());
     }
@@ -158,19 +183,102 @@ impl<E: Real> HostBackbone<E> {
         }
     }
 
+    /// The feature map of the queries and keys: the sigmoid for Flow-Attention, none
+    /// for softmax attention.
+    fn feature_map(&self) -> Option<fn(&mut [E])> {
+        match self.attention {
+            AttentionKind::CausalFlow => Some(self.consts.sigmoid),
+            AttentionKind::CausalSoftmax => None,
+        }
+    }
+
+    /// Values per token of the first block's query, key and value rows (none without
+    /// blocks).
+    pub(crate) fn first_qkv_width(&self) -> usize {
+        if self.blocks.is_empty() {
+            0
+        } else {
+            3 * self.width
+        }
+    }
+
+    /// The first block's query, key and value rows `qkv (n, 3 width)` of the tokens
+    /// `x (n, width)`, the queries and keys feature-mapped (nothing without blocks).
+    pub(crate) fn encode_first(&self, x: &mut [E], qkv: &mut [E], scratch: &mut Scratch<E>) {
+        let Some(first) = self.blocks.first() else {
+            return;
+        };
+        let w = self.width;
+        let o = sized(&mut scratch.attended, x.len());
+        let map = self.feature_map();
+        by_rows(
+            &mut scratch.rows,
+            w,
+            x,
+            o,
+            qkv,
+            true,
+            |x, _, qkv, rows, buf| first.start(x, qkv, rows, buf, map),
+        );
+    }
+
     /// The outputs at the last token of every sequence, `out (B, width)` after `ln_f`:
     /// `x` holds the sequences' tokens one after the other, `(sum lens, width)`, and is
-    /// overwritten (it is the residual stream).
+    /// overwritten (it is the residual stream); `first_qkv` holds each sequence's
+    /// first-block query, key and value rows ([`Self::encode_first`]).
+    ///
+    /// Sequences are independent, so many of them run in groups of about
+    /// [`GROUP_TOKENS`] tokens, each group through every block on one thread, its
+    /// buffers staying in that core's cache; a few run one block at a time with the
+    /// work of each block split over the threads.
     pub(crate) fn forward_last(
         &self,
         x: &mut [E],
         lens: &[usize],
+        first_qkv: &[&[E]],
         scratch: &mut Scratch<E>,
         out: &mut [E],
     ) {
+        let w = self.width;
+        let groups = groups(lens, GROUP_TOKENS);
+        let threads = rayon::current_num_threads().max(1);
+        if groups.len() < GROUPS_PER_THREAD * threads {
+            return self.forward_group(x, lens, first_qkv, scratch, out, true);
+        }
+        if scratch.groups.len() < threads {
+            scratch.groups.resize_with(threads, Default::default);
+        }
+        let mut jobs = Vec::with_capacity(groups.len());
+        let (mut x, mut out) = (x, out);
+        for g in groups {
+            let tokens: usize = lens[g.clone()].iter().sum();
+            let (xg, xt) = std::mem::take(&mut x).split_at_mut(tokens * w);
+            let (og, ot) = std::mem::take(&mut out).split_at_mut(g.len() * w);
+            (x, out) = (xt, ot);
+            jobs.push((g, xg, og));
+        }
+        let pool = &scratch.groups;
+        jobs.into_par_iter().for_each(|(g, x, out)| {
+            let at = rayon::current_thread_index().unwrap_or(0) % pool.len();
+            let mut s = pool[at].lock().unwrap_or_else(PoisonError::into_inner);
+            self.forward_group(x, &lens[g.clone()], &first_qkv[g], &mut s, out, false);
+        });
+    }
+
+    /// [`Self::forward_last`] of some sequences, block by block: each block's work
+    /// split over the threads with `parallel`, all of it on the calling thread without.
+    fn forward_group(
+        &self,
+        x: &mut [E],
+        lens: &[usize],
+        first_qkv: &[&[E]],
+        scratch: &mut Scratch<E>,
+        out: &mut [E],
+        parallel: bool,
+    ) {
         let (w, b) = (self.width, lens.len());
         let n: usize = lens.iter().sum();
-        let (Some(first), Some(last)) = (self.blocks.first(), self.blocks.last()) else {
+        let Some(last) = self.blocks.last() else {
             for (o, &end) in out.chunks_exact_mut(w).zip(&ends(lens)) {
                 self.ln_f.apply(&x[(end - 1) * w..end * w], o);
             }
@@ -179,18 +287,25 @@ impl<E: Real> HostBackbone<E> {
         let qkv = sized(&mut scratch.qkv, n * 3 * w);
         let o = sized(&mut scratch.attended, n * w);
         let pool = &mut scratch.rows;
-        by_rows(pool, w, x, o, qkv, |x, _, qkv, rows, buf| {
-            first.start(x, qkv, rows, buf)
-        });
-        for pair in self.blocks.windows(2) {
-            self.attend(qkv, lens, false, o, &mut scratch.head);
-            by_rows(pool, w, x, o, qkv, |x, o, qkv, rows, buf| {
+        let map = self.feature_map();
+        let head = &mut scratch.head;
+        for (i, pair) in self.blocks.windows(2).enumerate() {
+            if i == 0 {
+                self.attend(first_qkv, false, o, head, parallel);
+            } else {
+                self.attend(&by_sequence(qkv, lens, 3 * w), false, o, head, parallel);
+            }
+            by_rows(pool, w, x, o, qkv, parallel, |x, o, qkv, rows, buf| {
                 pair[0].finish(o, x, rows, buf);
-                pair[1].start(x, qkv, rows, buf);
+                pair[1].start(x, qkv, rows, buf, map);
             });
         }
         let o = &mut o[..b * w];
-        self.attend(qkv, lens, true, o, &mut scratch.head);
+        if self.blocks.len() == 1 {
+            self.attend(first_qkv, true, o, head, parallel);
+        } else {
+            self.attend(&by_sequence(qkv, lens, 3 * w), true, o, head, parallel);
+        }
         let r = sized(&mut scratch.last, b * w);
         for (r, &end) in r.chunks_exact_mut(w).zip(&ends(lens)) {
             r.copy_from_slice(&x[(end - 1) * w..end * w]);
@@ -201,38 +316,40 @@ impl<E: Real> HostBackbone<E> {
             r,
             o,
             &mut qkv[..b * 3 * w],
+            parallel,
             |x, o, _, rows, buf| last.finish(o, x, rows, buf),
         );
         self.ln_f.apply(r, out);
     }
 
     /// The attention outputs of every token (`(sum lens, width)`), or of each
-    /// sequence's last token only (`(B, width)`) with `last_only`, from the fused
-    /// `qkv (sum lens, 3 width)` rows.
+    /// sequence's last token only (`(B, width)`) with `last_only`, from each
+    /// sequence's fused query, key and value rows `(len, 3 width)`; over the threads
+    /// with `parallel`.
     fn attend(
         &self,
-        qkv: &[E],
-        lens: &[usize],
+        sequences: &[&[E]],
         last_only: bool,
         out: &mut [E],
         scratch: &mut Vec<E>,
+        parallel: bool,
     ) {
         let w = self.width;
-        let mut jobs = Vec::with_capacity(lens.len());
-        let (mut rest, mut start) = (out, 0);
-        for &len in lens {
+        let mut jobs = Vec::with_capacity(sequences.len());
+        let mut rest = out;
+        for &qkv in sequences {
+            let len = qkv.len() / (3 * w).max(1);
             let rows = if last_only { 1 } else { len };
             let (o, tail) = std::mem::take(&mut rest).split_at_mut(rows * w);
             rest = tail;
-            jobs.push((start, len, o));
-            start += len;
+            jobs.push((qkv, len, o));
         }
-        let parallel = lens.len() >= PARALLEL_SEQUENCES;
-        let sequence = |(start, len, o): (usize, usize, &mut [E]), scratch: &mut Vec<E>| {
-            let qkv = &qkv[start * 3 * w..];
-            self.attend_sequence(qkv, len, last_only, o, scratch, !parallel);
+        let across = parallel && sequences.len() >= PARALLEL_SEQUENCES;
+        let split = parallel && !across;
+        let sequence = |(qkv, len, o): (&[E], usize, &mut [E]), scratch: &mut Vec<E>| {
+            self.attend_sequence(qkv, len, last_only, o, scratch, split);
         };
-        if parallel {
+        if across {
             jobs.into_par_iter()
                 .for_each_init(Vec::new, |s, job| sequence(job, s));
         } else {
@@ -278,14 +395,16 @@ impl<E: Real> HostBackbone<E> {
 }
 
 /// Runs `f(x, o, qkv, rows, buffers)` on chunks of the rows of `x (n, w)` with the
-/// same rows of `o (n, w)` and `qkv (n, 3w)`: in parallel, each chunk on one rayon
-/// thread with that thread's buffers from `pool`, once there are enough rows.
+/// same rows of `o (n, w)` and `qkv (n, 3w)`: with `parallel`, each chunk on one
+/// rayon thread with that thread's buffers from `pool`, once there are enough rows;
+/// without, all rows at once on the calling thread.
 fn by_rows<E: Real>(
     pool: &mut Vec<Mutex<RowBuffers<E>>>,
     w: usize,
     x: &mut [E],
     o: &[E],
     qkv: &mut [E],
+    parallel: bool,
     f: impl Fn(&mut [E], &[E], &mut [E], usize, &mut RowBuffers<E>) + Sync,
 ) {
     let n = x.len() / w.max(1);
@@ -294,7 +413,7 @@ fn by_rows<E: Real>(
         pool.resize_with(threads, Default::default);
     }
     let chunk = n.div_ceil(threads).clamp(CHUNK_MIN, CHUNK_MAX);
-    if chunk >= n {
+    if !parallel || chunk >= n {
         let buf = pool[0].get_mut().unwrap_or_else(PoisonError::into_inner);
         return f(x, o, qkv, n, buf);
     }
@@ -307,6 +426,36 @@ fn by_rows<E: Real>(
             let mut buf = pool[at].lock().unwrap_or_else(PoisonError::into_inner);
             f(x, o, qkv, x.len() / w, &mut buf);
         });
+}
+
+/// The sequences of `lens` in consecutive groups of at least `tokens` tokens (the last
+/// may have fewer).
+fn groups(lens: &[usize], tokens: usize) -> Vec<Range<usize>> {
+    let mut groups = Vec::new();
+    let (mut start, mut sum) = (0, 0);
+    for (i, &len) in lens.iter().enumerate() {
+        sum += len;
+        if sum >= tokens {
+            groups.push(start..i + 1);
+            (start, sum) = (i + 1, 0);
+        }
+    }
+    if start < lens.len() {
+        groups.push(start..lens.len());
+    }
+    groups
+}
+
+/// The rows (`row` values each) of every sequence of `lens` in the concatenated `rows`.
+fn by_sequence<'a, E>(rows: &'a [E], lens: &[usize], row: usize) -> Vec<&'a [E]> {
+    let mut rest = rows;
+    lens.iter()
+        .map(|&len| {
+            let (head, tail) = rest.split_at(len * row);
+            rest = tail;
+            head
+        })
+        .collect()
 }
 
 /// The end (exclusive) of every sequence in the concatenated tokens.

@@ -100,36 +100,29 @@ impl<E: Real> HostLinear<E> {
 
     /// `y = x W + b` for the `rows` rows of `x (rows, inputs)` into `y (rows, outputs)`,
     /// or `y += x W + b` with `accumulate` (a residual connection); `relu` after. Runs
-    /// on the calling thread (callers split the rows).
+    /// on the calling thread (callers split the rows). The bias is added in the pass
+    /// after the product (the product overwrites `y` unless it accumulates, so `y` is
+    /// not filled with the bias first for the product to read back).
     pub(crate) fn apply(&self, x: &[E], y: &mut [E], rows: usize, accumulate: bool, relu: bool) {
         let (k, n) = (self.inputs, self.outputs);
         if rows == 0 || n == 0 {
             return;
-        }
-        if !accumulate {
-            for row in y[..rows * n].chunks_exact_mut(n) {
-                row.copy_from_slice(&self.bias);
-            }
         }
         product(
             y,
             n,
             View::rows(x, rows, k),
             View::strided(&self.weight, k, n, self.stride),
-            true,
+            accumulate,
             Parallelism::None,
         );
-        if accumulate || relu {
-            for row in y[..rows * n].chunks_exact_mut(n) {
-                if accumulate {
-                    for (o, &b) in row.iter_mut().zip(&self.bias) {
-                        *o += b;
-                    }
-                }
-                if relu {
-                    for o in row.iter_mut() {
-                        *o = o.max(E::zero());
-                    }
+        for row in y[..rows * n].chunks_exact_mut(n) {
+            for (o, &b) in row.iter_mut().zip(&self.bias) {
+                *o += b;
+            }
+            if relu {
+                for o in row.iter_mut() {
+                    *o = o.max(E::zero());
                 }
             }
         }

@@ -16,6 +16,7 @@ mod backbone;
 mod decision;
 mod layers;
 pub(crate) mod recurrent;
+mod tokens;
 
 use std::collections::VecDeque;
 
@@ -27,14 +28,18 @@ pub(crate) use layers::{HostLinear, HostNorm};
 use crate::attention::recurrence::Real;
 use crate::params::from_f64;
 use crate::spec::ActionSpace;
-use backbone::Scratch;
+use backbone::{sized, Scratch};
+use tokens::EpisodeTokens;
 
-/// Episodes per step from which the tokens are embedded in parallel.
+/// Episodes per step from which the tokens are copied into the residual stream in
+/// parallel.
 const PARALLEL_EPISODES: usize = 8;
 
 /// One step of an episode's history, host-side.
 #[derive(Clone, Debug)]
 pub(crate) struct StepRecord {
+    /// The step's index in its episode (from 0, not clamped).
+    pub step: usize,
     /// Return-to-go.
     pub ret: f32,
     /// State (normalised).
@@ -72,7 +77,7 @@ pub(crate) struct HostEmbedding<E> {
 }
 
 /// A Decision Transformer (Flow-Attention or softmax) with its parameters in host
-/// memory, and the buffers of its forward pass.
+/// memory, the buffers of its forward pass, and every live episode's encoded tokens.
 #[derive(Clone, Debug)]
 pub(crate) struct HostDecision<E> {
     embedding: HostEmbedding<E>,
@@ -81,6 +86,13 @@ pub(crate) struct HostDecision<E> {
     action: ActionSpace,
     width: usize,
     scratch: Scratch<E>,
+    /// The live episodes' tokens, in the order of the rows passed to
+    /// [`Self::predict_last`].
+    episodes: Vec<EpisodeTokens<E>>,
+    /// Tokens encoded in this step: their residual-stream rows...
+    fresh_x: Vec<E>,
+    /// ... and their first-block query, key and value rows.
+    fresh_qkv: Vec<E>,
     tokens: Vec<E>,
     last: Vec<E>,
 }
@@ -101,47 +113,86 @@ impl<E: Real> HostDecision<E> {
             action,
             width,
             scratch: Scratch::default(),
+            episodes: Vec::new(),
+            fresh_x: Vec::new(),
+            fresh_qkv: Vec::new(),
             tokens: Vec::new(),
             last: Vec::new(),
         }
     }
 
-    /// The prediction (`tanh` values or logits) at the last step of every episode
-    /// `rows` (each with at least one step), `[B, outputs]`, in eval mode; the last
-    /// step's action is not read.
-    pub(crate) fn predict_last(&mut self, rows: &[VecDeque<StepRecord>]) -> Vec<E> {
-        let w = self.width;
-        // Tokens R, s, a of every step but the last, whose a is not needed.
-        let lens: Vec<usize> = rows
+    /// Keeps the encoded tokens of the episodes `rows` (indices into the current
+    /// rows, in the order given), as the actor keeps their histories.
+    pub(crate) fn keep_rows(&mut self, rows: &[usize]) {
+        let episodes = std::mem::take(&mut self.episodes);
+        self.episodes = rows
             .iter()
-            .map(|r| (3 * r.len()).saturating_sub(1))
+            .map(|&r| episodes.get(r).cloned().unwrap_or_default())
             .collect();
-        let n: usize = lens.iter().sum();
-        self.tokens.clear();
-        self.tokens.resize(n * w, E::zero());
-        let mut jobs = Vec::with_capacity(rows.len());
-        let mut rest = self.tokens.as_mut_slice();
-        for (row, &len) in rows.iter().zip(&lens) {
-            let (x, tail) = std::mem::take(&mut rest).split_at_mut(len * w);
-            rest = tail;
-            jobs.push((row, x));
+    }
+
+    /// The prediction (`tanh` values or logits) at the last step of every episode
+    /// `rows` (each with at least one step, the steps of each consecutive), `[B,
+    /// outputs]`, in eval mode; the last step's action is not read. Tokens encoded by
+    /// an earlier call for the same episode (same row, [`Self::keep_rows`] followed)
+    /// are not encoded again.
+    pub(crate) fn predict_last(&mut self, rows: &[VecDeque<StepRecord>]) -> Vec<E> {
+        let (w, q) = (self.width, self.backbone.first_qkv_width());
+        self.episodes.resize_with(rows.len(), Default::default);
+        // The tokens R, s, a of every step but the last, whose a is not needed; those
+        // not encoded yet are embedded here.
+        let mut fresh = Vec::new();
+        let mut counts = Vec::with_capacity(rows.len());
+        for (row, episode) in rows.iter().zip(&mut self.episodes) {
+            let first = row.front().map_or(0, |s| s.step);
+            let end = row.back().map_or(0, |s| 3 * s.step + 2);
+            let next = episode.keep_from(3 * first);
+            fresh.extend((next..end).map(|token| (&row[token / 3 - first], token % 3)));
+            counts.push(end.saturating_sub(next));
         }
-        let embedding = &self.embedding;
+        let x = sized(&mut self.fresh_x, fresh.len() * w);
+        for (token, &(step, kind)) in x.chunks_exact_mut(w.max(1)).zip(&fresh) {
+            self.embedding.embed(step, kind, token);
+        }
+        self.embedding.norm.apply_in_place(x);
+        let qkv = sized(&mut self.fresh_qkv, fresh.len() * q);
+        self.backbone.encode_first(x, qkv, &mut self.scratch);
+        let (mut x, mut qkv) = (&*x, &*qkv);
+        for (episode, &n) in self.episodes.iter_mut().zip(&counts) {
+            let (xe, rest) = x.split_at(n * w);
+            let (qe, qrest) = qkv.split_at(n * q);
+            episode.append(xe, qe, (w, q));
+            (x, qkv) = (rest, qrest);
+        }
+        // The residual stream starts as the episodes' embedded tokens, one after the
+        // other.
+        let lens: Vec<usize> = self
+            .episodes
+            .iter()
+            .map(|e| e.x(w).len() / w.max(1))
+            .collect();
+        let tokens = sized(&mut self.tokens, lens.iter().sum::<usize>() * w);
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut rest = &mut *tokens;
+        for episode in &self.episodes {
+            let (x, tail) = std::mem::take(&mut rest).split_at_mut(episode.x(w).len());
+            rest = tail;
+            jobs.push((episode.x(w), x));
+        }
         if rows.len() >= PARALLEL_EPISODES {
             jobs.into_par_iter()
-                .for_each(|(row, x)| embedding.embed(row, x, w));
+                .for_each(|(from, to)| to.copy_from_slice(from));
         } else {
             jobs.into_iter()
-                .for_each(|(row, x)| embedding.embed(row, x, w));
+                .for_each(|(from, to)| to.copy_from_slice(from));
         }
-        self.last.clear();
-        self.last.resize(rows.len() * w, E::zero());
+        let first_qkv: Vec<&[E]> = self.episodes.iter().map(|e| e.qkv(q)).collect();
+        let last = sized(&mut self.last, rows.len() * w);
         self.backbone
-            .forward_last(&mut self.tokens, &lens, &mut self.scratch, &mut self.last);
+            .forward_last(tokens, &lens, &first_qkv, &mut self.scratch, last);
         let outputs = self.action.outputs();
         let mut out = vec![E::zero(); rows.len() * outputs];
-        self.head
-            .apply(&self.last, &mut out, rows.len(), false, false);
+        self.head.apply(last, &mut out, rows.len(), false, false);
         if let ActionSpace::Continuous { .. } = self.action {
             out.iter_mut().for_each(|y| *y = y.tanh());
         }
@@ -150,27 +201,24 @@ impl<E: Real> HostDecision<E> {
 }
 
 impl<E: Real> HostEmbedding<E> {
-    /// The normalised tokens `R_0, s_0, a_0, R_1, ...` of an episode's steps into `x`
-    /// (`x.len() / width` tokens: the last action token is left out).
-    fn embed(&self, row: &VecDeque<StepRecord>, x: &mut [E], w: usize) {
-        for (i, token) in x.chunks_exact_mut(w).enumerate() {
-            let step = &row[i / 3];
-            let at = step.timestep * w;
-            match i % 3 {
-                0 => affine(&self.ret, &[step.ret], token),
-                1 => affine(&self.state, &step.state, token),
-                _ => match &self.action {
-                    HostActionEmbedding::Linear(map) => affine(map, &step.action, token),
-                    HostActionEmbedding::Table(table) => {
-                        token.copy_from_slice(&table[step.index * w..(step.index + 1) * w])
-                    }
-                },
-            }
-            for (t, &v) in token.iter_mut().zip(&self.timestep[at..at + w]) {
-                *t += v;
-            }
+    /// The embedding of `step`'s return (`kind` 0), state (1) or action (2) token plus
+    /// its timestep's, into `token` (before the embedding LayerNorm).
+    fn embed(&self, step: &StepRecord, kind: usize, token: &mut [E]) {
+        match kind {
+            0 => affine(&self.ret, &[step.ret], token),
+            1 => affine(&self.state, &step.state, token),
+            _ => match &self.action {
+                HostActionEmbedding::Linear(map) => affine(map, &step.action, token),
+                HostActionEmbedding::Table(table) => {
+                    let w = token.len();
+                    token.copy_from_slice(&table[step.index * w..(step.index + 1) * w])
+                }
+            },
         }
-        self.norm.apply_in_place(x);
+        let at = step.timestep * token.len();
+        for (t, &v) in token.iter_mut().zip(&self.timestep[at..]) {
+            *t += v;
+        }
     }
 }
 

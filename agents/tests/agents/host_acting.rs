@@ -77,6 +77,24 @@ fn host_window_acting_equals_the_tensor_forward_f64() {
     check_all::<f64>(1e-12);
 }
 
+/// Many episodes in lockstep run in groups, each group through every block on one
+/// thread (40 windows of 59 tokens make 9 groups of about 256 tokens, 20 after the
+/// drop 4): the groups' predictions are the tensor forward's too.
+#[test]
+fn host_window_acting_of_many_episodes_in_groups_equals_the_tensor_forward() {
+    let dev = Cpu::default();
+    let keep: Vec<usize> = (0..40).rev().step_by(2).collect();
+    for kind in [
+        AgentKind::DecisionFlowformer,
+        AgentKind::DecisionTransformer,
+    ] {
+        let agent =
+            Agent::<f64, Cpu>::new(&dev, agent_config(kind, CONTINUOUS, (16, 2, 20)), 4).unwrap();
+        let err = host_vs_tensors(&agent, ContextMode::Window, 40, 26, &[(22, keep.clone())]);
+        assert!(err <= 1e-12, "{kind:?}: host path differs by {err:e}");
+    }
+}
+
 /// The softmax model's `episode` mode re-encodes the whole history on the host path
 /// too (no window limit; beyond 64 tokens the scores are computed in blocks).
 #[test]

@@ -68,15 +68,20 @@ pub(crate) fn sigmoid<F: Real>(x: F) -> F {
     F::one() / (F::one() + (-x).exp())
 }
 
-/// `sum term(a_i, b_i)` with eight independent partial sums (vectorisable without
-/// reassociation), added pairwise in a fixed order.
+/// Independent partial sums of [`lane_sum`]: four AVX-512 vectors of `f32`, so the
+/// additions into each partial sum are four apart in a 128-wide head instead of a
+/// chain of sixteen.
+const PARTIAL_SUMS: usize = 32;
+
+/// `sum term(a_i, b_i)` with [`PARTIAL_SUMS`] independent partial sums (vectorisable
+/// without reassociation), folded in halves in a fixed order, then the tail.
 #[inline(always)]
-fn sum8<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
-    let mut acc = [F::zero(); 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+fn lane_sum<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
+    let mut acc = [F::zero(); PARTIAL_SUMS];
+    let (ac, bc) = (a.chunks_exact(PARTIAL_SUMS), b.chunks_exact(PARTIAL_SUMS));
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
+        for i in 0..PARTIAL_SUMS {
             acc[i] += term(x[i], y[i]);
         }
     }
@@ -84,25 +89,26 @@ fn sum8<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
     for (&x, &y) in ar.iter().zip(br) {
         tail += term(x, y);
     }
-    let pairs = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
+    let mut half = PARTIAL_SUMS / 2;
+    while half > 0 {
+        for i in 0..half {
+            acc[i] = acc[i] + acc[i + half];
+        }
+        half /= 2;
+    }
+    acc[0] + tail
 }
 
-/// `sum (a + eps)(b + eps)`, summed like [`dot`].
+/// `sum (a + eps)(b + eps)`, summed like [`lane_sum`].
 #[inline(always)]
 fn dot_eps<F: Real>(a: &[F], b: &[F], eps: F) -> F {
-    sum8(a, b, |x, y| (x + eps) * (y + eps))
+    lane_sum(a, b, |x, y| (x + eps) * (y + eps))
 }
 
-/// Dot product with eight independent partial sums (vectorisable without reassociation).
+/// Dot product, summed like [`lane_sum`].
 #[inline(always)]
 pub(crate) fn dot<F: Real>(a: &[F], b: &[F]) -> F {
-    sum8(a, b, |x, y| x * y)
+    lane_sum(a, b, |x, y| x * y)
 }
 
 /// `y += a x`.

@@ -163,14 +163,17 @@ fn forward_tile<F: SliceExp>(
 }
 
 /// Backward pass of the key tile of one head starting at column `c0`: overwrites its
-/// rows `gk` of dK and `gv` of dV and adds `dS K` (without the `1/sqrt(D)`) to `gq`, the
-/// `(L,D)` dQ buffer (`p` and `dp` are scratch of `BWD_ROWS * BWD_COLS` each).
+/// rows `gk` of dK and `gv` of dV and adds `dS K` (without the `1/sqrt(D)`) to rows
+/// `c0..` of `gq`, the `(L,D)` dQ buffer, or writes them there when `fresh` (the first
+/// tile of a buffer: its rows are then written before they are read, so a freshly
+/// allocated buffer never maps the shared zero page only to copy it on the first
+/// write). `p` and `dp` are scratch of `BWD_ROWS * BWD_COLS` each.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_tile<F: SliceExp>(
     head: Head<F>,
     saved: Rows<F>,
-    c0: usize,
+    (c0, fresh): (usize, bool),
     (gk, gv, gq): (&mut [F], &mut [F], &mut [F]),
     (p, dp): (&mut [F], &mut [F]),
     dims: Dims,
@@ -206,7 +209,7 @@ fn backward_tile<F: SliceExp>(
         }
         let ds = View::rows(dp, rows, cols);
         matmul(gk, ds.t(), q, !first);
-        matmul(&mut gq[r0 * d..(r0 + rows) * d], ds, k, true);
+        matmul(&mut gq[r0 * d..(r0 + rows) * d], ds, k, !fresh);
     }
 }
 
@@ -239,7 +242,7 @@ mod wide {
     fn backward_tile_avx2<F: SliceExp>(
         head: Head<F>,
         saved: Rows<F>,
-        c0: usize,
+        c0: (usize, bool),
         grads: Grads<F>,
         scratch: Scratch<F>,
         dims: Dims,
@@ -268,7 +271,7 @@ mod wide {
     pub(super) fn backward_tile<F: SliceExp>(
         head: Head<F>,
         saved: Rows<F>,
-        c0: usize,
+        c0: (usize, bool),
         grads: Grads<F>,
         scratch: Scratch<F>,
         dims: Dims,
@@ -410,22 +413,27 @@ where
                     (vec![F::zero(); tile], vec![F::zero(); tile])
                 },
                 |(p, dp), (n, group)| {
-                    for (c0, gk, gv) in group.tiles {
+                    for (i, (c0, gk, gv)) in group.tiles.into_iter().enumerate() {
                         let grads = (gk, gv, &mut *group.dq);
                         let scratch = (p.as_mut_slice(), dp.as_mut_slice());
-                        wide::backward_tile(inputs(n), saved(n), c0, grads, scratch, dims);
+                        let at = (c0, i == 0);
+                        wide::backward_tile(inputs(n), saved(n), at, grads, scratch, dims);
                     }
                 },
             );
-            // dQ = (sum of the groups' buffers, in group order) / sqrt(D).
+            // dQ = (sum of the groups' buffers, in group order) / sqrt(D). Group `g`
+            // starts at key tile `g`: rows before it were never written in its buffer.
             gq.par_chunks_mut(l * d).enumerate().for_each(|(n, gq)| {
                 let extra = &extra[n * per_head..(n + 1) * per_head];
-                for (i, x) in gq.iter_mut().enumerate() {
-                    let mut total = *x;
-                    for g in 0..groups - 1 {
-                        total += extra[g * l * d + i];
+                for (r, row) in gq.chunks_exact_mut(d).enumerate() {
+                    let written = (r / BWD_COLS).min(groups - 1);
+                    for (j, x) in row.iter_mut().enumerate() {
+                        let mut total = *x;
+                        for g in 0..written {
+                            total += extra[g * l * d + r * d + j];
+                        }
+                        *x = total * factor;
                     }
-                    *x = total * factor;
                 }
             });
         }

@@ -33,7 +33,7 @@ const FWD_ROWS: usize = 128;
 /// Key columns per forward step.
 const FWD_COLS: usize = 256;
 /// Query rows per backward step.
-const BWD_ROWS: usize = 128;
+const BWD_ROWS: usize = 256;
 /// Key columns of a backward tile, the unit of the backward tasks.
 const BWD_COLS: usize = 128;
 /// Rows per task of the row-wise passes.
@@ -47,14 +47,46 @@ struct Dims {
     l: usize,
     d: usize,
     m: usize,
+    /// Row stride of the transposed copies `K^T (D,L)` and `V^T (M,L)`: see [`stride`].
+    lt: usize,
 }
 
-/// The inputs of one head: `q (L,D)` already scaled by `1/sqrt(D)`, `k (L,D)`, `v (L,M)`.
+/// Row stride of the transposed copies of a head of length `l`: `l` rounded up to whole
+/// cache lines plus one more, so the rows of a tile do not all map to the same cache
+/// sets when `l` is a large power of two.
+fn stride(l: usize) -> usize {
+    l.next_multiple_of(16) + 16
+}
+
+/// `x (L,W)` of every head transposed into `(W,L)` with rows `lt` apart (padding zero).
+fn transposed<F: SliceExp>(x: &[F], l: usize, w: usize, lt: usize) -> Vec<F> {
+    let mut out = vec![F::zero(); x.len() / l.max(1) / w.max(1) * w * lt];
+    if l * w == 0 {
+        return out;
+    }
+    out.par_chunks_mut(w * lt)
+        .zip(x.par_chunks(l * w))
+        .for_each(|(t, x)| {
+            for (i, row) in x.chunks_exact(w).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    t[j * lt + i] = v;
+                }
+            }
+        });
+    out
+}
+
+/// The inputs of one head: `q (L,D)` already scaled by `1/sqrt(D)`, `k (L,D)`, `v (L,M)`,
+/// and the transposes `kt (D,L)`, `vt (M,L)` (rows [`Dims::lt`] apart), through which
+/// the products with `K^T` and `V^T` read their tiles in the layout `gemm` takes without
+/// packing them first.
 #[derive(Clone, Copy)]
 struct Head<'a, F> {
     q: &'a [F],
     k: &'a [F],
     v: &'a [F],
+    kt: &'a [F],
+    vt: &'a [F],
 }
 
 /// What the backward pass of one head reads besides its inputs: the log-normaliser and
@@ -115,7 +147,7 @@ fn forward_tile<F: SliceExp>(
     s: &mut [F],
     dims: Dims,
 ) {
-    let Dims { d, m, .. } = dims;
+    let Dims { d, m, lt, .. } = dims;
     let rows = lse.len();
     let q = View::rows(&head.q[r0 * d..], rows, d);
     let mut top = [F::neg_infinity(); FWD_ROWS];
@@ -128,7 +160,7 @@ fn forward_tile<F: SliceExp>(
         let cols = end - c0;
         end = c0;
         let s = &mut s[..rows * cols];
-        matmul(s, q, View::rows(&head.k[c0 * d..], cols, d).t(), false);
+        matmul(s, q, View::strided(&head.kt[c0..], d, cols, lt), false);
         for (r, (row, o)) in s
             .chunks_exact_mut(cols)
             .zip(out.chunks_exact_mut(m))
@@ -178,10 +210,11 @@ fn backward_tile<F: SliceExp>(
     (p, dp): (&mut [F], &mut [F]),
     dims: Dims,
 ) {
-    let Dims { l, d, m, .. } = dims;
+    let Dims { l, d, m, lt } = dims;
     let cols = gv.len() / m;
     let k = View::rows(&head.k[c0 * d..], cols, d);
-    let v = View::rows(&head.v[c0 * m..], cols, m);
+    let kt = View::strided(&head.kt[c0..], d, cols, lt);
+    let vt = View::strided(&head.vt[c0..], m, cols, lt);
     // Query rows from the diagonal down.
     for r0 in (c0..l).step_by(BWD_ROWS) {
         let first = r0 == c0;
@@ -189,14 +222,14 @@ fn backward_tile<F: SliceExp>(
         let q = View::rows(&head.q[r0 * d..], rows, d);
         let dout = View::rows(&saved.dout[r0 * m..], rows, m);
         let (p, dp) = (&mut p[..rows * cols], &mut dp[..rows * cols]);
-        matmul(p, q, k.t(), false);
+        matmul(p, q, kt, false);
         for (r, row) in p.chunks_exact_mut(cols).enumerate() {
             let (seen, hidden) = row.split_at_mut(visible(r0 + r, c0, cols));
             F::exp_shifted(seen, saved.lse[r0 + r]);
             hidden.fill(F::zero());
         }
         matmul(gv, View::rows(p, rows, cols).t(), dout, !first);
-        matmul(dp, dout, v.t(), false);
+        matmul(dp, dout, vt, false);
         for (r, (ds, p)) in dp
             .chunks_exact_mut(cols)
             .zip(p.chunks_exact(cols))
@@ -306,7 +339,8 @@ where
 {
     let (b, h, l, d) = *q.shape();
     let m = v.shape().3;
-    let dims = Dims { l, d, m };
+    let lt = stride(l);
+    let dims = Dims { l, d, m, lt };
     let heads = b * h;
     let factor: F = cast(1.0 / (d as f64).sqrt());
     let (q, tape_q) = q.contiguous().split_tape();
@@ -318,13 +352,17 @@ where
     let copies = (!out.is_empty()).then(|| {
         let mut qd = read(&q);
         qd.par_chunks_mut(1 << 14).for_each(|x| scale(x, factor));
-        (qd, read(&k), read(&v))
+        let (kd, vd) = (read(&k), read(&v));
+        let (kt, vt) = (transposed(&kd, l, d, lt), transposed(&vd, l, m, lt));
+        (qd, kd, vd, kt, vt)
     });
-    if let Some((qd, kd, vd)) = &copies {
+    if let Some((qd, kd, vd, kt, vt)) = &copies {
         let head = |n: usize| Head {
             q: &qd[n * l * d..(n + 1) * l * d],
             k: &kd[n * l * d..(n + 1) * l * d],
             v: &vd[n * l * m..(n + 1) * l * m],
+            kt: &kt[n * d * lt..(n + 1) * d * lt],
+            vt: &vt[n * m * lt..(n + 1) * m * lt],
         };
         let tiles: Vec<_> = out
             .chunks_mut(l * m)
@@ -356,7 +394,7 @@ where
             vec![F::zero(); n * m],
         );
         // Consumed: the copies are freed before the gradients are added.
-        if let Some((qd, kd, vd)) = copies {
+        if let Some((qd, kd, vd, kt, vt)) = copies {
             let dout: &[F] = grads.get_or_alloc_mut(&out_ghost)?;
             let mut delta = vec![F::zero(); n];
             let od = read(&out_values);
@@ -401,6 +439,8 @@ where
                 q: &qd[n * l * d..(n + 1) * l * d],
                 k: &kd[n * l * d..(n + 1) * l * d],
                 v: &vd[n * l * m..(n + 1) * l * m],
+                kt: &kt[n * d * lt..(n + 1) * d * lt],
+                vt: &vt[n * m * lt..(n + 1) * m * lt],
             };
             let saved = |n: usize| Rows {
                 lse: &lse[n * l..(n + 1) * l],

@@ -2,7 +2,7 @@
 //! written with plain arithmetic and bit operations (sixteen values at a time with
 //! AVX-512 when the CPU has it, otherwise a loop the compiler vectorises), `f64` through
 //! libm, accurately. The vector and scalar `f32` paths do the same operations in the same
-//! order (no fused multiply-add), so they give the same bits, sums included.
+//! order (the same fused multiply-adds), so they give the same bits, sums included.
 
 use super::recurrence::Real;
 
@@ -120,17 +120,17 @@ const TAYLOR_F32: [f32; 8] = [
 
 /// `exp(x)` within one ulp of the correctly rounded value: `x = n ln 2 + r` with
 /// `|r| <= ln 2 / 2`, `exp(r)` by its Taylor polynomial of degree 7 (truncation below
-/// 1e-8 relative), times `2^n` built from its bits. Results below the smallest normal
-/// `f32` are 0, `x > 88.3762` gives `inf`, NaN stays NaN.
+/// 1e-8 relative) in fused multiply-adds, times `2^n` built from its bits. Results below
+/// the smallest normal `f32` are 0, `x > 88.3762` gives `inf`, NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     let xc = x.clamp(LOWEST_F32, HIGHEST_F32);
-    let t = xc * std::f32::consts::LOG2_E + ROUND_F32;
+    let t = xc.mul_add(std::f32::consts::LOG2_E, ROUND_F32);
     let n = t - ROUND_F32;
-    let r = (xc - n * LN2_HI_F32) - n * LN2_LO_F32;
+    let r = n.mul_add(-LN2_LO_F32, n.mul_add(-LN2_HI_F32, xc));
     let mut p = TAYLOR_F32[0];
-    for c in &TAYLOR_F32[1..] {
-        p = p * r + c;
+    for &c in &TAYLOR_F32[1..] {
+        p = p.mul_add(r, c);
     }
     // The low bits of `t` hold `n` (two's complement, offset by those of ROUND_F32); the
     // exponent field of 2^n is n + 127, in [1, 254] for the clamped range.
@@ -157,7 +157,8 @@ mod avx512 {
     use super::{HIGHEST_F32, LOWEST_F32};
     use std::arch::x86_64::*;
 
-    /// [`super::exp_f32`] of every lane, the same operations in the same order.
+    /// [`super::exp_f32`] of every lane, the same operations in the same order (the
+    /// product by `2^n` as `scalef`, which rounds it as the product does).
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn exp(x: __m512) -> __m512 {
@@ -165,30 +166,18 @@ mod avx512 {
         // max/min return their second operand when one is NaN: NaN goes on, as in clamp.
         let xc = _mm512_min_ps(highest, _mm512_max_ps(lowest, x));
         let round = _mm512_set1_ps(ROUND_F32);
-        let t = _mm512_add_ps(
-            _mm512_mul_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-            round,
-        );
+        let t = _mm512_fmadd_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E), round);
         let n = _mm512_sub_ps(t, round);
-        let r = _mm512_sub_ps(
-            _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(LN2_HI_F32))),
-            _mm512_mul_ps(n, _mm512_set1_ps(LN2_LO_F32)),
-        );
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI_F32), xc);
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO_F32), r);
         let mut p = _mm512_set1_ps(TAYLOR_F32[0]);
         for &c in &TAYLOR_F32[1..] {
-            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c));
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
-        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
-            _mm512_sub_epi32(
-                _mm512_castps_si512(t),
-                _mm512_set1_epi32(ROUND_F32.to_bits() as i32),
-            ),
-            _mm512_set1_epi32(127),
-        ));
-        let y = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+        // Below the range: 0 (zeroed lanes); above it: inf.
         let low = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lowest);
         let high = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, highest);
-        let y = _mm512_mask_blend_ps(low, y, _mm512_setzero_ps());
+        let y = _mm512_maskz_scalef_ps(!low, p, n);
         _mm512_mask_blend_ps(high, y, _mm512_set1_ps(f32::INFINITY))
     }
 

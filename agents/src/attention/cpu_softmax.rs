@@ -36,10 +36,44 @@ const FWD_COLS: usize = 256;
 const BWD_ROWS: usize = 256;
 /// Key columns of a backward tile, the unit of the backward tasks.
 const BWD_COLS: usize = 128;
-/// Rows per task of the row-wise passes.
-const BLOCK_ROWS: usize = 256;
 /// Backward tasks (heads times groups) to aim for when a head has enough key tiles.
 const TASKS: usize = 16;
+
+/// Float types with scratch space per thread for the tile kernels, kept from call to
+/// call: a tile's scratch is about the size above which the allocator maps fresh pages,
+/// so a new buffer per task would be mapped, faulted in and zeroed every call.
+pub(crate) trait Scratch: SliceExp {
+    /// Runs `f` on this thread's scratch of `len` values (of unspecified contents).
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+/// [`Scratch`] for `f32` and `f64`, one thread-local buffer each.
+macro_rules! scratch {
+    ($($float:ty => $name:ident),*) => {$(
+        thread_local! {
+            static $name: std::cell::RefCell<Vec<$float>> = const {
+                std::cell::RefCell::new(Vec::new())
+            };
+        }
+
+        impl Scratch for $float {
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                $name.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buffer) => {
+                        if buffer.len() < len {
+                            buffer.resize(len, 0.0);
+                        }
+                        f(&mut buffer[..len])
+                    }
+                    // Already in use further up this thread's stack: a buffer of its own.
+                    Err(_) => f(&mut vec![0.0; len]),
+                })
+            }
+        }
+    )*};
+}
+
+scratch!(f32 => SCRATCH_F32, f64 => SCRATCH_F64);
 
 /// Sizes of one head.
 #[derive(Clone, Copy)]
@@ -58,21 +92,26 @@ fn stride(l: usize) -> usize {
     l.next_multiple_of(16) + 16
 }
 
+/// Columns `c0..c0 + cols` of the `rows x L` matrix `x` (a transposed copy, rows `lt`
+/// apart; with no rows, `x` is empty).
+fn columns<F>(x: &[F], c0: usize, rows: usize, cols: usize, lt: usize) -> View<'_, F> {
+    View::strided(&x[c0.min(x.len())..], rows, cols, lt)
+}
+
 /// `x (L,W)` of every head transposed into `(W,L)` with rows `lt` apart (padding zero).
+/// A pass over memory as long as the inputs: on one thread.
 fn transposed<F: SliceExp>(x: &[F], l: usize, w: usize, lt: usize) -> Vec<F> {
     let mut out = vec![F::zero(); x.len() / l.max(1) / w.max(1) * w * lt];
     if l * w == 0 {
         return out;
     }
-    out.par_chunks_mut(w * lt)
-        .zip(x.par_chunks(l * w))
-        .for_each(|(t, x)| {
-            for (i, row) in x.chunks_exact(w).enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    t[j * lt + i] = v;
-                }
+    for (t, x) in out.chunks_mut(w * lt).zip(x.chunks(l * w)) {
+        for (i, row) in x.chunks_exact(w).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                t[j * lt + i] = v;
             }
-        });
+        }
+    }
     out
 }
 
@@ -160,7 +199,7 @@ fn forward_tile<F: SliceExp>(
         let cols = end - c0;
         end = c0;
         let s = &mut s[..rows * cols];
-        matmul(s, q, View::strided(&head.kt[c0..], d, cols, lt), false);
+        matmul(s, q, columns(head.kt, c0, d, cols, lt), false);
         for (r, (row, o)) in s
             .chunks_exact_mut(cols)
             .zip(out.chunks_exact_mut(m))
@@ -213,8 +252,8 @@ fn backward_tile<F: SliceExp>(
     let Dims { l, d, m, lt } = dims;
     let cols = gv.len() / m;
     let k = View::rows(&head.k[c0 * d..], cols, d);
-    let kt = View::strided(&head.kt[c0..], d, cols, lt);
-    let vt = View::strided(&head.vt[c0..], m, cols, lt);
+    let kt = columns(head.kt, c0, d, cols, lt);
+    let vt = columns(head.vt, c0, m, cols, lt);
     // Query rows from the diagonal down.
     for r0 in (c0..l).step_by(BWD_ROWS) {
         let first = r0 == c0;
@@ -334,7 +373,7 @@ pub(crate) fn causal_softmax<F, T>(
     v: Tensor4<F, Cpu, T>,
 ) -> Tensor4<F, Cpu, T>
 where
-    F: SliceExp,
+    F: Scratch,
     T: Tape<F, Cpu> + Merge<T>,
 {
     let (b, h, l, d) = *q.shape();
@@ -351,7 +390,7 @@ where
     // The backward pass reuses these copies (dfdx has no borrowed view of tensor data).
     let copies = (!out.is_empty()).then(|| {
         let mut qd = read(&q);
-        qd.par_chunks_mut(1 << 14).for_each(|x| scale(x, factor));
+        scale(&mut qd, factor);
         let (kd, vd) = (read(&k), read(&v));
         let (kt, vt) = (transposed(&kd, l, d, lt), transposed(&vd, l, m, lt));
         (qd, kd, vd, kt, vt)
@@ -375,10 +414,11 @@ where
                     .map(move |(t, (o, s))| (n, t * FWD_ROWS, o, s))
             })
             .collect();
-        tiles.into_par_iter().for_each_init(
-            || vec![F::zero(); FWD_ROWS * FWD_COLS],
-            |s, (n, r0, o, x)| wide::forward_tile(head(n), r0, o, x, s, dims),
-        );
+        tiles.into_par_iter().for_each(|(n, r0, o, x)| {
+            F::with_scratch(FWD_ROWS * FWD_COLS, |s| {
+                wide::forward_tile(head(n), r0, o, x, s, dims)
+            })
+        });
     }
     let out = q.device().tensor_from_vec(out, (b, h, l, m));
     let mut tape = tape_q.merge(tape_k).merge(tape_v);
@@ -398,17 +438,13 @@ where
             let dout: &[F] = grads.get_or_alloc_mut(&out_ghost)?;
             let mut delta = vec![F::zero(); n];
             let od = read(&out_values);
-            delta
-                .par_chunks_mut(BLOCK_ROWS)
-                .zip(
-                    od.par_chunks(BLOCK_ROWS * m)
-                        .zip(dout.par_chunks(BLOCK_ROWS * m)),
-                )
-                .for_each(|(x, (o, g))| {
-                    for (x, (o, g)) in x.iter_mut().zip(o.chunks_exact(m).zip(g.chunks_exact(m))) {
-                        *x = dot(o, g);
-                    }
-                });
+            // A pass as long as the output: on one thread.
+            for (x, (o, g)) in delta
+                .iter_mut()
+                .zip(od.chunks_exact(m).zip(dout.chunks_exact(m)))
+            {
+                *x = dot(o, g);
+            }
             drop(od);
             // dQ buffers of groups 1.. of every head; group 0 adds into `gq` directly.
             let mut extra = vec![F::zero(); n * d * (groups - 1)];
@@ -447,20 +483,18 @@ where
                 delta: &delta[n * l..(n + 1) * l],
                 dout: &dout[n * l * m..(n + 1) * l * m],
             };
-            tasks.into_par_iter().for_each_init(
-                || {
-                    let tile = BWD_ROWS * BWD_COLS;
-                    (vec![F::zero(); tile], vec![F::zero(); tile])
-                },
-                |(p, dp), (n, group)| {
+            tasks.into_par_iter().for_each(|(n, group)| {
+                let tile = BWD_ROWS * BWD_COLS;
+                F::with_scratch(2 * tile, |scratch| {
+                    let (p, dp) = scratch.split_at_mut(tile);
                     for (i, (c0, gk, gv)) in group.tiles.into_iter().enumerate() {
                         let grads = (gk, gv, &mut *group.dq);
-                        let scratch = (p.as_mut_slice(), dp.as_mut_slice());
                         let at = (c0, i == 0);
+                        let scratch = (&mut *p, &mut *dp);
                         wide::backward_tile(inputs(n), saved(n), at, grads, scratch, dims);
                     }
-                },
-            );
+                })
+            });
             // dQ = (sum of the groups' buffers, in group order) / sqrt(D). Group `g`
             // starts at key tile `g`: rows before it were never written in its buffer.
             gq.par_chunks_mut(l * d).enumerate().for_each(|(n, gq)| {

@@ -150,23 +150,6 @@ fn visible(row: usize, c0: usize, cols: usize) -> usize {
     (row + 1).saturating_sub(c0).min(cols)
 }
 
-/// Largest value (`-inf` for an empty slice; any order gives the same result).
-#[inline(always)]
-fn max<F: SliceExp>(x: &[F]) -> F {
-    let mut acc = [F::neg_infinity(); 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(F::neg_infinity(), |a, &v| a.max(v));
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = a.max(v);
-        }
-    }
-    acc.iter().fold(tail, |a, &v| a.max(v))
-}
-
 /// `x *= a`.
 #[inline(always)]
 fn scale<F: SliceExp>(x: &mut [F], a: F) {
@@ -206,7 +189,7 @@ fn forward_tile<F: SliceExp>(
             .enumerate()
         {
             let (seen, hidden) = row.split_at_mut(visible(r0 + r, c0, cols));
-            let new = top[r].max(max(seen));
+            let new = top[r].max(F::slice_max(seen));
             let part = F::exp_shifted_sum(seen, new);
             hidden.fill(F::zero());
             // Nothing seen before: the accumulator and the sum are still empty.

@@ -14,6 +14,27 @@ pub(crate) trait SliceExp: Real {
     /// Replaces every `x` by `exp(x - shift)` and returns their sum, taken in sixteen
     /// partial sums (element `i` into sum `i % 16`) added pairwise in a fixed order.
     fn exp_shifted_sum(x: &mut [Self], shift: Self) -> Self;
+
+    /// Largest value, `-inf` for an empty slice (the same for any order of the values
+    /// unless one is NaN).
+    fn slice_max(x: &[Self]) -> Self;
+}
+
+/// [`SliceExp::slice_max`] in eight partial maxima (a loop the compiler vectorises).
+#[inline(always)]
+fn max_of<F: Real>(x: &[F]) -> F {
+    let mut acc = [F::neg_infinity(); 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(F::neg_infinity(), |a, &v| a.max(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    acc.iter().fold(tail, |a, &v| a.max(v))
 }
 
 /// Whether the CPU runs the AVX-512 path (detected once, then a cached load).
@@ -57,6 +78,16 @@ impl SliceExp for f32 {
         }
         fold_lanes(acc)
     }
+
+    #[inline(always)]
+    fn slice_max(x: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if avx512() {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { avx512::max(x) };
+        }
+        max_of(x)
+    }
 }
 
 impl SliceExp for f64 {
@@ -75,6 +106,11 @@ impl SliceExp for f64 {
             acc[i % LANES] += *v;
         }
         fold_lanes(acc)
+    }
+
+    #[inline(always)]
+    fn slice_max(x: &[f64]) -> f64 {
+        max_of(x)
     }
 }
 
@@ -213,6 +249,27 @@ mod avx512 {
         }
     }
 
+    /// See [`super::SliceExp::slice_max`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max(x: &[f32]) -> f32 {
+        let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            // SAFETY: `c` holds 16 values.
+            acc = _mm512_max_ps(acc, unsafe { _mm512_loadu_ps(c.as_ptr()) });
+        }
+        if !rest.is_empty() {
+            // SAFETY: the masked lanes are the `rest.len()` values of `rest`.
+            let v = unsafe { _mm512_maskz_loadu_ps(first(rest.len()), rest.as_ptr()) };
+            acc = _mm512_mask_max_ps(acc, first(rest.len()), acc, v);
+        }
+        _mm512_reduce_max_ps(acc)
+    }
+
     /// See [`super::SliceExp::exp_shifted_sum`].
     ///
     /// # Safety
@@ -322,6 +379,28 @@ mod tests {
                     assert_eq!(bits(&b), bits(&want), "len {len} start {start}");
                     assert_eq!(sum.to_bits(), total.to_bits(), "len {len} start {start}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn max_is_the_largest_value_for_every_length() {
+        let x = samples();
+        let finite: Vec<f32> = x.iter().copied().filter(|v| !v.is_nan()).collect();
+        assert_eq!(f32::slice_max(&[]), f32::NEG_INFINITY);
+        assert_eq!(f64::slice_max(&[]), f64::NEG_INFINITY);
+        for len in 1..=40 {
+            for start in (0..finite.len() - len).step_by(29) {
+                let piece = &finite[start..start + len];
+                let want = piece.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                assert_eq!(f32::slice_max(piece), want, "len {len} start {start}");
+                assert_eq!(max_of(piece), want, "len {len} start {start}");
+                let wide: Vec<f64> = piece.iter().map(|&v| f64::from(v)).collect();
+                assert_eq!(
+                    f64::slice_max(&wide),
+                    f64::from(want),
+                    "len {len} start {start}"
+                );
             }
         }
     }

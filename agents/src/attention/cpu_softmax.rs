@@ -1,25 +1,31 @@
 //! Fused causal softmax attention on the CPU, tiled as in FlashAttention-2: scores exist
-//! one tile at a time, so memory is O(L (D + M)) plus a few tiles per task, never
+//! one tile at a time, so memory is O(L (D + M)) plus a few tiles per thread, never
 //! O(L^2); time is O(L^2 (D + M)), spent in matrix products on tiles (`gemm` 0.19 with
 //! AVX-512 where the CPU has it, single-threaded inside a task) and in exponentials.
 //!
+//! The queries are scaled by `1/sqrt(D)` beforehand, and each head's keys and values are
+//! also copied transposed (`K^T (D,L)`, `V^T (M,L)`, rows padded past a power of two):
+//! the products with `K^T` and `V^T` then read tiles `gemm` takes without gathering them.
+//!
 //! Forward, per query tile of [`FWD_ROWS`] rows: key tiles of [`FWD_COLS`] columns from
 //! the diagonal leftwards (the first ends with the query tile, so only it crosses the
-//! diagonal), `S = Q K^T` (the queries are scaled by `1/sqrt(D)` beforehand), the
-//! causal mask where a tile crosses the diagonal, an online softmax (running maximum and
-//! sum, the output accumulator rescaled when the maximum grows), `O += P V`; each row's
-//! log-normaliser `lse` is kept.
+//! diagonal), `S = Q K^T`, the causal mask where a tile crosses the diagonal, an online
+//! softmax (running maximum and sum, the output accumulator rescaled when the maximum
+//! grows), `O += P V`; each row's log-normaliser `lse` is kept.
 //!
-//! Backward, recomputing `P = exp(S - lse)`: per key tile of [`BWD_COLS`] columns, the
-//! query rows from the diagonal down in steps of [`BWD_ROWS`]: `dV += P^T dO`,
-//! `dP = dO V^T`, `dS = P (dP - delta)` with `delta_i = dO_i . O_i`, `dK += dS^T Q`, and
-//! `dS K` added to a dQ buffer. The key tiles of a head are dealt round-robin to a
-//! number of groups fixed by the shape ([`groups`]), each with its own dQ buffer; the
-//! buffers are summed in group order at the end.
+//! Backward, recomputing `P = exp(S - lse)`: per key tile ([`BWD_COLS`] columns, twice
+//! as many from [`LONG`] positions on), the query rows from the diagonal down in steps of
+//! [`BWD_ROWS`]: `dV += P^T dO`, `dP = dO V^T`, `dS = P (dP - delta)` with
+//! `delta_i = dO_i . O_i`, `dK += dS^T Q`, and `dS K` added to a dQ buffer. The key
+//! tiles of a head are dealt round-robin to a number of groups fixed by the shape
+//! ([`groups`]), each with its own dQ buffer; a group's first tile writes the rows it
+//! covers (every row from its diagonal down) rather than adding to zeros, and the buffers
+//! are summed in group order at the end over the rows each group wrote.
 //!
 //! Work is split into (head, query tile) tasks forward and (head, group) tasks backward,
-//! so one long sequence still keeps every thread busy. Every sum runs in an order fixed
-//! by the shape alone, so results do not depend on the number of threads.
+//! so one long sequence still keeps every thread busy; the tile scratch is kept per
+//! thread from call to call. Every sum runs in an order fixed by the shape alone, so
+//! results do not depend on the number of threads.
 
 use super::exp::SliceExp;
 use super::gemm::{matmul, View};
@@ -29,13 +35,28 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 /// Query rows of a forward tile, the unit of the forward tasks.
-const FWD_ROWS: usize = 128;
+const FWD_ROWS: usize = 256;
 /// Key columns per forward step.
 const FWD_COLS: usize = 256;
 /// Query rows per backward step.
 const BWD_ROWS: usize = 256;
-/// Key columns of a backward tile, the unit of the backward tasks.
+/// Key columns of a backward tile, the unit of the backward tasks (twice as many from
+/// [`LONG`] positions on: see [`bwd_cols`]).
 const BWD_COLS: usize = 128;
+/// Length from which the backward key tiles are twice as wide: each tile streams the
+/// query rows below it and their dQ, which no longer stay in cache, so fewer, wider tiles
+/// read them fewer times; shorter heads keep the narrower tiles, which compute less of
+/// the masked triangle on the diagonal.
+const LONG: usize = 2048;
+
+/// Key columns of a backward tile for heads of length `l`.
+fn bwd_cols(l: usize) -> usize {
+    if l >= LONG {
+        2 * BWD_COLS
+    } else {
+        BWD_COLS
+    }
+}
 /// Backward tasks (heads times groups) to aim for when a head has enough key tiles.
 const TASKS: usize = 16;
 
@@ -221,7 +242,7 @@ fn forward_tile<F: SliceExp>(
 /// `c0..` of `gq`, the `(L,D)` dQ buffer, or writes them there when `fresh` (the first
 /// tile of a buffer: its rows are then written before they are read, so a freshly
 /// allocated buffer never maps the shared zero page only to copy it on the first
-/// write). `p` and `dp` are scratch of `BWD_ROWS * BWD_COLS` each.
+/// write). `p` and `dp` are scratch of `BWD_ROWS` times the tile's width each.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_tile<F: SliceExp>(
@@ -345,7 +366,7 @@ mod wide {
 fn groups(heads: usize, dims: Dims) -> usize {
     TASKS
         .div_ceil(heads.max(1))
-        .min(dims.l.div_ceil(BWD_COLS))
+        .min(dims.l.div_ceil(bwd_cols(dims.l)))
         .max(1)
 }
 
@@ -447,7 +468,7 @@ where
                         dq,
                     })
                     .collect();
-                let cols = BWD_COLS;
+                let cols = bwd_cols(l);
                 let tiles = gk.chunks_mut(cols * d).zip(gv.chunks_mut(cols * m));
                 for (t, (gk, gv)) in tiles.enumerate() {
                     split[t % groups].tiles.push((t * cols, gk, gv));
@@ -467,7 +488,7 @@ where
                 dout: &dout[n * l * m..(n + 1) * l * m],
             };
             tasks.into_par_iter().for_each(|(n, group)| {
-                let tile = BWD_ROWS * BWD_COLS;
+                let tile = BWD_ROWS * bwd_cols(l);
                 F::with_scratch(2 * tile, |scratch| {
                     let (p, dp) = scratch.split_at_mut(tile);
                     for (i, (c0, gk, gv)) in group.tiles.into_iter().enumerate() {
@@ -483,7 +504,7 @@ where
             gq.par_chunks_mut(l * d).enumerate().for_each(|(n, gq)| {
                 let extra = &extra[n * per_head..(n + 1) * per_head];
                 for (r, row) in gq.chunks_exact_mut(d).enumerate() {
-                    let written = (r / BWD_COLS).min(groups - 1);
+                    let written = (r / bwd_cols(l)).min(groups - 1);
                     for (j, x) in row.iter_mut().enumerate() {
                         let mut total = *x;
                         for g in 0..written {

@@ -2,7 +2,7 @@
 //! written with plain arithmetic and bit operations (sixteen values at a time with
 //! AVX-512 when the CPU has it, otherwise a loop the compiler vectorises), `f64` through
 //! libm, accurately. The vector and scalar `f32` paths do the same operations in the same
-//! order (no fused multiply-add), so they give the same bits, sums included.
+//! order (the same fused multiply-adds), so they give the same bits, sums included.
 
 use super::recurrence::Real;
 
@@ -14,6 +14,27 @@ pub(crate) trait SliceExp: Real {
     /// Replaces every `x` by `exp(x - shift)` and returns their sum, taken in sixteen
     /// partial sums (element `i` into sum `i % 16`) added pairwise in a fixed order.
     fn exp_shifted_sum(x: &mut [Self], shift: Self) -> Self;
+
+    /// Largest value, `-inf` for an empty slice (the same for any order of the values
+    /// unless one is NaN).
+    fn slice_max(x: &[Self]) -> Self;
+}
+
+/// [`SliceExp::slice_max`] in eight partial maxima (a loop the compiler vectorises).
+#[inline(always)]
+fn max_of<F: Real>(x: &[F]) -> F {
+    let mut acc = [F::neg_infinity(); 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(F::neg_infinity(), |a, &v| a.max(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    acc.iter().fold(tail, |a, &v| a.max(v))
 }
 
 /// Whether the CPU runs the AVX-512 path (detected once, then a cached load).
@@ -57,6 +78,16 @@ impl SliceExp for f32 {
         }
         fold_lanes(acc)
     }
+
+    #[inline(always)]
+    fn slice_max(x: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if avx512() {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { avx512::max(x) };
+        }
+        max_of(x)
+    }
 }
 
 impl SliceExp for f64 {
@@ -75,6 +106,11 @@ impl SliceExp for f64 {
             acc[i % LANES] += *v;
         }
         fold_lanes(acc)
+    }
+
+    #[inline(always)]
+    fn slice_max(x: &[f64]) -> f64 {
+        max_of(x)
     }
 }
 
@@ -120,17 +156,17 @@ const TAYLOR_F32: [f32; 8] = [
 
 /// `exp(x)` within one ulp of the correctly rounded value: `x = n ln 2 + r` with
 /// `|r| <= ln 2 / 2`, `exp(r)` by its Taylor polynomial of degree 7 (truncation below
-/// 1e-8 relative), times `2^n` built from its bits. Results below the smallest normal
-/// `f32` are 0, `x > 88.3762` gives `inf`, NaN stays NaN.
+/// 1e-8 relative) in fused multiply-adds, times `2^n` built from its bits. Results below
+/// the smallest normal `f32` are 0, `x > 88.3762` gives `inf`, NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     let xc = x.clamp(LOWEST_F32, HIGHEST_F32);
-    let t = xc * std::f32::consts::LOG2_E + ROUND_F32;
+    let t = xc.mul_add(std::f32::consts::LOG2_E, ROUND_F32);
     let n = t - ROUND_F32;
-    let r = (xc - n * LN2_HI_F32) - n * LN2_LO_F32;
+    let r = n.mul_add(-LN2_LO_F32, n.mul_add(-LN2_HI_F32, xc));
     let mut p = TAYLOR_F32[0];
-    for c in &TAYLOR_F32[1..] {
-        p = p * r + c;
+    for &c in &TAYLOR_F32[1..] {
+        p = p.mul_add(r, c);
     }
     // The low bits of `t` hold `n` (two's complement, offset by those of ROUND_F32); the
     // exponent field of 2^n is n + 127, in [1, 254] for the clamped range.
@@ -157,7 +193,8 @@ mod avx512 {
     use super::{HIGHEST_F32, LOWEST_F32};
     use std::arch::x86_64::*;
 
-    /// [`super::exp_f32`] of every lane, the same operations in the same order.
+    /// [`super::exp_f32`] of every lane, the same operations in the same order (the
+    /// product by `2^n` as `scalef`, which rounds it as the product does).
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn exp(x: __m512) -> __m512 {
@@ -165,30 +202,18 @@ mod avx512 {
         // max/min return their second operand when one is NaN: NaN goes on, as in clamp.
         let xc = _mm512_min_ps(highest, _mm512_max_ps(lowest, x));
         let round = _mm512_set1_ps(ROUND_F32);
-        let t = _mm512_add_ps(
-            _mm512_mul_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-            round,
-        );
+        let t = _mm512_fmadd_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E), round);
         let n = _mm512_sub_ps(t, round);
-        let r = _mm512_sub_ps(
-            _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(LN2_HI_F32))),
-            _mm512_mul_ps(n, _mm512_set1_ps(LN2_LO_F32)),
-        );
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI_F32), xc);
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO_F32), r);
         let mut p = _mm512_set1_ps(TAYLOR_F32[0]);
         for &c in &TAYLOR_F32[1..] {
-            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c));
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
-        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
-            _mm512_sub_epi32(
-                _mm512_castps_si512(t),
-                _mm512_set1_epi32(ROUND_F32.to_bits() as i32),
-            ),
-            _mm512_set1_epi32(127),
-        ));
-        let y = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+        // Below the range: 0 (zeroed lanes); above it: inf.
         let low = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lowest);
         let high = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, highest);
-        let y = _mm512_mask_blend_ps(low, y, _mm512_setzero_ps());
+        let y = _mm512_maskz_scalef_ps(!low, p, n);
         _mm512_mask_blend_ps(high, y, _mm512_set1_ps(f32::INFINITY))
     }
 
@@ -222,6 +247,27 @@ mod avx512 {
                 _mm512_mask_storeu_ps(rest.as_mut_ptr(), k, v);
             }
         }
+    }
+
+    /// See [`super::SliceExp::slice_max`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max(x: &[f32]) -> f32 {
+        let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            // SAFETY: `c` holds 16 values.
+            acc = _mm512_max_ps(acc, unsafe { _mm512_loadu_ps(c.as_ptr()) });
+        }
+        if !rest.is_empty() {
+            // SAFETY: the masked lanes are the `rest.len()` values of `rest`.
+            let v = unsafe { _mm512_maskz_loadu_ps(first(rest.len()), rest.as_ptr()) };
+            acc = _mm512_mask_max_ps(acc, first(rest.len()), acc, v);
+        }
+        _mm512_reduce_max_ps(acc)
     }
 
     /// See [`super::SliceExp::exp_shifted_sum`].
@@ -333,6 +379,28 @@ mod tests {
                     assert_eq!(bits(&b), bits(&want), "len {len} start {start}");
                     assert_eq!(sum.to_bits(), total.to_bits(), "len {len} start {start}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn max_is_the_largest_value_for_every_length() {
+        let x = samples();
+        let finite: Vec<f32> = x.iter().copied().filter(|v| !v.is_nan()).collect();
+        assert_eq!(f32::slice_max(&[]), f32::NEG_INFINITY);
+        assert_eq!(f64::slice_max(&[]), f64::NEG_INFINITY);
+        for len in 1..=40 {
+            for start in (0..finite.len() - len).step_by(29) {
+                let piece = &finite[start..start + len];
+                let want = piece.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                assert_eq!(f32::slice_max(piece), want, "len {len} start {start}");
+                assert_eq!(max_of(piece), want, "len {len} start {start}");
+                let wide: Vec<f64> = piece.iter().map(|&v| f64::from(v)).collect();
+                assert_eq!(
+                    f64::slice_max(&wide),
+                    f64::from(want),
+                    "len {len} start {start}"
+                );
             }
         }
     }

@@ -817,7 +817,7 @@ fn fused_softmax_equals_composed() {
     assert!(errs.is_empty(), "f32: {errs:?}");
 }
 
-/// Lengths on both sides of the fused CPU kernel's tile edges (128 query rows, 128 or
+/// Lengths on both sides of the fused CPU kernel's tile edges (256 query rows, 128 or
 /// 256 key columns; 64 covered too), from one position to several tiles.
 const TILE_LENGTHS: [usize; 16] = [
     1, 2, 5, 63, 64, 65, 127, 128, 129, 255, 256, 257, 259, 333, 515, 700,
@@ -854,6 +854,21 @@ fn fused_softmax_matches_composed_across_tile_edges() {
         let inp = random_inputs(dims(2, 2, l, l, 12, 7), 100 + i as u64, 2.0, 2.0, 0.0);
         let failures = fused_softmax_failures(&inp);
         assert!(failures.is_empty(), "L={l}: {failures:?}");
+    }
+}
+
+#[test]
+fn fused_softmax_matches_composed_with_wide_backward_tiles() {
+    // From 2048 positions on, the backward pass takes key tiles of 256 columns: lengths
+    // just below, at and past that switch, with a partial last tile, on 1 and 2 threads.
+    let cfg = FlowConfig::rl();
+    for (i, &l) in [2047, 2048, 2200].iter().enumerate() {
+        let inp = random_inputs(dims(1, 1, l, l, 8, 4), 500 + i as u64, 2.0, 2.0, 0.0);
+        let failures = fused_softmax_failures(&inp);
+        assert!(failures.is_empty(), "L={l}: {failures:?}");
+        let single = in_pool(1, || run::<f32>(&inp, Core::Softmax, Impl::Device, cfg));
+        let many = in_pool(2, || run::<f32>(&inp, Core::Softmax, Impl::Device, cfg));
+        assert!(identical(&single, &many), "L={l}: 2 threads differ from 1");
     }
 }
 

@@ -1,8 +1,9 @@
-//! The logistic function over slices, eight `f32` (four `f64`) values at a time
-//! through `wide`'s vector exponential instead of one libm `exp` call per value: the
-//! Flow-Attention feature map applies it to every query and key.
+//! The logistic function over slices, through vector exponentials instead of one libm
+//! `exp` call per value (`f32`: the crate's own exponential, sixteen values at a time
+//! under AVX-512; `f64`: `wide`'s, four at a time): the Flow-Attention feature map
+//! applies it to every query and key.
 
-use wide::{f32x8, f64x4};
+use wide::f64x4;
 
 /// Applies `f` to `x` in arrays of `N` values; the last, shorter piece is padded with
 /// zeros, so a value's result does not depend on where it sits in the slice.
@@ -22,18 +23,9 @@ fn by_lanes<T: Copy + Default, const N: usize>(x: &mut [T], f: impl Fn([T; N]) -
     }
 }
 
-/// Largest `|x|` passed to `exp` for `f32`: `wide`'s exponential returns 0 from 87.3 on,
-/// and `sigmoid(-87)` already rounds to the smallest normal `f32`s.
-const LIMIT_F32: f32 = 87.0;
-/// As [`LIMIT_F32`] for `f64` (`wide`'s `f64` exponential ends at 708.39).
+/// Largest `|x|` passed to `wide`'s `f64` exponential (it ends at 708.39; `sigmoid(-708)`
+/// already rounds to the smallest normal `f64`s).
 const LIMIT_F64: f64 = 708.0;
-
-/// `1 / (1 + exp(-v))`, NaN kept.
-fn logistic_f32(v: f32x8) -> f32x8 {
-    let limit = f32x8::splat(LIMIT_F32);
-    let e = (-v).max(-limit).min(limit).exp();
-    v.is_nan().blend(v, f32x8::ONE / (f32x8::ONE + e))
-}
 
 /// `1 / (1 + exp(-v))`, NaN kept.
 fn logistic_f64(v: f64x4) -> f64x4 {
@@ -42,9 +34,10 @@ fn logistic_f64(v: f64x4) -> f64x4 {
     v.is_nan().blend(v, f64x4::ONE / (f64x4::ONE + e))
 }
 
-/// Replaces every `f32` by its sigmoid, eight at a time.
+/// Replaces every `f32` by its sigmoid ([`super::exp::logistic_f32`]: sixteen at a time
+/// under AVX-512).
 pub(crate) fn sigmoid_f32(x: &mut [f32]) {
-    by_lanes(x, |a: [f32; 8]| logistic_f32(f32x8::from(a)).to_array());
+    super::exp::logistic_f32(x);
 }
 
 /// Replaces every `f64` by its sigmoid, four at a time.

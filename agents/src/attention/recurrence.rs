@@ -76,7 +76,7 @@ const PARTIAL_SUMS: usize = 32;
 /// `sum term(a_i, b_i)` with [`PARTIAL_SUMS`] independent partial sums (vectorisable
 /// without reassociation), folded in halves in a fixed order, then the tail.
 #[inline(always)]
-fn lane_sum<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
+pub(crate) fn lane_sum<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
     let mut acc = [F::zero(); PARTIAL_SUMS];
     let (ac, bc) = (a.chunks_exact(PARTIAL_SUMS), b.chunks_exact(PARTIAL_SUMS));
     let (ar, br) = (ac.remainder(), bc.remainder());

@@ -6,7 +6,7 @@ use dfdx::prelude::*;
 use gemm::Parallelism;
 
 use crate::attention::gemm::{product, View};
-use crate::attention::recurrence::Real;
+use crate::attention::recurrence::{lane_sum, Real};
 use crate::model::layers::{LayerNorm, Linear, WeightLayout};
 use crate::params::{from_f64, ParamStore};
 
@@ -151,8 +151,8 @@ impl<E: Real> HostNorm<E> {
     /// The mean and `sqrt(var + eps)` of a row (biased variance, as PyTorch).
     fn moments(&self, x: &[E]) -> (E, E) {
         let width: E = from_f64(x.len() as f64);
-        let mean = lane_sum(x, |v| v) / width;
-        let var = lane_sum(x, |v| (v - mean) * (v - mean)) / width;
+        let mean = lane_sum(x, x, |v, _| v) / width;
+        let var = lane_sum(x, x, |v, _| (v - mean) * (v - mean)) / width;
         (mean, (var + self.eps).sqrt())
     }
 
@@ -161,8 +161,9 @@ impl<E: Real> HostNorm<E> {
         let w = self.weight.len().max(1);
         for (o, x) in y.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
             let (mean, std) = self.moments(x);
+            let inv = E::one() / std;
             for (((o, &v), &g), &b) in o.iter_mut().zip(x).zip(&self.weight).zip(&self.bias) {
-                *o = (v - mean) / std * g + b;
+                *o = (v - mean) * inv * g + b;
             }
         }
     }
@@ -172,24 +173,10 @@ impl<E: Real> HostNorm<E> {
         let w = self.weight.len().max(1);
         for x in x.chunks_exact_mut(w) {
             let (mean, std) = self.moments(x);
+            let inv = E::one() / std;
             for ((v, &g), &b) in x.iter_mut().zip(&self.weight).zip(&self.bias) {
-                *v = (*v - mean) / std * g + b;
+                *v = (*v - mean) * inv * g + b;
             }
         }
     }
-}
-
-/// `sum f(x_i)` in eight independent partial sums (vectorisable without
-/// reassociation; a plain fold is one chain of dependent additions).
-#[inline(always)]
-fn lane_sum<E: Real>(x: &[E], f: impl Fn(E) -> E) -> E {
-    let mut acc = [E::zero(); 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder().iter().fold(E::zero(), |a, &v| a + f(v));
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v);
-        }
-    }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
 }

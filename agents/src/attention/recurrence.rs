@@ -92,7 +92,7 @@ pub(crate) fn lane_sum<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F
     let mut half = PARTIAL_SUMS / 2;
     while half > 0 {
         for i in 0..half {
-            acc[i] = acc[i] + acc[i + half];
+            acc[i] += acc[i + half];
         }
         half /= 2;
     }

@@ -507,6 +507,16 @@ fn step(
     opt: &mut AdamW<f32, Cpu>,
     w: &flowrl_agents::agent::Window<f32, Cpu>,
 ) -> anyhow::Result<Split> {
+    // On a rayon worker, as `flowrl train` runs its steps.
+    rayon::scope(|_| step_on_worker(agent, opt, w))
+}
+
+/// [`step`]'s work, on the calling thread.
+fn step_on_worker(
+    agent: &mut Agent<f32, Cpu>,
+    opt: &mut AdamW<f32, Cpu>,
+    w: &flowrl_agents::agent::Window<f32, Cpu>,
+) -> anyhow::Result<Split> {
     let cpu_start = process_cpu_seconds();
     let start = Instant::now();
     let loss = agent.loss(w, true)?;

@@ -628,35 +628,41 @@ impl Session<'_> {
                 mask: &batch.mask,
             })
             .with_context(|| format!("step {step}: the sampled batch is not a valid window"))?;
-        let loss = self
-            .agent
-            .loss(&window, true)
-            .with_context(|| format!("step {step}: loss"))?;
-        let loss_value: f32 = loss.array();
-        if !loss_value.is_finite() {
-            bail!("step {step}: the training loss is {loss_value}; stopping (lower train.lr or check the dataset)");
-        }
-        let mut gradients = loss.backward();
-        let mut grads = self.agent.params().grads(&mut gradients);
-        let clip = self.config.train.grad_clip;
-        let norm = if clip > 0.0 {
-            clip_grad_norm(&mut grads, clip)
-                .with_context(|| format!("step {step}: gradient clipping"))?
-        } else {
-            grad_norm(&grads)
-        };
-        if !norm.is_finite() {
-            bail!("step {step}: the gradient norm is {norm}; stopping");
-        }
         let lr = warmup_lr(
             self.step,
             self.config.train.lr,
             self.config.train.warmup_steps as u64,
         );
-        self.optimizer.set_lr(lr);
-        self.optimizer
-            .update(self.agent.params_mut(), &grads)
-            .with_context(|| format!("step {step}: AdamW update"))?;
+        let clip = self.config.train.grad_clip;
+        let (agent, optimizer) = (&mut self.agent, &mut self.optimizer);
+        // The step runs on a rayon worker: its serial parts then run on a pool thread,
+        // and the pool's idle workers, which spin for a while after each parallel
+        // kernel, no longer compete with a third runnable thread (the caller).
+        let (loss_value, norm) = rayon::scope(|_| -> anyhow::Result<(f32, f64)> {
+            let loss = agent
+                .loss(&window, true)
+                .with_context(|| format!("step {step}: loss"))?;
+            let loss_value: f32 = loss.array();
+            if !loss_value.is_finite() {
+                bail!("step {step}: the training loss is {loss_value}; stopping (lower train.lr or check the dataset)");
+            }
+            let mut gradients = loss.backward();
+            let mut grads = agent.params().grads(&mut gradients);
+            let norm = if clip > 0.0 {
+                clip_grad_norm(&mut grads, clip)
+                    .with_context(|| format!("step {step}: gradient clipping"))?
+            } else {
+                grad_norm(&grads)
+            };
+            if !norm.is_finite() {
+                bail!("step {step}: the gradient norm is {norm}; stopping");
+            }
+            optimizer.set_lr(lr);
+            optimizer
+                .update(agent.params_mut(), &grads)
+                .with_context(|| format!("step {step}: AdamW update"))?;
+            Ok((loss_value, norm))
+        })?;
         Ok(StepRecord {
             step,
             loss: loss_value,

@@ -108,9 +108,11 @@ unsafe impl GlobalAlloc for CappedAlloc {
 }
 
 /// Makes glibc's `malloc` keep freed memory for reuse instead of returning it to the
-/// OS: no `mmap` for big blocks, no trimming of the heap. Returns whether both
-/// settings were accepted; on other platforms and C libraries it does nothing and
-/// returns `false`.
+/// OS: no `mmap` for big blocks, no trimming of the heap, and one arena for every
+/// thread (training steps run on rayon workers; with a worker's own arena, whose heaps
+/// hold at most 64 MB each, a training step over 3000-token sequences measured 8%
+/// slower). Returns whether all three settings were accepted; on other platforms and
+/// C libraries it does nothing and returns `false`.
 pub fn retain_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -119,7 +121,8 @@ pub fn retain_freed_memory() -> bool {
         unsafe {
             let no_mmap = libc::mallopt(libc::M_MMAP_MAX, 0) == 1;
             let no_trim = libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1;
-            no_mmap && no_trim
+            let one_arena = libc::mallopt(libc::M_ARENA_MAX, 1) == 1;
+            no_mmap && no_trim && one_arena
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

@@ -237,18 +237,20 @@ mod avx512 {
         ((1u32 << n) - 1) as __mmask16
     }
 
-    /// See [`super::SliceExp::exp_shifted`].
+    /// Replaces every vector of 16 values of `x` by `f(vector, mask)`, the last,
+    /// shorter one loaded with zeros in the lanes beyond `x` and stored through `mask`
+    /// (all lanes set for the full vectors).
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
+    #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn exp_shifted(x: &mut [f32], shift: f32) {
-        let s = _mm512_set1_ps(shift);
+    unsafe fn map_lanes(x: &mut [f32], mut f: impl FnMut(__m512, __mmask16) -> __m512) {
         let mut chunks = x.chunks_exact_mut(LANES);
         for c in &mut chunks {
             // SAFETY: `c` holds 16 values.
             unsafe {
-                let v = exp(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), s));
+                let v = f(_mm512_loadu_ps(c.as_ptr()), !0);
                 _mm512_storeu_ps(c.as_mut_ptr(), v);
             }
         }
@@ -257,10 +259,21 @@ mod avx512 {
             let k = first(rest.len());
             // SAFETY: the masked lanes are the `rest.len()` values of `rest`.
             unsafe {
-                let v = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, rest.as_ptr()), s));
+                let v = f(_mm512_maskz_loadu_ps(k, rest.as_ptr()), k);
                 _mm512_mask_storeu_ps(rest.as_mut_ptr(), k, v);
             }
         }
+    }
+
+    /// See [`super::SliceExp::exp_shifted`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn exp_shifted(x: &mut [f32], shift: f32) {
+        let s = _mm512_set1_ps(shift);
+        // SAFETY: the caller's CPU has AVX-512F.
+        unsafe { map_lanes(x, |v, _| exp(_mm512_sub_ps(v, s))) }
     }
 
     /// `1 / (1 + exp(0 - v))` of a vector (the scalar path's operations).
@@ -278,23 +291,8 @@ mod avx512 {
     /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn logistic(x: &mut [f32]) {
-        let mut chunks = x.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            // SAFETY: `c` holds 16 values.
-            unsafe {
-                let v = logistic_lanes(_mm512_loadu_ps(c.as_ptr()));
-                _mm512_storeu_ps(c.as_mut_ptr(), v);
-            }
-        }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            let k = first(rest.len());
-            // SAFETY: the masked lanes are the `rest.len()` values of `rest`.
-            unsafe {
-                let v = logistic_lanes(_mm512_maskz_loadu_ps(k, rest.as_ptr()));
-                _mm512_mask_storeu_ps(rest.as_mut_ptr(), k, v);
-            }
-        }
+        // SAFETY: the caller's CPU has AVX-512F.
+        unsafe { map_lanes(x, |v, _| logistic_lanes(v)) }
     }
 
     /// See [`super::SliceExp::slice_max`].
@@ -326,25 +324,14 @@ mod avx512 {
     pub(super) unsafe fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
         let s = _mm512_set1_ps(shift);
         let mut acc = _mm512_setzero_ps();
-        let mut chunks = x.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            // SAFETY: `c` holds 16 values.
-            unsafe {
-                let v = exp(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), s));
-                _mm512_storeu_ps(c.as_mut_ptr(), v);
-                acc = _mm512_add_ps(acc, v);
-            }
-        }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            let k = first(rest.len());
-            // SAFETY: the masked lanes are the `rest.len()` values of `rest`.
-            unsafe {
-                let v = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, rest.as_ptr()), s));
-                _mm512_mask_storeu_ps(rest.as_mut_ptr(), k, v);
+        // SAFETY: the caller's CPU has AVX-512F.
+        unsafe {
+            map_lanes(x, |v, k| {
+                let v = exp(_mm512_sub_ps(v, s));
                 acc = _mm512_mask_add_ps(acc, k, acc, v);
-            }
-        }
+                v
+            })
+        };
         let mut lanes = [0.0f32; LANES];
         // SAFETY: `lanes` holds 16 values.
         unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };

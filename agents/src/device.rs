@@ -139,6 +139,23 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
         attention_composed::causal_flow(q, k, v, cfg)
     }
 
+    /// Causal Flow-Attention of the query, key and value maps of `x`; shapes already
+    /// checked.
+    fn projected_causal_flow<T: Tape<E, Self> + Merge<T>>(
+        x: Tensor2<E, Self, T>,
+        maps: [Affine<E, Self>; 3],
+        heads: (usize, usize, usize),
+        cfg: &FlowConfig,
+    ) -> Tensor4<E, Self, T>
+    where
+        E: Float,
+    {
+        let [q, k, v]: [_; 3] = Self::linear_heads(x, maps.into(), heads)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
+        Self::causal_flow(q, k, v, cfg)
+    }
+
     /// Causal softmax attention; shapes already checked.
     fn causal_softmax<T: Tape<E, Self> + Merge<T>>(
         q: Tensor4<E, Self, T>,
@@ -263,6 +280,25 @@ macro_rules! cpu_model_device {
                 cfg: &FlowConfig,
             ) -> Tensor4<$float, Self, T> {
                 attention::cpu_flow::causal_flow(q, k, v, cfg, Self::sigmoid_in_place)
+            }
+
+            fn projected_causal_flow<T: Tape<$float, Self> + Merge<T>>(
+                x: Tensor2<$float, Self, T>,
+                maps: [Affine<$float, Self>; 3],
+                heads: (usize, usize, usize),
+                cfg: &FlowConfig,
+            ) -> Tensor4<$float, Self, T> {
+                let (x, mut tape) = x.contiguous().split_tape();
+                let (out, backward) = attention::cpu_projected::projected_causal_flow(
+                    x,
+                    maps,
+                    heads,
+                    cfg,
+                    Self::sigmoid_in_place,
+                    T::OWNS_TAPE,
+                );
+                record(&mut tape, backward);
+                out.put_tape(tape)
             }
 
             fn causal_softmax<T: Tape<$float, Self> + Merge<T>>(

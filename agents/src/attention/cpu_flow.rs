@@ -9,7 +9,8 @@ use super::{add_into, cast, cpu_data as read, FlowConfig, Tensor4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-fn consts<F: Real>(cfg: &FlowConfig, sigmoid: fn(&mut [F])) -> Consts<F> {
+/// Flow-Attention's constants for the kernels, with the device's sigmoid.
+pub(crate) fn consts<F: Real>(cfg: &FlowConfig, sigmoid: fn(&mut [F])) -> Consts<F> {
     Consts {
         eps: cast(cfg.eps),
         clamp: cast(cfg.clamp),
@@ -75,6 +76,104 @@ fn scratch<F: Real>(len: usize) -> Vec<F> {
     vec![F::zero(); len]
 }
 
+/// The host inputs of causal Flow-Attention over `heads` heads: `sigmoid(q)`,
+/// `sigmoid(k)` `(heads, L, D)` and `v (heads, L, M)`, with the sizes and constants.
+pub(crate) struct HostHeads<F> {
+    pub qf: Vec<F>,
+    pub kf: Vec<F>,
+    pub v: Vec<F>,
+    pub dims: Dims,
+    pub c: Consts<F>,
+}
+
+impl<F: Real> HostHeads<F> {
+    /// The forward pass of every head (heads in parallel) into `out (heads, L, M)`;
+    /// with `record`, also what [`HostHeads::backward`] needs.
+    pub(crate) fn forward(&self, out: &mut [F], record: bool) -> Option<Saved<Vec<F>>> {
+        let Dims { l, d, m, .. } = self.dims;
+        let heads = out.len() / (l * m).max(1);
+        let (dims, c) = (self.dims, self.c);
+        let mut saved = record.then(|| Saved {
+            readout: scratch(heads * l * m),
+            states: scratch(heads * dims.states_len()),
+            checkpoints: scratch(heads * dims.checkpoints_len()),
+        });
+        if out.is_empty() {
+            return saved;
+        }
+        let inputs = self
+            .qf
+            .par_chunks(l * d)
+            .zip(self.kf.par_chunks(l * d))
+            .zip(self.v.par_chunks(l * m));
+        let outputs = out.par_chunks_mut(l * m);
+        match saved.as_mut() {
+            Some(s) => {
+                let kept = s
+                    .readout
+                    .par_chunks_mut(l * m)
+                    .zip(s.states.par_chunks_mut(dims.states_len()))
+                    .zip(s.checkpoints.par_chunks_mut(dims.checkpoints_len()));
+                inputs.zip(outputs).zip(kept).for_each(
+                    |((((qf, kf), v), o), ((readout, states), checkpoints))| {
+                        let head = Saved {
+                            readout,
+                            states,
+                            checkpoints,
+                        };
+                        wide::forward_head(Head { qf, kf, v, dims, c }, o, Some(head))
+                    },
+                );
+            }
+            None => inputs.zip(outputs).for_each(|(((qf, kf), v), o)| {
+                wide::forward_head(Head { qf, kf, v, dims, c }, o, None)
+            }),
+        }
+        saved
+    }
+
+    /// The backward pass of every head (heads in parallel) from the output's gradient
+    /// `dout (heads, L, M)`: overwrites `grads` (`q`, `k` before the feature map, and
+    /// `v`, laid out as the inputs).
+    pub(crate) fn backward(&self, saved: &Saved<Vec<F>>, dout: &[F], grads: HeadGrads<F>) {
+        let Dims { l, d, m, .. } = self.dims;
+        let (dims, c) = (self.dims, self.c);
+        if l * m == 0 {
+            return;
+        }
+        let inputs = self
+            .qf
+            .par_chunks(l * d)
+            .zip(self.kf.par_chunks(l * d))
+            .zip(self.v.par_chunks(l * m));
+        let kept = saved
+            .readout
+            .par_chunks(l * m)
+            .zip(saved.states.par_chunks(dims.states_len()))
+            .zip(saved.checkpoints.par_chunks(dims.checkpoints_len()));
+        let outputs = grads
+            .q
+            .par_chunks_mut(l * d)
+            .zip(grads.k.par_chunks_mut(l * d))
+            .zip(grads.v.par_chunks_mut(l * m));
+        inputs
+            .zip(kept)
+            .zip(outputs)
+            .zip(dout.par_chunks(l * m))
+            .for_each(
+                |(((((qf, kf), v), ((readout, states), checkpoints)), ((q, k), gv)), doh)| {
+                    let saved = Saved {
+                        readout,
+                        states,
+                        checkpoints,
+                    };
+                    let grads = HeadGrads { q, k, v: gv };
+                    wide::backward_head(Head { qf, kf, v, dims, c }, doh, saved, grads);
+                },
+            );
+    }
+}
+
 /// Fused causal Flow-Attention on `Cpu` (shapes already checked).
 pub(crate) fn causal_flow<F, T>(
     q: Tensor4<F, Cpu, T>,
@@ -89,63 +188,26 @@ where
 {
     let (b, h, l, d) = *q.shape();
     let m = v.shape().3;
-    let dims = Dims::new(l, d, m);
-    let c = consts::<F>(cfg, sigmoid);
     let (q, tape_q) = q.contiguous().split_tape();
     let (k, tape_k) = k.contiguous().split_tape();
     let (v, tape_v) = v.contiguous().split_tape();
     let heads = b * h;
     let mut out = scratch(heads * l * m);
-    // sigmoid(q), sigmoid(k) and v, computed once, and what the backward pass needs.
-    let record = T::OWNS_TAPE && !out.is_empty();
-    let mut saved = record.then(|| Saved {
-        readout: scratch(heads * l * m),
-        states: scratch(heads * dims.states_len()),
-        checkpoints: scratch(heads * dims.checkpoints_len()),
-    });
-    let inputs = (!out.is_empty()).then(|| {
-        let (mut qf, mut kf) = (read(&q), read(&k));
+    // sigmoid(q), sigmoid(k) and v, computed once.
+    let (mut qf, mut kf) = (read(&q), read(&k));
+    if l > 0 {
         qf.par_chunks_mut(l * d)
             .chain(kf.par_chunks_mut(l * d))
             .for_each(sigmoid);
-        (qf, kf, read(&v))
-    });
-    if let Some((qd, kd, vd)) = &inputs {
-        let inputs = qd
-            .par_chunks(l * d)
-            .zip(kd.par_chunks(l * d))
-            .zip(vd.par_chunks(l * m));
-        let outputs = out.par_chunks_mut(l * m);
-        match saved.as_mut() {
-            Some(s) => {
-                let kept = s
-                    .readout
-                    .par_chunks_mut(l * m)
-                    .zip(s.states.par_chunks_mut(dims.states_len()))
-                    .zip(s.checkpoints.par_chunks_mut(dims.checkpoints_len()));
-                inputs.zip(outputs).zip(kept).for_each(
-                    |((((qh, kh), vh), o), ((readout, states), checkpoints))| {
-                        let head = Saved {
-                            readout,
-                            states,
-                            checkpoints,
-                        };
-                        let inputs = Head {
-                            qf: qh,
-                            kf: kh,
-                            v: vh,
-                            dims,
-                            c,
-                        };
-                        wide::forward_head(inputs, o, Some(head))
-                    },
-                );
-            }
-            None => inputs.zip(outputs).for_each(|(((qf, kf), v), o)| {
-                wide::forward_head(Head { qf, kf, v, dims, c }, o, None)
-            }),
-        }
     }
+    let inputs = HostHeads {
+        qf,
+        kf,
+        v: read(&v),
+        dims: Dims::new(l, d, m),
+        c: consts(cfg, sigmoid),
+    };
+    let saved = inputs.forward(&mut out, T::OWNS_TAPE);
     let out = q.device().tensor_from_vec(out, (b, h, l, m));
     let mut tape = tape_q.merge(tape_k).merge(tape_v);
     let (q_ghost, k_ghost, v_ghost, out_ghost) = (q.ghost(), k.ghost(), v.ghost(), out.ghost());
@@ -153,53 +215,17 @@ where
         grads.try_alloc_for(&out_ghost)?;
         let n = heads * l;
         let (mut gq, mut gk, mut gv) = (scratch(n * d), scratch(n * d), scratch(n * m));
-        // Consumed: the copies are freed before the gradients are added.
-        if let (Some((qd, kd, vd)), Some(s)) = (inputs, saved) {
+        if let Some(saved) = saved {
             let dout: &[F] = grads.get_or_alloc_mut(&out_ghost)?;
-            let inputs = qd
-                .par_chunks(l * d)
-                .zip(kd.par_chunks(l * d))
-                .zip(vd.par_chunks(l * m));
-            let kept = s
-                .readout
-                .par_chunks(l * m)
-                .zip(s.states.par_chunks(dims.states_len()))
-                .zip(s.checkpoints.par_chunks(dims.checkpoints_len()));
-            let outputs = gq
-                .par_chunks_mut(l * d)
-                .zip(gk.par_chunks_mut(l * d))
-                .zip(gv.par_chunks_mut(l * m));
-            inputs
-                .zip(kept)
-                .zip(outputs)
-                .zip(dout.par_chunks(l * m))
-                .for_each(
-                    |(
-                        ((((qh, kh), vh), ((readout, states), checkpoints)), ((gqh, gkh), gvh)),
-                        doh,
-                    )| {
-                        let saved = Saved {
-                            readout,
-                            states,
-                            checkpoints,
-                        };
-                        let grads = HeadGrads {
-                            q: gqh,
-                            k: gkh,
-                            v: gvh,
-                        };
-                        let head = Head {
-                            qf: qh,
-                            kf: kh,
-                            v: vh,
-                            dims,
-                            c,
-                        };
-                        wide::backward_head(head, doh, saved, grads);
-                    },
-                );
+            let head_grads = HeadGrads {
+                q: &mut gq,
+                k: &mut gk,
+                v: &mut gv,
+            };
+            inputs.backward(&saved, dout, head_grads);
         }
-        // One local at a time: each is freed once added.
+        // The copies are freed before the gradients are added, and each local once added.
+        drop(inputs);
         for (ghost, local) in [(&q_ghost, gq), (&k_ghost, gk)] {
             add_into(grads.get_or_alloc_mut(ghost)?, &local);
         }

@@ -10,6 +10,7 @@
 mod chunked;
 pub mod composed;
 pub(crate) mod cpu_flow;
+pub(crate) mod cpu_projected;
 pub(crate) mod cpu_softmax;
 mod exp;
 pub(crate) mod gemm;
@@ -22,6 +23,7 @@ use dfdx::prelude::*;
 use num_traits::Float;
 
 use crate::device::ModelDevice;
+use crate::kernels::{check_heads, Affine, Tensor2};
 pub use state::{FlowState, FlowSums};
 
 /// (batch, heads, positions, features) with runtime sizes.
@@ -147,6 +149,34 @@ where
     let (_, _, l, s, _, _) = check_shapes(q.shape(), k.shape(), v.shape());
     assert_eq!(l, s, "causal_flow: q has {l} positions but k has {s}");
     D::causal_flow(q, k, v, cfg)
+}
+
+/// Causal Flow-Attention of the queries, keys and values that `maps` (in that order)
+/// make of `x (B·L, I)` for `(b, l, h)` sequences, lengths and heads: the same as
+/// [`causal_flow`] of [`crate::kernels::linear_heads`]`(x, maps, (b, l, h))`, `(B, H, L,
+/// M)`. On `Cpu` one op, in which the queries, keys and values never become tensors.
+///
+/// # Panics
+/// If the sizes disagree (as for `linear_heads`, and the queries and keys must have the
+/// same width).
+pub fn projected_causal_flow<E, D, T>(
+    x: Tensor2<E, D, T>,
+    maps: [Affine<E, D>; 3],
+    (b, l, h): (usize, usize, usize),
+    cfg: &FlowConfig,
+) -> Tensor4<E, D, T>
+where
+    E: Dtype + Float,
+    D: ModelDevice<E>,
+    T: Tape<E, D> + Merge<T>,
+{
+    check_heads("projected_causal_flow", *x.shape(), &maps, (b, l, h));
+    let (q, k) = (maps[0].outputs(), maps[1].outputs());
+    assert_eq!(
+        q, k,
+        "projected_causal_flow: query width {q}, key width {k}"
+    );
+    D::projected_causal_flow(x, maps, (b, l, h), cfg)
 }
 
 /// Normal (non-causal) Flow-Attention: `q (B,H,L,D)`, `k (B,H,S,D)`, `v (B,H,S,M)` ->

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::cpu_pointwise::BitMask;
 use super::{read, release, rows_per_task, zeroed, Activation, CpuBackward, Tensor2};
-use super::{Affine, Tensor4};
+use super::{Affine, Tensor1, Tensor4};
 use crate::attention::gemm::{matmul_parallel, matmul_parallel_new, View};
 
 /// A map's weight on the host as the `(inputs, outputs)` matrix of `y = x W`, a view
@@ -144,143 +144,183 @@ pub(crate) fn linear<E: Dtype + Float>(
     (out, Some(Box::new(backward)))
 }
 
-/// `[split(x W_j + b_j) for each map j]` for `x (B·L, I)`: the maps' products as one,
-/// each output split into `h` heads `(B, H, L, O_j / H)`; the backward pass (recorded
-/// once, for all outputs) when `trace`.
-pub(crate) fn linear_heads<E: Dtype + Float>(
-    x: Tensor2<E, Cpu>,
-    maps: Vec<Affine<E, Cpu>>,
-    (b, l, h): (usize, usize, usize),
-    trace: bool,
-) -> (Vec<Tensor4<E, Cpu>>, Option<CpuBackward<E>>) {
-    let (n, i) = *x.shape();
-    let widths: Vec<usize> = maps.iter().map(Affine::outputs).collect();
-    let offsets: Vec<usize> = widths
-        .iter()
-        .scan(0, |at, &w| {
-            let start = *at;
-            *at += w;
-            Some(start)
-        })
-        .collect();
-    let total: usize = widths.iter().sum();
-    // The weights side by side as one [out, in] matrix.
-    let mut wcat = Vec::with_capacity(total * i);
-    for map in &maps {
-        let ws = read(&map.weight);
-        let o = map.outputs();
-        if map.out_in {
-            wcat.extend_from_slice(&ws);
-        } else {
-            wcat.extend((0..o * i).map(|at| ws[(at % i) * o + at / i]));
+/// Several linear maps of one input as one: their weights side by side as one `[total,
+/// inputs]` matrix, their biases, and where each map's outputs sit among the `total`
+/// columns; with the parameters (shared handles) for the backward pass.
+pub(crate) struct StackedMaps<E: Dtype> {
+    weights: Vec<E>,
+    biases: Vec<Vec<E>>,
+    widths: Vec<usize>,
+    offsets: Vec<usize>,
+    total: usize,
+    inputs: usize,
+    params: Vec<MapGhosts<E>>,
+}
+
+/// A map's weight and bias (handles to the parameters, which outlive the step
+/// anyway: their gradients are found by them), and the weight's layout.
+type MapGhosts<E> = (Tensor2<E, Cpu>, Option<Tensor1<E, Cpu>>, bool);
+
+impl<E: Dtype + Float> StackedMaps<E> {
+    /// Reads the maps' parameters (all of the same input width).
+    pub(crate) fn new(maps: &[Affine<E, Cpu>]) -> Self {
+        let widths: Vec<usize> = maps.iter().map(Affine::outputs).collect();
+        let offsets: Vec<usize> = widths
+            .iter()
+            .scan(0, |at, &w| {
+                let start = *at;
+                *at += w;
+                Some(start)
+            })
+            .collect();
+        let total: usize = widths.iter().sum();
+        let inputs = maps.first().map_or(0, Affine::inputs);
+        let mut weights = Vec::with_capacity(total * inputs);
+        for map in maps {
+            let ws = read(&map.weight);
+            let o = map.outputs();
+            if map.out_in {
+                weights.extend_from_slice(&ws);
+            } else {
+                weights.extend((0..o * inputs).map(|at| ws[(at % inputs) * o + at / inputs]));
+            }
+        }
+        let biases = maps
+            .iter()
+            .map(|map| {
+                map.bias
+                    .as_ref()
+                    .map_or_else(|| vec![E::zero(); map.outputs()], read)
+            })
+            .collect();
+        let params = maps
+            .iter()
+            .map(|m| (m.weight.clone(), m.bias.clone(), m.out_in))
+            .collect();
+        Self {
+            weights,
+            biases,
+            widths,
+            offsets,
+            total,
+            inputs,
+            params,
         }
     }
-    let xs = read(&x);
-    let y = matmul_parallel_new(View::rows(&xs, n, i), weight_view(&wcat, (i, total), true));
-    let seq = l * total;
-    let dev = x.device().clone();
-    let outs: Vec<Tensor4<E, Cpu>> = maps
-        .iter()
-        .zip(widths.iter().zip(&offsets))
-        .map(|(map, (&o, &off))| {
-            let d = o / h;
-            let bias = map.bias.as_ref().map_or_else(|| vec![E::zero(); o], read);
-            let mut out = zeroed(n * o);
-            if seq > 0 && d > 0 {
-                out.par_chunks_mut(l * o)
-                    .zip(y.par_chunks(seq))
-                    .for_each(|(out, ys)| {
-                        for head in 0..h {
-                            let bias = &bias[head * d..(head + 1) * d];
-                            for t in 0..l {
-                                let src = &ys[t * total + off + head * d..][..d];
-                                let dst = &mut out[(head * l + t) * d..][..d];
-                                for ((v, &s), &c) in dst.iter_mut().zip(src).zip(bias) {
-                                    *v = s + c;
-                                }
-                            }
-                        }
-                    });
-            }
-            dev.tensor_from_vec(out, (b, h, l, d))
-        })
-        .collect();
-    drop(y);
-    if !trace {
-        return (outs, None);
+
+    /// The maps' outputs without their biases, `x (N, inputs)` -> `(N, total)`.
+    pub(crate) fn products(&self, xs: &[E], n: usize) -> Vec<E> {
+        let i = self.inputs;
+        matmul_parallel_new(
+            View::rows(xs, n, i),
+            View::rows(&self.weights, self.total, i).t(),
+        )
     }
-    let x_ghost = x.ghost();
-    let out_ghosts: Vec<_> = outs.iter().map(|t| t.ghost()).collect();
-    let params: Vec<_> = maps
-        .iter()
-        .map(|m| {
-            (
-                m.weight.ghost(),
-                m.bias.as_ref().map(|b| b.ghost()),
-                m.out_in,
-            )
-        })
-        .collect();
-    drop((x, maps));
-    let backward = move |grads: &mut Gradients<E, Cpu>| -> Result<(), CpuError> {
-        grads.try_alloc_for(&x_ghost)?;
-        // The outputs' gradients gathered back into token rows, (B·L, total).
-        let mut g = zeroed(n * total);
-        for ((out_ghost, (_, b_ghost, _)), (&o, &off)) in out_ghosts
-            .iter()
-            .zip(&params)
-            .zip(widths.iter().zip(&offsets))
-        {
-            grads.try_alloc_for(out_ghost)?;
-            let go: Vec<E> = release(grads.get_or_alloc_mut(out_ghost)?);
-            let d = o / h;
-            if seq > 0 && d > 0 {
-                g.par_chunks_mut(seq)
-                    .zip(go.par_chunks(l * o))
-                    .for_each(|(g, go)| {
-                        for head in 0..h {
-                            for t in 0..l {
-                                let src = &go[(head * l + t) * d..][..d];
-                                g[t * total + off + head * d..][..d].copy_from_slice(src);
+
+    /// Map `j`'s output plus its bias from the `products` `y` of `b` sequences of `l`
+    /// rows, split into `h` heads: `(b, h, l, O_j / h)`, each head's rows contiguous.
+    pub(crate) fn split(&self, y: &[E], j: usize, (l, h): (usize, usize)) -> Vec<E> {
+        let (o, off, total) = (self.widths[j], self.offsets[j], self.total);
+        let d = o / h;
+        let bias = &self.biases[j];
+        let mut out = zeroed(y.len() / total.max(1) * o);
+        if l * total > 0 && d > 0 {
+            out.par_chunks_mut(l * o)
+                .zip(y.par_chunks(l * total))
+                .for_each(|(out, ys)| {
+                    for head in 0..h {
+                        let bias = &bias[head * d..(head + 1) * d];
+                        for t in 0..l {
+                            let src = &ys[t * total + off + head * d..][..d];
+                            let dst = &mut out[(head * l + t) * d..][..d];
+                            for ((v, &s), &c) in dst.iter_mut().zip(src).zip(bias) {
+                                *v = s + c;
                             }
                         }
-                    });
-            }
-            if let Some(b_ghost) = b_ghost {
-                grads.try_alloc_for(b_ghost)?;
-                let gb = grads.get_or_alloc_mut(b_ghost)?;
-                // Column sums of this map's block of g.
-                let rows = rows_per_task(total);
-                let partial: Vec<Vec<E>> = g
-                    .par_chunks(rows * total.max(1))
-                    .map(|chunk| {
-                        let mut sums = vec![E::zero(); o];
-                        for row in chunk.chunks_exact(total) {
-                            for (s, &v) in sums.iter_mut().zip(&row[off..off + o]) {
-                                *s += v;
-                            }
-                        }
-                        sums
-                    })
-                    .collect();
-                for sums in &partial {
-                    for (s, &v) in gb.iter_mut().zip(sums) {
-                        *s += v;
                     }
+                });
+        }
+        out
+    }
+
+    /// A zeroed `(N, total)` gradient of the maps' outputs for `n` rows.
+    pub(crate) fn new_gradient(&self, n: usize) -> Vec<E> {
+        zeroed(n * self.total)
+    }
+
+    /// Writes map `j`'s output gradient `go` (laid out as [`StackedMaps::split`] gives
+    /// it) into its columns of `g (N, total)`.
+    pub(crate) fn gather(&self, g: &mut [E], j: usize, go: &[E], (l, h): (usize, usize)) {
+        let (o, off, total) = (self.widths[j], self.offsets[j], self.total);
+        let d = o / h;
+        if l * total == 0 || d == 0 {
+            return;
+        }
+        g.par_chunks_mut(l * total)
+            .zip(go.par_chunks(l * o))
+            .for_each(|(g, go)| {
+                for head in 0..h {
+                    for t in 0..l {
+                        let src = &go[(head * l + t) * d..][..d];
+                        g[t * total + off + head * d..][..d].copy_from_slice(src);
+                    }
+                }
+            });
+    }
+
+    /// `dx += g W` for the outputs' gradient `g (N, total)`.
+    pub(crate) fn add_input_gradient(&self, dx: &mut [E], g: &[E]) {
+        let (total, i) = (self.total, self.inputs);
+        let gv = View::rows(g, g.len() / total.max(1), total);
+        matmul_parallel(dx, gv, View::rows(&self.weights, total, i), true);
+    }
+
+    /// The biases' and the weights' gradients from the outputs' gradient `g (N,
+    /// total)` and the input's values `xs (N, inputs)`, added to theirs in `grads`.
+    pub(crate) fn add_parameter_gradients(
+        &self,
+        grads: &mut Gradients<E, Cpu>,
+        xs: &[E],
+        g: &[E],
+    ) -> Result<(), CpuError> {
+        let (total, i) = (self.total, self.inputs);
+        let n = g.len() / total.max(1);
+        for ((_, b_ghost, _), (&o, &off)) in self
+            .params
+            .iter()
+            .zip(self.widths.iter().zip(&self.offsets))
+        {
+            let Some(b_ghost) = b_ghost else { continue };
+            grads.try_alloc_for(b_ghost)?;
+            let gb = grads.get_or_alloc_mut(b_ghost)?;
+            // Column sums of this map's block of g.
+            let rows = rows_per_task(total);
+            let partial: Vec<Vec<E>> = g
+                .par_chunks(rows * total.max(1))
+                .map(|chunk| {
+                    let mut sums = vec![E::zero(); o];
+                    for row in chunk.chunks_exact(total) {
+                        for (s, &v) in sums.iter_mut().zip(&row[off..off + o]) {
+                            *s += v;
+                        }
+                    }
+                    sums
+                })
+                .collect();
+            for sums in &partial {
+                for (s, &v) in gb.iter_mut().zip(sums) {
+                    *s += v;
                 }
             }
         }
-        let gv = View::rows(&g, n, total);
-        // dx += g Wcat
-        matmul_parallel(
-            grads.get_or_alloc_mut(&x_ghost)?,
-            gv,
-            View::rows(&wcat, total, i),
-            true,
-        );
-        // dWcat = gᵀ x, [total, in], then each map's block into its weight's gradient.
-        let gw = matmul_parallel_new(gv.t(), View::rows(&xs, n, i));
-        for ((w_ghost, _, out_in), (&o, &off)) in params.iter().zip(widths.iter().zip(&offsets)) {
+        let gv = View::rows(g, n, total);
+        // dW = gᵀ x, [total, in], then each map's block into its weight's gradient.
+        let gw = matmul_parallel_new(gv.t(), View::rows(xs, n, i));
+        for ((w_ghost, _, out_in), (&o, &off)) in self
+            .params
+            .iter()
+            .zip(self.widths.iter().zip(&self.offsets))
+        {
             grads.try_alloc_for(w_ghost)?;
             let acc = grads.get_or_alloc_mut(w_ghost)?;
             let block = &gw[off * i..(off + o) * i];
@@ -296,6 +336,48 @@ pub(crate) fn linear_heads<E: Dtype + Float>(
             }
         }
         Ok(())
+    }
+}
+
+/// `[split(x W_j + b_j) for each map j]` for `x (B·L, I)`: the maps' products as one,
+/// each output split into `h` heads `(B, H, L, O_j / H)`; the backward pass (recorded
+/// once, for all outputs) when `trace`.
+pub(crate) fn linear_heads<E: Dtype + Float>(
+    x: Tensor2<E, Cpu>,
+    maps: Vec<Affine<E, Cpu>>,
+    (b, l, h): (usize, usize, usize),
+    trace: bool,
+) -> (Vec<Tensor4<E, Cpu>>, Option<CpuBackward<E>>) {
+    let n = x.shape().0;
+    let stacked = StackedMaps::new(&maps);
+    let xs = read(&x);
+    let y = stacked.products(&xs, n);
+    let dev = x.device().clone();
+    let outs: Vec<Tensor4<E, Cpu>> = maps
+        .iter()
+        .enumerate()
+        .map(|(j, map)| {
+            let out = stacked.split(&y, j, (l, h));
+            dev.tensor_from_vec(out, (b, h, l, map.outputs() / h))
+        })
+        .collect();
+    drop(y);
+    if !trace {
+        return (outs, None);
+    }
+    let x_ghost = x.ghost();
+    let out_ghosts: Vec<_> = outs.iter().map(|t| t.ghost()).collect();
+    drop((x, maps));
+    let backward = move |grads: &mut Gradients<E, Cpu>| -> Result<(), CpuError> {
+        // The outputs' gradients gathered back into token rows, (B·L, total).
+        let mut g = stacked.new_gradient(n);
+        for (j, out_ghost) in out_ghosts.iter().enumerate() {
+            grads.try_alloc_for(out_ghost)?;
+            let go: Vec<E> = release(grads.get_or_alloc_mut(out_ghost)?);
+            stacked.gather(&mut g, j, &go, (l, h));
+        }
+        stacked.add_input_gradient(grads.get_or_alloc_mut(&x_ghost)?, &g);
+        stacked.add_parameter_gradients(grads, &xs, &g)
     };
     (outs, Some(Box::new(backward)))
 }

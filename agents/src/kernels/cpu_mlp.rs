@@ -2,7 +2,8 @@
 //! back, dropout and the residual sum. The wide hidden layer stays a host buffer of the
 //! op (kept for the backward pass, which also needs it for the second map's weight
 //! gradient): it never becomes a dfdx tensor, so neither it nor its gradient is
-//! allocated, zeroed and copied as a tensor would be.
+//! allocated, zeroed and copied as a tensor would be. The LayerNorm's output is
+//! recomputed in the backward pass from the kept input and row statistics.
 
 use dfdx::prelude::*;
 use num_traits::Float;
@@ -28,10 +29,11 @@ pub(crate) fn mlp_residual<E: Dtype + Float>(
     let dev = x.device().clone();
     let xs = read(&x);
     let (gs, bs) = (read(&mlp.norm_weight), read(&mlp.norm_bias));
+    let eps = mlp.eps;
     let (w1, w2) = (read(&mlp.fc.weight), read(&mlp.proj.weight));
     let (fc_in, proj_in) = (mlp.fc.out_in, mlp.proj.out_in);
     let mut a = zeroed(n * w);
-    let stats = forward_rows(&xs, (&gs, &bs), mlp.eps, &mut a);
+    let stats = forward_rows(&xs, (&gs, &bs), eps, &mut a);
     let mut h = matmul_parallel_new(View::rows(&a, n, w), weight_view(&w1, (w, hidden), fc_in));
     let b1 = mlp.fc.bias.as_ref().map(read);
     add_bias_act(&mut h, b1.as_deref(), hidden, Activation::Relu);
@@ -39,6 +41,7 @@ pub(crate) fn mlp_residual<E: Dtype + Float>(
         View::rows(&h, n, hidden),
         weight_view(&w2, (hidden, w), proj_in),
     );
+    drop(a);
     let b2 = mlp.proj.bias.as_ref().map(read);
     add_bias_act(&mut y, b2.as_deref(), w, Activation::Identity);
     let kept = (p > 0.0).then(|| BitMask::dropout_keep(dev.random_u64(), p, n * w));
@@ -97,6 +100,10 @@ pub(crate) fn mlp_residual<E: Dtype + Float>(
         if let Some(b1_ghost) = &b1_ghost {
             add_column_sums(grads.get_or_alloc_mut(b1_ghost)?, &gh, hidden);
         }
+        // The LayerNorm's output again (the same values: kept, it would be one more
+        // activation per block alive until the backward pass).
+        let mut a = zeroed(n * w);
+        forward_rows(&xs, (&gs, &bs), eps, &mut a);
         let ghv = View::rows(&gh, n, hidden);
         add_weight_gradient(
             grads.get_or_alloc_mut(&w1_ghost)?,

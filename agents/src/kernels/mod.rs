@@ -98,7 +98,7 @@ pub struct Mlp<E: Dtype, D: Storage<E>> {
 }
 
 /// The backward pass of a fused `Cpu` op.
-type CpuBackward<E> = Box<dyn FnOnce(&mut Gradients<E, Cpu>) -> Result<(), CpuError>>;
+pub(crate) type CpuBackward<E> = Box<dyn FnOnce(&mut Gradients<E, Cpu>) -> Result<(), CpuError>>;
 
 /// Records a fused op's backward pass (if any: none without a tape) on `tape`.
 pub(crate) fn record<E: Dtype, T: Tape<E, Cpu>>(tape: &mut T, backward: Option<CpuBackward<E>>) {
@@ -147,15 +147,25 @@ where
     D: ModelDevice<E>,
     T: Tape<E, D>,
 {
-    assert!(!maps.is_empty(), "linear_heads: no maps");
-    let n = x.shape().0;
-    assert_eq!(n, b * l, "linear_heads: {n} rows for {b} sequences of {l}");
-    for map in &maps {
-        check_affine(x.shape().1, map);
-        let o = map.outputs();
-        assert!(h > 0 && o % h == 0, "linear_heads: {h} heads of width {o}");
-    }
+    check_heads("linear_heads", *x.shape(), &maps, (b, l, h));
     D::linear_heads(x, maps, (b, l, h))
+}
+
+/// Checks maps of an input of shape `(N, I)` whose outputs `op` splits into `h` heads of
+/// `b` sequences of `l` rows (see [`linear_heads`]).
+pub(crate) fn check_heads<E: Dtype, D: Storage<E>>(
+    op: &str,
+    (n, i): (usize, usize),
+    maps: &[Affine<E, D>],
+    (b, l, h): (usize, usize, usize),
+) {
+    assert!(!maps.is_empty(), "{op}: no maps");
+    assert_eq!(n, b * l, "{op}: {n} rows for {b} sequences of {l}");
+    for map in maps {
+        check_affine(i, map);
+        let o = map.outputs();
+        assert!(h > 0 && o % h == 0, "{op}: {h} heads of width {o}");
+    }
 }
 
 /// Checks a map against its input width.
@@ -280,7 +290,7 @@ where
 
 /// The data of a contiguous `Cpu` tensor (a copy: dfdx has no borrowed view). Callers
 /// make inputs contiguous first (on the tape, so gradients reach the original).
-fn read<S: Shape, E: Dtype>(t: &Tensor<S, E, Cpu>) -> Vec<E> {
+pub(crate) fn read<S: Shape, E: Dtype>(t: &Tensor<S, E, Cpu>) -> Vec<E> {
     let mut buf = zeroed(t.shape().num_elements());
     t.copy_into(&mut buf);
     buf
@@ -304,7 +314,7 @@ fn zeroed<E: Dtype>(n: usize) -> Vec<E> {
 /// op's backward pass runs after every consumer of its output has added to that
 /// gradient, so it is complete, and nothing reads it afterwards. Releasing it keeps
 /// the intermediate gradients from piling up until the backward pass ends.
-fn release<E, V: std::ops::DerefMut<Target = Vec<E>>>(grad: &mut V) -> Vec<E> {
+pub(crate) fn release<E, V: std::ops::DerefMut<Target = Vec<E>>>(grad: &mut V) -> Vec<E> {
     std::mem::take(&mut **grad)
 }
 

@@ -5,7 +5,7 @@ use dfdx::prelude::*;
 use super::backbone::join;
 use super::config::BackboneConfig;
 use super::recurrent::LayerState;
-use crate::attention::{causal_flow, causal_softmax, AttentionKind};
+use crate::attention::{causal_softmax, projected_causal_flow, AttentionKind};
 use crate::device::ModelDevice;
 use crate::kernels::{gather_rows, merge_heads, mlp_residual, Mlp};
 use crate::model::layers::{dropout_add, LayerNorm, Linear, Tensor2, WeightLayout};
@@ -122,12 +122,16 @@ impl Block {
                 let heads = (batch, len, cfg.heads);
                 let a = self.ln_1.forward(store, x.with_empty_tape());
                 let qkv = [&self.query, &self.key, &self.value];
-                let [q, k, v]: [_; 3] = Linear::forward_heads_of(&qkv, store, a, heads)
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
                 let o = match cfg.attention {
-                    AttentionKind::CausalFlow => causal_flow(q, k, v, &cfg.flow),
-                    AttentionKind::CausalSoftmax => causal_softmax(q, k, v),
+                    AttentionKind::CausalFlow => {
+                        projected_causal_flow(a, qkv.map(|m| m.affine(store)), heads, &cfg.flow)
+                    }
+                    AttentionKind::CausalSoftmax => {
+                        let [q, k, v]: [_; 3] = Linear::forward_heads_of(&qkv, store, a, heads)
+                            .try_into()
+                            .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
+                        causal_softmax(q, k, v)
+                    }
                 };
                 let o = merge_heads(o);
                 match keep {

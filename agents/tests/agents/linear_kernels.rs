@@ -2,9 +2,11 @@
 //! one input split into attention heads; the MLP sub-layer with its LayerNorm, dropout
 //! and residual) against their compositions of stock dfdx ops: forward values and the
 //! gradients of the input, the weights and the biases, in f64 and f32, for both weight
-//! layouts, with and without a bias, and through a strided input.
+//! layouts, with and without a bias, and through a strided input. Also the attention
+//! of three such maps as one op (`projected_causal_flow`), against the ops it fuses.
 
 use dfdx::prelude::*;
+use flowrl_agents::attention::{self, FlowConfig};
 use flowrl_agents::device::ModelDevice;
 use flowrl_agents::kernels::{self, composed, Activation, Affine, Mlp, Tensor1, Tensor2};
 
@@ -305,4 +307,104 @@ fn fused_mlp_drops_values_and_untraced_gives_the_traced_values() {
     let traced = kernels::mlp_residual(x.leaky_trace(), mlp.clone(), 0.0).as_vec();
     let plain = kernels::mlp_residual(x, mlp, 0.0).as_vec();
     assert_eq!(traced, plain);
+}
+
+/// How [`run_projected`] computes the attention of three maps.
+#[derive(Clone, Copy, Debug)]
+enum Projection {
+    /// `attention::projected_causal_flow`: one op on `Cpu`.
+    Fused,
+    /// The fused `Cpu` ops one after the other: `linear_heads`, then `causal_flow`.
+    Separate,
+    /// The compositions of stock dfdx ops.
+    Composed,
+}
+
+/// Causal Flow-Attention of the query, key and value maps (mixed layouts, the value map
+/// without a bias) of `b` sequences of `l` rows in `heads` heads, and its gradients under
+/// `sum(out * probe)`. Lengths above the single-chunk limit run the chunked kernels.
+fn run_projected<E>(l: usize, heads: usize, how: Projection) -> Outcome<E>
+where
+    E: Dtype + num_traits::Float,
+    Cpu: ModelDevice<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let dev = Cpu::seed_from_u64(51);
+    let (b, i, d, m) = (2, 8, 3, 4);
+    let maps = [
+        affine::<E>(&dev, (i, d * heads), true, true),
+        affine::<E>(&dev, (i, d * heads), false, true),
+        affine::<E>(&dev, (i, m * heads), true, false),
+    ];
+    let x: Tensor2<E, Cpu> = dev.sample_normal_like(&(b * l, i));
+    let cfg = FlowConfig::rl();
+    let shape = (b, l, heads);
+    let out = match how {
+        Projection::Fused => {
+            attention::projected_causal_flow(x.leaky_trace(), maps.clone(), shape, &cfg)
+        }
+        Projection::Separate => {
+            let [q, k, v]: [_; 3] = kernels::linear_heads(x.leaky_trace(), maps.to_vec(), shape)
+                .try_into()
+                .expect("three maps");
+            attention::causal_flow(q, k, v, &cfg)
+        }
+        Projection::Composed => {
+            let [q, k, v]: [_; 3] = composed::linear_heads(x.leaky_trace(), maps.to_vec(), shape)
+                .try_into()
+                .expect("three maps");
+            attention::composed::causal_flow(q, k, v, &cfg)
+        }
+    };
+    assert_eq!(*out.shape(), (b, heads, l, m), "{how:?}: output shape");
+    let values = out.as_vec();
+    let probe: Tensor<_, E, Cpu> = Cpu::seed_from_u64(52).sample_normal_like(out.shape());
+    let mut grads = (out * probe).sum::<Rank0, _>().backward();
+    let mut all = vec![grad_of(&mut grads, &x)];
+    for map in &maps {
+        all.push(grad_of(&mut grads, &map.weight));
+        all.push(
+            map.bias
+                .as_ref()
+                .map_or_else(Vec::new, |b| grad_of(&mut grads, b)),
+        );
+    }
+    (values, all)
+}
+
+/// The one-op attention of three maps gives the bits of the fused ops one after the
+/// other, and the composed ops' values within `tol`.
+fn check_projected<E>(label: &str, tol: f64)
+where
+    E: Dtype + num_traits::Float + std::fmt::Debug,
+    Cpu: ModelDevice<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    for l in [1, 9, 70] {
+        for heads in [1, 2] {
+            let case = format!("{label}, L {l}, {heads} heads");
+            let fused = run_projected::<E>(l, heads, Projection::Fused);
+            let separate = run_projected::<E>(l, heads, Projection::Separate);
+            assert_eq!(fused, separate, "{case}: fused and separate ops differ");
+            let composed = run_projected::<E>(l, heads, Projection::Composed);
+            assert_close(&case, &fused, &composed, tol);
+        }
+    }
+}
+
+#[test]
+fn projected_flow_matches_separate_and_composed_ops() {
+    check_projected::<f64>("f64", 1e-10);
+    check_projected::<f32>("f32", 1e-4);
+}
+
+#[test]
+fn untraced_projected_flow_gives_the_traced_values() {
+    let dev = Cpu::seed_from_u64(6);
+    let maps = [true, false, true].map(|out_in| affine::<f32>(&dev, (5, 6), out_in, true));
+    let x: Tensor2<f32, Cpu> = dev.sample_normal_like(&(8, 5));
+    let cfg = FlowConfig::rl();
+    let traced = attention::projected_causal_flow(x.leaky_trace(), maps.clone(), (2, 4, 2), &cfg);
+    let plain = attention::projected_causal_flow(x, maps, (2, 4, 2), &cfg);
+    assert_eq!(traced.as_vec(), plain.as_vec());
 }

@@ -19,7 +19,9 @@ use dfdx::prelude::*;
 use num_traits::Float;
 
 use crate::attention::{self, composed as attention_composed, FlowConfig, Tensor4};
-use crate::kernels::{composed as kernels_composed, Activation, Affine, Mlp, Tensor1, Tensor2};
+use crate::kernels::{
+    composed as kernels_composed, Activation, Affine, Mlp, Norm, Tensor1, Tensor2,
+};
 use crate::kernels::{cpu_layout, cpu_linear, cpu_mlp, cpu_norm, cpu_pointwise, record};
 
 /// A device the model runs on; see the module documentation.
@@ -139,10 +141,11 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
         attention_composed::causal_flow(q, k, v, cfg)
     }
 
-    /// Causal Flow-Attention of the query, key and value maps of `x`; shapes already
-    /// checked.
+    /// Causal Flow-Attention of the query, key and value maps of `layer_norm(x)`;
+    /// shapes already checked.
     fn projected_causal_flow<T: Tape<E, Self> + Merge<T>>(
         x: Tensor2<E, Self, T>,
+        norm: Norm<E, Self>,
         maps: [Affine<E, Self>; 3],
         heads: (usize, usize, usize),
         cfg: &FlowConfig,
@@ -150,7 +153,8 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
     where
         E: Float,
     {
-        let [q, k, v]: [_; 3] = Self::linear_heads(x, maps.into(), heads)
+        let a = Self::layer_norm(x, norm.weight, norm.bias, norm.eps);
+        let [q, k, v]: [_; 3] = Self::linear_heads(a, maps.into(), heads)
             .try_into()
             .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
         Self::causal_flow(q, k, v, cfg)
@@ -284,6 +288,7 @@ macro_rules! cpu_model_device {
 
             fn projected_causal_flow<T: Tape<$float, Self> + Merge<T>>(
                 x: Tensor2<$float, Self, T>,
+                norm: Norm<$float, Self>,
                 maps: [Affine<$float, Self>; 3],
                 heads: (usize, usize, usize),
                 cfg: &FlowConfig,
@@ -291,6 +296,7 @@ macro_rules! cpu_model_device {
                 let (x, mut tape) = x.contiguous().split_tape();
                 let (out, backward) = attention::cpu_projected::projected_causal_flow(
                     x,
+                    norm,
                     maps,
                     heads,
                     cfg,

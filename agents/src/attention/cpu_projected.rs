@@ -1,9 +1,11 @@
-//! The query, key and value maps and causal Flow-Attention on the CPU as one op: the
-//! maps' product is split straight into the heads' host buffers, the feature map
-//! applied there, and the attention runs on them. Queries, keys and values never
-//! become dfdx tensors, so neither they nor their gradients are allocated, zeroed,
-//! copied back to the host and added up as tensors would be; the backward pass gathers
-//! the heads' gradients into one token-row gradient of the three maps.
+//! A block's LayerNorm, query, key and value maps and causal Flow-Attention on the CPU
+//! as one op: the maps' product is split straight into the heads' host buffers, the
+//! feature map applied there, and the attention runs on them. The normalised rows,
+//! queries, keys and values never become dfdx tensors, so neither they nor their
+//! gradients are allocated, zeroed, copied back to the host and added up as tensors
+//! would be; the backward pass gathers the heads' gradients into one token-row
+//! gradient of the three maps. Kept for the backward pass: the input rows and their
+//! statistics (the normalised rows are recomputed), and what the attention keeps.
 
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -13,24 +15,30 @@ use super::cpu_flow::{consts, HostHeads};
 use super::recurrence::Real;
 use super::{FlowConfig, Tensor4};
 use crate::kernels::cpu_linear::StackedMaps;
-use crate::kernels::{read, release, Affine, CpuBackward, Tensor2};
+use crate::kernels::cpu_norm::{backward_rows, forward_rows};
+use crate::kernels::{add_into, read, release, zeroed, Affine, CpuBackward, Norm, Tensor2};
 
-/// `causal_flow(split(x W_q + b_q), split(x W_k + b_k), split(x W_v + b_v))` for `x
-/// (B·L, I)` and `(b, l, h)` -> `(B, H, L, M)` (shapes already checked); the backward
-/// pass when `trace`.
+/// `causal_flow(split(a W_q + b_q), split(a W_k + b_k), split(a W_v + b_v))` for `a =
+/// layer_norm(x)`, `x (B·L, W)` and `(b, l, h)` -> `(B, H, L, M)` (shapes already
+/// checked); the backward pass when `trace`.
 pub(crate) fn projected_causal_flow<F: Real>(
     x: Tensor2<F, Cpu>,
+    norm: Norm<F, Cpu>,
     maps: [Affine<F, Cpu>; 3],
     (b, l, h): (usize, usize, usize),
     cfg: &FlowConfig,
     sigmoid: fn(&mut [F]),
     trace: bool,
 ) -> (Tensor4<F, Cpu>, Option<CpuBackward<F>>) {
-    let n = x.shape().0;
+    let (n, w) = *x.shape();
     let (d, m) = (maps[0].outputs() / h, maps[2].outputs() / h);
     let stacked = StackedMaps::new(&maps);
+    let (gs, bs, eps) = (read(&norm.weight), read(&norm.bias), norm.eps);
     let xs = read(&x);
-    let y = stacked.products(&xs, n);
+    let mut a = zeroed(n * w);
+    let stats = forward_rows(&xs, (&gs, &bs), eps, &mut a);
+    let y = stacked.products(&a, n);
+    drop(a);
     let [mut qf, mut kf, v] = [0, 1, 2].map(|j| stacked.split(&y, j, (l, h)));
     drop(y);
     if l > 0 {
@@ -52,7 +60,8 @@ pub(crate) fn projected_causal_flow<F: Real>(
         return (out, None);
     };
     let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
-    drop((x, maps));
+    let (gs_ghost, bs_ghost) = (norm.weight.ghost(), norm.bias.ghost());
+    drop((x, norm, maps));
     let backward = move |grads: &mut Gradients<F, Cpu>| -> Result<(), CpuError> {
         grads.try_alloc_for(&out_ghost)?;
         let dout: Vec<F> = release(grads.get_or_alloc_mut(&out_ghost)?);
@@ -68,8 +77,20 @@ pub(crate) fn projected_causal_flow<F: Real>(
         for (j, go) in [gq, gk, gv].into_iter().enumerate() {
             stacked.gather(&mut g, j, &go, (l, h));
         }
-        stacked.add_input_gradient(grads.get_or_alloc_mut(&x_ghost)?, &g);
-        stacked.add_parameter_gradients(grads, &xs, &g)
+        // The normalised rows again (the same values), for the maps' weight gradients.
+        let mut a = zeroed(n * w);
+        forward_rows(&xs, (&gs, &bs), eps, &mut a);
+        stacked.add_parameter_gradients(grads, &a, &g)?;
+        drop(a);
+        // Through the maps and the LayerNorm into the input's gradient.
+        let mut ga = zeroed(n * w);
+        stacked.add_input_gradient(&mut ga, &g);
+        drop(g);
+        grads.try_alloc_for(&x_ghost)?;
+        let (dg, db) = backward_rows((&xs, &gs), &stats, &ga, grads.get_or_alloc_mut(&x_ghost)?);
+        add_into(grads.get_or_alloc_mut(&gs_ghost)?, &dg);
+        add_into(grads.get_or_alloc_mut(&bs_ghost)?, &db);
+        Ok(())
     };
     (out, Some(Box::new(backward)))
 }

@@ -23,7 +23,7 @@ use dfdx::prelude::*;
 use num_traits::Float;
 
 use crate::device::ModelDevice;
-use crate::kernels::{check_heads, Affine, Tensor2};
+use crate::kernels::{check_heads, Affine, Norm, Tensor2};
 pub use state::{FlowState, FlowSums};
 
 /// (batch, heads, positions, features) with runtime sizes.
@@ -151,16 +151,19 @@ where
     D::causal_flow(q, k, v, cfg)
 }
 
-/// Causal Flow-Attention of the queries, keys and values that `maps` (in that order)
-/// make of `x (B·L, I)` for `(b, l, h)` sequences, lengths and heads: the same as
-/// [`causal_flow`] of [`crate::kernels::linear_heads`]`(x, maps, (b, l, h))`, `(B, H, L,
-/// M)`. On `Cpu` one op, in which the queries, keys and values never become tensors.
+/// A pre-LayerNorm block's attention up to the heads' outputs: causal Flow-Attention of
+/// the queries, keys and values that `maps` (in that order) make of `layer_norm(x)` for
+/// `x (B·L, W)` holding `(b, l)` sequences, in `h` heads. The same as [`causal_flow`] of
+/// [`crate::kernels::linear_heads`]`(`[`crate::kernels::layer_norm`]`(x), maps, (b, l,
+/// h))`, `(B, H, L, M)`. On `Cpu` one op, in which the normalised rows, queries, keys
+/// and values never become tensors.
 ///
 /// # Panics
-/// If the sizes disagree (as for `linear_heads`, and the queries and keys must have the
-/// same width).
+/// If the sizes disagree (as for `layer_norm` and `linear_heads`; the queries and keys
+/// must have the same width).
 pub fn projected_causal_flow<E, D, T>(
     x: Tensor2<E, D, T>,
+    norm: Norm<E, D>,
     maps: [Affine<E, D>; 3],
     (b, l, h): (usize, usize, usize),
     cfg: &FlowConfig,
@@ -170,13 +173,14 @@ where
     D: ModelDevice<E>,
     T: Tape<E, D> + Merge<T>,
 {
+    norm.check("projected_causal_flow", x.shape().1);
     check_heads("projected_causal_flow", *x.shape(), &maps, (b, l, h));
     let (q, k) = (maps[0].outputs(), maps[1].outputs());
     assert_eq!(
         q, k,
         "projected_causal_flow: query width {q}, key width {k}"
     );
-    D::projected_causal_flow(x, maps, (b, l, h), cfg)
+    D::projected_causal_flow(x, norm, maps, (b, l, h), cfg)
 }
 
 /// Normal (non-causal) Flow-Attention: `q (B,H,L,D)`, `k (B,H,S,D)`, `v (B,H,S,M)` ->

@@ -4,7 +4,7 @@
 use dfdx::prelude::*;
 use num_traits::Float;
 
-use super::{Activation, Affine, Mlp, Tensor1, Tensor2, Tensor4};
+use super::{Activation, Affine, Mlp, Norm, Tensor1, Tensor2, Tensor4};
 
 /// See [`super::layer_norm`].
 pub fn layer_norm<E, D, T>(
@@ -135,7 +135,8 @@ where
     D: Device<E>,
     T: Tape<E, D> + Merge<T>,
 {
-    let m = layer_norm(x.with_empty_tape(), mlp.norm_weight, mlp.norm_bias, mlp.eps);
+    let Norm { weight, bias, eps } = mlp.norm;
+    let m = layer_norm(x.with_empty_tape(), weight, bias, eps);
     let m = linear(m, mlp.fc, Activation::Relu);
     dropout_add(linear(m, mlp.proj, Activation::Identity), x, p)
 }

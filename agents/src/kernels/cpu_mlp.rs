@@ -28,8 +28,8 @@ pub(crate) fn mlp_residual<E: Dtype + Float>(
     let hidden = mlp.fc.outputs();
     let dev = x.device().clone();
     let xs = read(&x);
-    let (gs, bs) = (read(&mlp.norm_weight), read(&mlp.norm_bias));
-    let eps = mlp.eps;
+    let (gs, bs) = (read(&mlp.norm.weight), read(&mlp.norm.bias));
+    let eps = mlp.norm.eps;
     let (w1, w2) = (read(&mlp.fc.weight), read(&mlp.proj.weight));
     let (fc_in, proj_in) = (mlp.fc.out_in, mlp.proj.out_in);
     let mut a = zeroed(n * w);
@@ -55,7 +55,7 @@ pub(crate) fn mlp_residual<E: Dtype + Float>(
     }
     let x_ghost = x.ghost();
     let out_ghost = out.ghost();
-    let (gs_ghost, bs_ghost) = (mlp.norm_weight.ghost(), mlp.norm_bias.ghost());
+    let (gs_ghost, bs_ghost) = (mlp.norm.weight.ghost(), mlp.norm.bias.ghost());
     let (w1_ghost, w2_ghost) = (mlp.fc.weight.ghost(), mlp.proj.weight.ghost());
     let b1_ghost = mlp.fc.bias.as_ref().map(|b| b.ghost());
     let b2_ghost = mlp.proj.bias.as_ref().map(|b| b.ghost());

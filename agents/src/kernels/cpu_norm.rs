@@ -11,7 +11,7 @@ use super::{cast, read, release, rows_per_task, zeroed, CpuBackward, Tensor1, Te
 /// Rows of `xs (N, W)` normalised into `out`, scaled by `gs` and shifted by `bs`; the
 /// returned `(mean, 1 / sqrt(var + eps))` of every row is what [`backward_rows`] needs.
 /// Blocks of rows in parallel.
-pub(super) fn forward_rows<E: Dtype + Float>(
+pub(crate) fn forward_rows<E: Dtype + Float>(
     xs: &[E],
     (gs, bs): (&[E], &[E]),
     eps: f64,
@@ -52,7 +52,7 @@ pub(super) fn forward_rows<E: Dtype + Float>(
 /// The backward pass of [`forward_rows`] for the output gradient `dy`: adds the input's
 /// gradient into `dx` and returns the scale's and the shift's gradients (blocks of rows
 /// in parallel, their partial sums added in order: the same result on any pool).
-pub(super) fn backward_rows<E: Dtype + Float>(
+pub(crate) fn backward_rows<E: Dtype + Float>(
     (xs, gs): (&[E], &[E]),
     stats: &[(E, E)],
     dy: &[E],

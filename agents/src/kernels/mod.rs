@@ -81,16 +81,31 @@ impl<E: Dtype, D: Storage<E>> Affine<E, D> {
     }
 }
 
+/// A LayerNorm's parameters as the kernels take them.
+#[derive(Clone, Debug)]
+pub struct Norm<E: Dtype, D: Storage<E>> {
+    /// The scale `(W,)`.
+    pub weight: Tensor1<E, D>,
+    /// The shift `(W,)`.
+    pub bias: Tensor1<E, D>,
+    /// The eps added to the variance.
+    pub eps: f64,
+}
+
+impl<E: Dtype, D: Storage<E>> Norm<E, D> {
+    /// Checks the parameters against the rows' width; `op` names the caller.
+    pub(crate) fn check(&self, op: &str, w: usize) {
+        assert_eq!(self.weight.shape().0, w, "{op}: LayerNorm weight width");
+        assert_eq!(self.bias.shape().0, w, "{op}: LayerNorm bias width");
+    }
+}
+
 /// The MLP sub-layer's parameters as the kernels take them: a LayerNorm, the wide map
 /// (followed by ReLU) and the map back to the residual width.
 #[derive(Clone, Debug)]
 pub struct Mlp<E: Dtype, D: Storage<E>> {
-    /// The LayerNorm's scale `(W,)`.
-    pub norm_weight: Tensor1<E, D>,
-    /// The LayerNorm's shift `(W,)`.
-    pub norm_bias: Tensor1<E, D>,
-    /// The LayerNorm's eps.
-    pub eps: f64,
+    /// The LayerNorm before the wide map.
+    pub norm: Norm<E, D>,
     /// `W -> hidden`, followed by ReLU.
     pub fc: Affine<E, D>,
     /// `hidden -> W`.
@@ -212,8 +227,7 @@ where
     T: Tape<E, D> + Merge<T>,
 {
     let w = x.shape().1;
-    assert_eq!(mlp.norm_weight.shape().0, w, "mlp: LayerNorm weight width");
-    assert_eq!(mlp.norm_bias.shape().0, w, "mlp: LayerNorm bias width");
+    mlp.norm.check("mlp", w);
     check_affine(w, &mlp.fc);
     check_affine(mlp.fc.outputs(), &mlp.proj);
     assert_eq!(mlp.proj.outputs(), w, "mlp: output width");
@@ -299,7 +313,7 @@ pub(crate) fn read<S: Shape, E: Dtype>(t: &Tensor<S, E, Cpu>) -> Vec<E> {
 /// `n` zeros; large buffers are written by the rayon pool: a fresh buffer's zeroing (and
 /// its page faults) is otherwise a serial pass on the calling thread, while for small
 /// ones (an acting step's rows) handing work to the pool costs more than the zeroing.
-fn zeroed<E: Dtype>(n: usize) -> Vec<E> {
+pub(crate) fn zeroed<E: Dtype>(n: usize) -> Vec<E> {
     /// Values below which one thread zeroes the buffer.
     const SERIAL: usize = 1 << 15;
     if n < SERIAL {
@@ -325,7 +339,7 @@ fn rows_per_task(width: usize) -> usize {
 }
 
 /// `acc += x`, elementwise, blocks in parallel.
-fn add_into<E: Dtype + Float>(acc: &mut [E], x: &[E]) {
+pub(crate) fn add_into<E: Dtype + Float>(acc: &mut [E], x: &[E]) {
     const BLOCK: usize = 16_384;
     acc.par_chunks_mut(BLOCK)
         .zip(x.par_chunks(BLOCK))

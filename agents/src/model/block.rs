@@ -120,13 +120,17 @@ impl Block {
         let (o, x) = match context {
             Context::Sequence { batch, len, keep } => {
                 let heads = (batch, len, cfg.heads);
-                let a = self.ln_1.forward(store, x.with_empty_tape());
                 let qkv = [&self.query, &self.key, &self.value];
                 let o = match cfg.attention {
-                    AttentionKind::CausalFlow => {
-                        projected_causal_flow(a, qkv.map(|m| m.affine(store)), heads, &cfg.flow)
-                    }
+                    AttentionKind::CausalFlow => projected_causal_flow(
+                        x.with_empty_tape(),
+                        self.ln_1.params(store),
+                        qkv.map(|m| m.affine(store)),
+                        heads,
+                        &cfg.flow,
+                    ),
                     AttentionKind::CausalSoftmax => {
+                        let a = self.ln_1.forward(store, x.with_empty_tape());
                         let [q, k, v]: [_; 3] = Linear::forward_heads_of(&qkv, store, a, heads)
                             .try_into()
                             .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
@@ -162,11 +166,8 @@ impl Block {
         // The output projection and its residual, then the MLP sub-layer (LayerNorm, the
         // 4× wide ReLU layer, the projection back) and its residual, as one op.
         let x = dropout_add(self.out.forward(store, o), x, cfg.dropout, train);
-        let (norm_weight, norm_bias, eps) = self.ln_2.parts();
         let mlp = Mlp {
-            norm_weight: store.vector(norm_weight),
-            norm_bias: store.vector(norm_bias),
-            eps,
+            norm: self.ln_2.params(store),
             fc: self.c_fc.affine(store),
             proj: self.c_proj.affine(store),
         };

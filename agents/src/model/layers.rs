@@ -10,7 +10,7 @@ use dfdx::prelude::*;
 use crate::device::ModelDevice;
 
 use crate::attention::Tensor4;
-use crate::kernels::{self, Activation, Affine};
+use crate::kernels::{self, Activation, Affine, Norm};
 use crate::params::{Init, ParamError, ParamId, ParamStore};
 
 /// Row-major token matrix `(tokens, features)` with runtime sizes.
@@ -266,12 +266,21 @@ impl LayerNorm {
         T: Tape<E, D>,
     {
         assert_eq!(x.shape().1, self.width, "LayerNorm: input width");
-        kernels::layer_norm(
-            x,
-            store.vector(self.weight),
-            store.vector(self.bias),
-            self.eps,
-        )
+        let Norm { weight, bias, eps } = self.params(store);
+        kernels::layer_norm(x, weight, bias, eps)
+    }
+
+    /// The parameters as the kernels take them.
+    pub(crate) fn params<E, D>(&self, store: &ParamStore<E, D>) -> Norm<E, D>
+    where
+        E: Dtype + num_traits::Float,
+        D: ModelDevice<E>,
+    {
+        Norm {
+            weight: store.vector(self.weight),
+            bias: store.vector(self.bias),
+            eps: self.eps,
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 use dfdx::prelude::*;
 use flowrl_agents::attention::{self, FlowConfig};
 use flowrl_agents::device::ModelDevice;
-use flowrl_agents::kernels::{self, composed, Activation, Affine, Mlp, Tensor1, Tensor2};
+use flowrl_agents::kernels::{self, composed, Activation, Affine, Mlp, Norm, Tensor1, Tensor2};
 
 use crate::common::{grad_of, rel_err};
 
@@ -24,6 +24,20 @@ where
         weight: dev.sample_normal_like(&shape),
         out_in,
         bias: bias.then(|| dev.sample_normal_like(&(o,))),
+    }
+}
+
+/// A LayerNorm of `width` with random parameters.
+fn random_norm<E>(dev: &Cpu, width: usize) -> Norm<E, Cpu>
+where
+    E: Dtype + num_traits::Float,
+    Cpu: ModelDevice<E>,
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    Norm {
+        weight: dev.sample_normal_like(&(width,)),
+        bias: dev.sample_normal_like(&(width,)),
+        eps: 1e-5,
     }
 }
 
@@ -231,9 +245,11 @@ where
     let norm_weight: Tensor1<E, Cpu> = dev.sample_normal_like(&(w,));
     let norm_bias: Tensor1<E, Cpu> = dev.sample_normal_like(&(w,));
     let mlp = Mlp {
-        norm_weight: norm_weight.clone(),
-        norm_bias: norm_bias.clone(),
-        eps: 1e-5,
+        norm: Norm {
+            weight: norm_weight.clone(),
+            bias: norm_bias.clone(),
+            eps: 1e-5,
+        },
         fc: affine::<E>(&dev, (w, hidden), layouts.0, bias),
         proj: affine::<E>(&dev, (hidden, w), layouts.1, bias),
     };
@@ -297,9 +313,7 @@ fn fused_mlp_drops_values_and_untraced_gives_the_traced_values() {
     assert_ne!(with.0, without.0, "dropout changed nothing");
     let dev = Cpu::seed_from_u64(5);
     let mlp = Mlp {
-        norm_weight: dev.sample_normal_like(&(4,)),
-        norm_bias: dev.sample_normal_like(&(4,)),
-        eps: 1e-5,
+        norm: random_norm(&dev, 4),
         fc: affine::<f32>(&dev, (4, 8), false, true),
         proj: affine::<f32>(&dev, (8, 4), false, true),
     };
@@ -309,19 +323,20 @@ fn fused_mlp_drops_values_and_untraced_gives_the_traced_values() {
     assert_eq!(traced, plain);
 }
 
-/// How [`run_projected`] computes the attention of three maps.
+/// How [`run_projected`] computes the attention of three maps of normalised rows.
 #[derive(Clone, Copy, Debug)]
 enum Projection {
     /// `attention::projected_causal_flow`: one op on `Cpu`.
     Fused,
-    /// The fused `Cpu` ops one after the other: `linear_heads`, then `causal_flow`.
+    /// The fused `Cpu` ops one after the other: `layer_norm`, `linear_heads`, then
+    /// `causal_flow`.
     Separate,
     /// The compositions of stock dfdx ops.
     Composed,
 }
 
 /// Causal Flow-Attention of the query, key and value maps (mixed layouts, the value map
-/// without a bias) of `b` sequences of `l` rows in `heads` heads, and its gradients under
+/// without a bias) of the normalised rows of `b` sequences of `l` rows in `heads` heads, and its gradients under
 /// `sum(out * probe)`. Lengths above the single-chunk limit run the chunked kernels.
 fn run_projected<E>(l: usize, heads: usize, how: Projection) -> Outcome<E>
 where
@@ -336,21 +351,27 @@ where
         affine::<E>(&dev, (i, d * heads), false, true),
         affine::<E>(&dev, (i, m * heads), true, false),
     ];
+    let norm = random_norm::<E>(&dev, i);
     let x: Tensor2<E, Cpu> = dev.sample_normal_like(&(b * l, i));
     let cfg = FlowConfig::rl();
     let shape = (b, l, heads);
+    let x_in = x.leaky_trace();
     let out = match how {
         Projection::Fused => {
-            attention::projected_causal_flow(x.leaky_trace(), maps.clone(), shape, &cfg)
+            attention::projected_causal_flow(x_in, norm.clone(), maps.clone(), shape, &cfg)
         }
         Projection::Separate => {
-            let [q, k, v]: [_; 3] = kernels::linear_heads(x.leaky_trace(), maps.to_vec(), shape)
+            let Norm { weight, bias, eps } = norm.clone();
+            let a = kernels::layer_norm(x_in, weight, bias, eps);
+            let [q, k, v]: [_; 3] = kernels::linear_heads(a, maps.to_vec(), shape)
                 .try_into()
                 .expect("three maps");
             attention::causal_flow(q, k, v, &cfg)
         }
         Projection::Composed => {
-            let [q, k, v]: [_; 3] = composed::linear_heads(x.leaky_trace(), maps.to_vec(), shape)
+            let Norm { weight, bias, eps } = norm.clone();
+            let a = composed::layer_norm(x_in, weight, bias, eps);
+            let [q, k, v]: [_; 3] = composed::linear_heads(a, maps.to_vec(), shape)
                 .try_into()
                 .expect("three maps");
             attention::composed::causal_flow(q, k, v, &cfg)
@@ -360,7 +381,11 @@ where
     let values = out.as_vec();
     let probe: Tensor<_, E, Cpu> = Cpu::seed_from_u64(52).sample_normal_like(out.shape());
     let mut grads = (out * probe).sum::<Rank0, _>().backward();
-    let mut all = vec![grad_of(&mut grads, &x)];
+    let mut all = vec![
+        grad_of(&mut grads, &x),
+        grad_of(&mut grads, &norm.weight),
+        grad_of(&mut grads, &norm.bias),
+    ];
     for map in &maps {
         all.push(grad_of(&mut grads, &map.weight));
         all.push(
@@ -402,9 +427,16 @@ fn projected_flow_matches_separate_and_composed_ops() {
 fn untraced_projected_flow_gives_the_traced_values() {
     let dev = Cpu::seed_from_u64(6);
     let maps = [true, false, true].map(|out_in| affine::<f32>(&dev, (5, 6), out_in, true));
+    let norm = random_norm::<f32>(&dev, 5);
     let x: Tensor2<f32, Cpu> = dev.sample_normal_like(&(8, 5));
     let cfg = FlowConfig::rl();
-    let traced = attention::projected_causal_flow(x.leaky_trace(), maps.clone(), (2, 4, 2), &cfg);
-    let plain = attention::projected_causal_flow(x, maps, (2, 4, 2), &cfg);
+    let traced = attention::projected_causal_flow(
+        x.leaky_trace(),
+        norm.clone(),
+        maps.clone(),
+        (2, 4, 2),
+        &cfg,
+    );
+    let plain = attention::projected_causal_flow(x, norm, maps, (2, 4, 2), &cfg);
     assert_eq!(traced.as_vec(), plain.as_vec());
 }

@@ -5,7 +5,8 @@
 
 use super::chunked::{backward_head, forward_head, Dims, Head, HeadGrads, Saved};
 use super::recurrence::{Consts, Real};
-use super::{add_into, cast, cpu_data as read, FlowConfig, Tensor4};
+use super::{cast, FlowConfig, Tensor4};
+use crate::kernels::{add_into, read, zeroed};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
@@ -71,9 +72,10 @@ mod wide {
     }
 }
 
-/// A buffer of `len` values that the kernels overwrite completely before reading.
-fn scratch<F: Real>(len: usize) -> Vec<F> {
-    vec![F::zero(); len]
+/// A buffer of `len` values that the kernels overwrite completely before reading
+/// (zeroed by the rayon pool when large).
+pub(crate) fn scratch<F: Real>(len: usize) -> Vec<F> {
+    zeroed(len)
 }
 
 /// The host inputs of causal Flow-Attention over `heads` heads: `sigmoid(q)`,

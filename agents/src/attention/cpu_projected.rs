@@ -11,7 +11,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::chunked::{Dims, HeadGrads};
-use super::cpu_flow::{consts, HostHeads};
+use super::cpu_flow::{consts, scratch, HostHeads};
 use super::recurrence::Real;
 use super::{FlowConfig, Tensor4};
 use crate::kernels::cpu_linear::StackedMaps;
@@ -53,7 +53,7 @@ pub(crate) fn projected_causal_flow<F: Real>(
         dims: Dims::new(l, d, m),
         c: consts(cfg, sigmoid),
     };
-    let mut out = vec![F::zero(); b * h * l * m];
+    let mut out = scratch(b * h * l * m);
     let saved = inputs.forward(&mut out, trace);
     let out = x.device().tensor_from_vec(out, (b, h, l, m));
     let Some(saved) = saved else {
@@ -65,7 +65,7 @@ pub(crate) fn projected_causal_flow<F: Real>(
     let backward = move |grads: &mut Gradients<F, Cpu>| -> Result<(), CpuError> {
         grads.try_alloc_for(&out_ghost)?;
         let dout: Vec<F> = release(grads.get_or_alloc_mut(&out_ghost)?);
-        let [mut gq, mut gk, mut gv] = [d, d, m].map(|w| vec![F::zero(); n * h * w]);
+        let [mut gq, mut gk, mut gv] = [d, d, m].map(|w| scratch(n * h * w));
         let head_grads = HeadGrads {
             q: &mut gq,
             k: &mut gk,

@@ -30,7 +30,8 @@
 use super::exp::SliceExp;
 use super::gemm::{matmul, View};
 use super::recurrence::dot;
-use super::{add_into, cast, cpu_data as read, Tensor4};
+use super::{cast, Tensor4};
+use crate::kernels::{add_into, read};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 

@@ -228,20 +228,3 @@ fn cast<E: Float>(x: f64) -> E {
     // NumCast from f64 into f32/f64 never fails; infinity stands for other types' overflow.
     E::from(x).unwrap_or_else(E::infinity)
 }
-
-/// The row-major data of a contiguous `Cpu` tensor (a copy: dfdx has no borrowed view).
-fn cpu_data<S: Shape, F: Dtype, T>(t: &Tensor<S, F, Cpu, T>) -> Vec<F> {
-    let mut buf = vec![F::default(); t.shape().num_elements()];
-    t.copy_into(&mut buf);
-    buf
-}
-
-/// `total += local`, in parallel blocks (the fused kernels' gradients into dfdx's).
-fn add_into<F: recurrence::Real>(total: &mut [F], local: &[F]) {
-    use rayon::prelude::*;
-    const BLOCK: usize = 1 << 14;
-    total
-        .par_chunks_mut(BLOCK)
-        .zip(local.par_chunks(BLOCK))
-        .for_each(|(t, l)| t.iter_mut().zip(l).for_each(|(t, &x)| *t += x));
-}

@@ -6,7 +6,8 @@ use dfdx::prelude::*;
 use gemm::Parallelism;
 
 use crate::attention::gemm::{product, View};
-use crate::attention::recurrence::{lane_sum, Real};
+use crate::attention::recurrence::Real;
+use crate::kernels::cpu_norm::{normalise_row, row_moments};
 use crate::model::layers::{LayerNorm, Linear, WeightLayout};
 use crate::params::{from_f64, ParamStore};
 
@@ -148,23 +149,12 @@ impl<E: Real> HostNorm<E> {
         }
     }
 
-    /// The mean and `sqrt(var + eps)` of a row (biased variance, as PyTorch).
-    fn moments(&self, x: &[E]) -> (E, E) {
-        let width: E = from_f64(x.len() as f64);
-        let mean = lane_sum(x, x, |v, _| v) / width;
-        let var = lane_sum(x, x, |v, _| (v - mean) * (v - mean)) / width;
-        (mean, (var + self.eps).sqrt())
-    }
-
     /// `y = LayerNorm(x)`, row by row over rows of the norm's width.
     pub(crate) fn apply(&self, x: &[E], y: &mut [E]) {
         let w = self.weight.len().max(1);
+        let params = (self.weight.as_slice(), self.bias.as_slice());
         for (o, x) in y.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
-            let (mean, std) = self.moments(x);
-            let inv = E::one() / std;
-            for (((o, &v), &g), &b) in o.iter_mut().zip(x).zip(&self.weight).zip(&self.bias) {
-                *o = (v - mean) * inv * g + b;
-            }
+            normalise_row(x, row_moments(x, self.eps), params, o);
         }
     }
 
@@ -172,10 +162,9 @@ impl<E: Real> HostNorm<E> {
     pub(crate) fn apply_in_place(&self, x: &mut [E]) {
         let w = self.weight.len().max(1);
         for x in x.chunks_exact_mut(w) {
-            let (mean, std) = self.moments(x);
-            let inv = E::one() / std;
+            let (mean, rstd) = row_moments(x, self.eps);
             for ((v, &g), &b) in x.iter_mut().zip(&self.weight).zip(&self.bias) {
-                *v = (*v - mean) * inv * g + b;
+                *v = (*v - mean) * rstd * g + b;
             }
         }
     }

@@ -1,12 +1,37 @@
 //! Fused LayerNorm on the CPU: one pass over each row forward, one backward, rows in
 //! parallel. Saves the row means and inverse deviations; the backward pass re-reads the
-//! input.
+//! input. Row sums run in the vectorisable partial-sum order of the attention's
+//! [`lane_sum`].
 
 use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
 use super::{cast, read, release, rows_per_task, zeroed, CpuBackward, Tensor1, Tensor2};
+use crate::attention::recurrence::lane_sum;
+
+/// The mean and `1 / sqrt(var + eps)` of a row (biased variance, as PyTorch), summed in
+/// [`lane_sum`]'s order (the host engine's LayerNorm uses the same function).
+#[inline(always)]
+pub(crate) fn row_moments<E: Dtype + Float>(x: &[E], eps: E) -> (E, E) {
+    let width: E = cast(x.len() as f64);
+    let mean = lane_sum(x, x, |v, _| v) / width;
+    let var = lane_sum(x, x, |v, _| (v - mean) * (v - mean)) / width;
+    (mean, E::one() / (var + eps).sqrt())
+}
+
+/// `out = (x - mean) · rstd · g + b` for one row and its [`row_moments`].
+#[inline(always)]
+pub(crate) fn normalise_row<E: Dtype + Float>(
+    x: &[E],
+    (mean, rstd): (E, E),
+    (gs, bs): (&[E], &[E]),
+    out: &mut [E],
+) {
+    for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(gs).zip(bs) {
+        *o = (v - mean) * rstd * g + b;
+    }
+}
 
 /// Rows of `xs (N, W)` normalised into `out`, scaled by `gs` and shifted by `bs`; the
 /// returned `(mean, 1 / sqrt(var + eps))` of every row is what [`backward_rows`] needs.
@@ -20,7 +45,6 @@ pub(crate) fn forward_rows<E: Dtype + Float>(
     let w = gs.len();
     let n = xs.len().checked_div(w).unwrap_or(0);
     let eps: E = cast(eps);
-    let width: E = cast(w as f64);
     let mut stats = vec![(E::zero(), E::zero()); n];
     let rows = rows_per_task(w);
     if w > 0 {
@@ -33,16 +57,8 @@ pub(crate) fn forward_rows<E: Dtype + Float>(
                     .zip(xs.chunks_exact(w))
                     .zip(stats.iter_mut())
                 {
-                    let mean = x.iter().fold(E::zero(), |a, &v| a + v) / width;
-                    let var = x
-                        .iter()
-                        .fold(E::zero(), |a, &v| a + (v - mean) * (v - mean))
-                        / width;
-                    let std = (var + eps).sqrt();
-                    for (((o, &v), &g), &b) in o.iter_mut().zip(x).zip(gs).zip(bs) {
-                        *o = (v - mean) / std * g + b;
-                    }
-                    *s = (mean, E::one() / std);
+                    *s = row_moments(x, eps);
+                    normalise_row(x, *s, (gs, bs), o);
                 }
             });
     }
@@ -72,25 +88,24 @@ pub(crate) fn backward_rows<E: Dtype + Float>(
         .zip(stats.par_chunks(rows))
         .map(|(((dx, xs), dy), stats)| {
             let (mut dg, mut db) = (vec![E::zero(); w], vec![E::zero(); w]);
+            // One row's normalised values and their gradient.
+            let (mut xhat, mut dxhat) = (vec![E::zero(); w], vec![E::zero(); w]);
             let rows = dx
                 .chunks_exact_mut(w)
                 .zip(xs.chunks_exact(w))
                 .zip(dy.chunks_exact(w));
             for (((dx, x), dy), &(mean, rstd)) in rows.zip(stats) {
-                // c1 = mean(dy g), c2 = mean(dy g xhat).
-                let (mut c1, mut c2) = (E::zero(), E::zero());
-                for (i, (&v, &d)) in x.iter().zip(dy).enumerate() {
-                    let xhat = (v - mean) * rstd;
-                    let dxhat = d * gs[i];
-                    c1 += dxhat;
-                    c2 += dxhat * xhat;
-                    dg[i] += d * xhat;
-                    db[i] += d;
+                for i in 0..w {
+                    xhat[i] = (x[i] - mean) * rstd;
+                    dxhat[i] = dy[i] * gs[i];
+                    dg[i] += dy[i] * xhat[i];
+                    db[i] += dy[i];
                 }
-                let (c1, c2) = (c1 * inv_w, c2 * inv_w);
-                for (i, (o, (&v, &d))) in dx.iter_mut().zip(x.iter().zip(dy)).enumerate() {
-                    let xhat = (v - mean) * rstd;
-                    *o += rstd * (d * gs[i] - c1 - xhat * c2);
+                // c1 = mean(dy g), c2 = mean(dy g xhat).
+                let c1 = lane_sum(&dxhat, &dxhat, |v, _| v) * inv_w;
+                let c2 = lane_sum(&dxhat, &xhat, |a, b| a * b) * inv_w;
+                for i in 0..w {
+                    dx[i] += rstd * (dxhat[i] - c1 - xhat[i] * c2);
                 }
             }
             (dg, db)

@@ -119,38 +119,36 @@ impl BitMask {
     /// ones by `1 - p`.
     pub(super) fn drop_values<E: Float + Send + Sync>(&self, values: &mut [E], p: f64) {
         let keep_scale: E = cast(1.0 - p);
-        self.apply(values, |kept, v| {
-            *v = if kept { *v / keep_scale } else { E::zero() }
-        });
+        self.map_then_zero_unset(values, |v| v / keep_scale);
     }
 
     /// The gradient through [`BitMask::drop_values`]: zeroes the dropped values and
     /// multiplies the kept ones by `1 / (1 - p)`.
     pub(super) fn drop_gradient<E: Float + Send + Sync>(&self, g: &mut [E], p: f64) {
         let grad_scale: E = cast((1.0 - p).recip());
-        self.apply(g, |kept, v| {
-            *v = if kept { *v * grad_scale } else { E::zero() }
-        });
+        self.map_then_zero_unset(g, |v| v * grad_scale);
     }
 
     /// Zeroes `values[i]` where bit `i` is unset.
     pub(super) fn zero_unset<E: Float + Send>(&self, values: &mut [E]) {
-        self.apply(values, |kept, v| {
-            if !kept {
-                *v = E::zero();
-            }
-        });
+        self.map_then_zero_unset(values, |v| v);
     }
 
-    /// `f(bit i, &mut values[i])` for every value; blocks in parallel.
-    fn apply<E: Send>(&self, values: &mut [E], f: impl Fn(bool, &mut E) + Sync) {
+    /// `values[i] = f(values[i])`, then zero where bit `i` is unset; blocks in parallel.
+    /// The map runs over whole runs of values (it vectorises) and the zeroes go only
+    /// where they belong, found from the words' unset bits.
+    fn map_then_zero_unset<E: Float + Send>(&self, values: &mut [E], f: impl Fn(E) -> E + Sync) {
         values
             .par_chunks_mut(BLOCK)
             .zip(self.words.par_chunks(BLOCK / 64))
             .for_each(|(values, words)| {
+                values.iter_mut().for_each(|v| *v = f(*v));
                 for (values, &word) in values.chunks_mut(64).zip(words) {
-                    for (j, v) in values.iter_mut().enumerate() {
-                        f(word >> j & 1 == 1, v);
+                    let valid = u64::MAX >> (64 - values.len());
+                    let mut unset = !word & valid;
+                    while unset != 0 {
+                        values[unset.trailing_zeros() as usize] = E::zero();
+                        unset &= unset - 1;
                     }
                 }
             });

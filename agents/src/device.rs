@@ -141,15 +141,15 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
         attention_composed::causal_flow(q, k, v, cfg)
     }
 
-    /// Causal Flow-Attention of the query, key and value maps of `layer_norm(x)`;
-    /// shapes already checked.
+    /// Causal Flow-Attention of the query, key and value maps of `layer_norm(x)`, the
+    /// heads merged into token rows; shapes already checked.
     fn projected_causal_flow<T: Tape<E, Self> + Merge<T>>(
         x: Tensor2<E, Self, T>,
         norm: Norm<E, Self>,
         maps: [Affine<E, Self>; 3],
         heads: (usize, usize, usize),
         cfg: &FlowConfig,
-    ) -> Tensor4<E, Self, T>
+    ) -> Tensor2<E, Self, T>
     where
         E: Float,
     {
@@ -157,7 +157,7 @@ pub trait ModelDevice<E: Dtype>: Device<E> {
         let [q, k, v]: [_; 3] = Self::linear_heads(a, maps.into(), heads)
             .try_into()
             .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
-        Self::causal_flow(q, k, v, cfg)
+        Self::merge_heads(Self::causal_flow(q, k, v, cfg))
     }
 
     /// Causal softmax attention; shapes already checked.
@@ -292,7 +292,7 @@ macro_rules! cpu_model_device {
                 maps: [Affine<$float, Self>; 3],
                 heads: (usize, usize, usize),
                 cfg: &FlowConfig,
-            ) -> Tensor4<$float, Self, T> {
+            ) -> Tensor2<$float, Self, T> {
                 let (x, mut tape) = x.contiguous().split_tape();
                 let (out, backward) = attention::cpu_projected::projected_causal_flow(
                     x,

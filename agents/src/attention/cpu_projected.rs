@@ -4,7 +4,8 @@
 //! queries, keys and values never become dfdx tensors, so neither they nor their
 //! gradients are allocated, zeroed, copied back to the host and added up as tensors
 //! would be; the backward pass gathers the heads' gradients into one token-row
-//! gradient of the three maps. Kept for the backward pass: the input rows and their
+//! gradient of the three maps. The heads' outputs leave the op side by side in token
+//! rows (as `merge_heads` lays them out). Kept for the backward pass: the input rows and their
 //! statistics (the normalised rows are recomputed), and what the attention keeps.
 
 use dfdx::prelude::*;
@@ -13,13 +14,14 @@ use rayon::prelude::*;
 use super::chunked::{Dims, HeadGrads};
 use super::cpu_flow::{consts, scratch, HostHeads};
 use super::recurrence::Real;
-use super::{FlowConfig, Tensor4};
+use super::FlowConfig;
+use crate::kernels::cpu_layout::{heads_to_rows, rows_to_heads, HeadColumns};
 use crate::kernels::cpu_linear::StackedMaps;
 use crate::kernels::cpu_norm::{backward_rows, forward_rows};
 use crate::kernels::{add_into, read, release, zeroed, Affine, CpuBackward, Norm, Tensor2};
 
-/// `causal_flow(split(a W_q + b_q), split(a W_k + b_k), split(a W_v + b_v))` for `a =
-/// layer_norm(x)`, `x (B·L, W)` and `(b, l, h)` -> `(B, H, L, M)` (shapes already
+/// `merge(causal_flow(split(a W_q + b_q), split(a W_k + b_k), split(a W_v + b_v)))` for
+/// `a = layer_norm(x)`, `x (B·L, W)` and `(b, l, h)` -> `(B·L, H·M)` (shapes already
 /// checked); the backward pass when `trace`.
 pub(crate) fn projected_causal_flow<F: Real>(
     x: Tensor2<F, Cpu>,
@@ -29,7 +31,7 @@ pub(crate) fn projected_causal_flow<F: Real>(
     cfg: &FlowConfig,
     sigmoid: fn(&mut [F]),
     trace: bool,
-) -> (Tensor4<F, Cpu>, Option<CpuBackward<F>>) {
+) -> (Tensor2<F, Cpu>, Option<CpuBackward<F>>) {
     let (n, w) = *x.shape();
     let (d, m) = (maps[0].outputs() / h, maps[2].outputs() / h);
     let stacked = StackedMaps::new(&maps);
@@ -53,9 +55,24 @@ pub(crate) fn projected_causal_flow<F: Real>(
         dims: Dims::new(l, d, m),
         c: consts(cfg, sigmoid),
     };
-    let mut out = scratch(b * h * l * m);
-    let saved = inputs.forward(&mut out, trace);
-    let out = x.device().tensor_from_vec(out, (b, h, l, m));
+    let mut heads_out = scratch(b * h * l * m);
+    let saved = inputs.forward(&mut heads_out, trace);
+    // The heads side by side in token rows (one head's layout is already that).
+    let merged = HeadColumns {
+        l,
+        h,
+        d: m,
+        off: 0,
+        total: h * m,
+    };
+    let out = if h == 1 {
+        heads_out
+    } else {
+        let mut rows = scratch(heads_out.len());
+        heads_to_rows(&heads_out, merged, &mut rows);
+        rows
+    };
+    let out = x.device().tensor_from_vec(out, (b * l, h * m));
     let Some(saved) = saved else {
         return (out, None);
     };
@@ -64,7 +81,10 @@ pub(crate) fn projected_causal_flow<F: Real>(
     drop((x, norm, maps));
     let backward = move |grads: &mut Gradients<F, Cpu>| -> Result<(), CpuError> {
         grads.try_alloc_for(&out_ghost)?;
-        let dout: Vec<F> = release(grads.get_or_alloc_mut(&out_ghost)?);
+        let mut dout: Vec<F> = release(grads.get_or_alloc_mut(&out_ghost)?);
+        if h > 1 {
+            dout = rows_to_heads(&dout, merged, None);
+        }
         let [mut gq, mut gk, mut gv] = [d, d, m].map(|w| scratch(n * h * w));
         let head_grads = HeadGrads {
             q: &mut gq,

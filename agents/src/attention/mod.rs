@@ -151,12 +151,13 @@ where
     D::causal_flow(q, k, v, cfg)
 }
 
-/// A pre-LayerNorm block's attention up to the heads' outputs: causal Flow-Attention of
-/// the queries, keys and values that `maps` (in that order) make of `layer_norm(x)` for
-/// `x (B·L, W)` holding `(b, l)` sequences, in `h` heads. The same as [`causal_flow`] of
+/// A pre-LayerNorm block's attention up to its output projection: causal Flow-Attention
+/// of the queries, keys and values that `maps` (in that order) make of `layer_norm(x)`
+/// for `x (B·L, W)` holding `(b, l)` sequences, in `h` heads, the heads merged back into
+/// token rows. The same as [`crate::kernels::merge_heads`] of [`causal_flow`] of
 /// [`crate::kernels::linear_heads`]`(`[`crate::kernels::layer_norm`]`(x), maps, (b, l,
-/// h))`, `(B, H, L, M)`. On `Cpu` one op, in which the normalised rows, queries, keys
-/// and values never become tensors.
+/// h))`, `(B·L, H·M)`. On `Cpu` one op, in which the normalised rows, queries, keys,
+/// values and the heads' outputs never become tensors.
 ///
 /// # Panics
 /// If the sizes disagree (as for `layer_norm` and `linear_heads`; the queries and keys
@@ -167,7 +168,7 @@ pub fn projected_causal_flow<E, D, T>(
     maps: [Affine<E, D>; 3],
     (b, l, h): (usize, usize, usize),
     cfg: &FlowConfig,
-) -> Tensor4<E, D, T>
+) -> Tensor2<E, D, T>
 where
     E: Dtype + Float,
     D: ModelDevice<E>,

@@ -20,6 +20,80 @@ fn for_each_head_row(l: usize, h: usize, d: usize, mut f: impl FnMut(usize, usiz
     }
 }
 
+/// Where `h` heads of `d` values sit in token rows: columns `off..off + h·d` of rows
+/// `total` wide, `l` tokens per sequence.
+#[derive(Clone, Copy)]
+pub(crate) struct HeadColumns {
+    pub l: usize,
+    pub h: usize,
+    pub d: usize,
+    pub off: usize,
+    pub total: usize,
+}
+
+/// The heads' columns of token rows (plus `bias (h·d,)`, if given) in head-major layout
+/// `(B, H, L, D)`, each head's rows contiguous; sequences in parallel.
+pub(crate) fn rows_to_heads<E: Dtype + Float>(
+    rows: &[E],
+    cols: HeadColumns,
+    bias: Option<&[E]>,
+) -> Vec<E> {
+    let HeadColumns {
+        l,
+        h,
+        d,
+        off,
+        total,
+    } = cols;
+    let mut out = zeroed(rows.len() / total.max(1) * h * d);
+    if l * total == 0 || d == 0 {
+        return out;
+    }
+    out.par_chunks_mut(l * h * d)
+        .zip(rows.par_chunks(l * total))
+        .for_each(|(out, rows)| {
+            for_each_head_row(l, h, d, |row, head| {
+                let (src, dst) = (
+                    &rows[off + row / (h * d) * total + row % (h * d)..][..d],
+                    &mut out[head..head + d],
+                );
+                match bias {
+                    Some(bias) => {
+                        let bias = &bias[row % (h * d)..][..d];
+                        for ((v, &s), &c) in dst.iter_mut().zip(src).zip(bias) {
+                            *v = s + c;
+                        }
+                    }
+                    None => dst.copy_from_slice(src),
+                }
+            });
+        });
+    out
+}
+
+/// The inverse of [`rows_to_heads`] (without a bias): head-major `heads` written into
+/// their columns of the token rows `rows`; sequences in parallel.
+pub(crate) fn heads_to_rows<E: Dtype + Float>(heads: &[E], cols: HeadColumns, rows: &mut [E]) {
+    let HeadColumns {
+        l,
+        h,
+        d,
+        off,
+        total,
+    } = cols;
+    if l * total == 0 || d == 0 {
+        return;
+    }
+    rows.par_chunks_mut(l * total)
+        .zip(heads.par_chunks(l * h * d))
+        .for_each(|(rows, heads)| {
+            for_each_head_row(l, h, d, |row, head| {
+                let at = off + row / (h * d) * total + row % (h * d);
+                rows[at..at + d].copy_from_slice(&heads[head..head + d]);
+            });
+        });
+}
+
 /// `o (B, H, L, M) -> (B·L, H·M)`; the backward pass when `trace`.
 pub(crate) fn merge_heads<E: Dtype + Float>(
     o: Tensor4<E, Cpu>,
@@ -30,15 +104,14 @@ pub(crate) fn merge_heads<E: Dtype + Float>(
     let os = read(&o);
     let mut out = zeroed(os.len());
     let seq = l * w;
-    if seq > 0 {
-        out.par_chunks_mut(seq)
-            .zip(os.par_chunks(seq))
-            .for_each(|(out, os)| {
-                for_each_head_row(l, h, m, |dst, src| {
-                    out[dst..dst + m].copy_from_slice(&os[src..src + m]);
-                });
-            });
-    }
+    let cols = HeadColumns {
+        l,
+        h,
+        d: m,
+        off: 0,
+        total: w,
+    };
+    heads_to_rows(&os, cols, &mut out);
     drop(os);
     let out = o.device().tensor_from_vec(out, (b * l, w));
     if !trace {

@@ -10,6 +10,7 @@ use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
+use super::cpu_layout::{heads_to_rows, rows_to_heads, HeadColumns};
 use super::cpu_pointwise::BitMask;
 use super::{read, release, rows_per_task, zeroed, Activation, CpuBackward, Tensor2};
 use super::{Affine, Tensor1, Tensor4};
@@ -217,30 +218,22 @@ impl<E: Dtype + Float> StackedMaps<E> {
         )
     }
 
+    /// Where map `j`'s outputs sit among the `total` columns, split into `h` heads of
+    /// sequences of `l` rows.
+    fn columns(&self, j: usize, (l, h): (usize, usize)) -> HeadColumns {
+        HeadColumns {
+            l,
+            h,
+            d: self.widths[j] / h,
+            off: self.offsets[j],
+            total: self.total,
+        }
+    }
+
     /// Map `j`'s output plus its bias from the `products` `y` of `b` sequences of `l`
     /// rows, split into `h` heads: `(b, h, l, O_j / h)`, each head's rows contiguous.
-    pub(crate) fn split(&self, y: &[E], j: usize, (l, h): (usize, usize)) -> Vec<E> {
-        let (o, off, total) = (self.widths[j], self.offsets[j], self.total);
-        let d = o / h;
-        let bias = &self.biases[j];
-        let mut out = zeroed(y.len() / total.max(1) * o);
-        if l * total > 0 && d > 0 {
-            out.par_chunks_mut(l * o)
-                .zip(y.par_chunks(l * total))
-                .for_each(|(out, ys)| {
-                    for head in 0..h {
-                        let bias = &bias[head * d..(head + 1) * d];
-                        for t in 0..l {
-                            let src = &ys[t * total + off + head * d..][..d];
-                            let dst = &mut out[(head * l + t) * d..][..d];
-                            for ((v, &s), &c) in dst.iter_mut().zip(src).zip(bias) {
-                                *v = s + c;
-                            }
-                        }
-                    }
-                });
-        }
-        out
+    pub(crate) fn split(&self, y: &[E], j: usize, heads: (usize, usize)) -> Vec<E> {
+        rows_to_heads(y, self.columns(j, heads), Some(&self.biases[j]))
     }
 
     /// A zeroed `(N, total)` gradient of the maps' outputs for `n` rows.
@@ -250,22 +243,8 @@ impl<E: Dtype + Float> StackedMaps<E> {
 
     /// Writes map `j`'s output gradient `go` (laid out as [`StackedMaps::split`] gives
     /// it) into its columns of `g (N, total)`.
-    pub(crate) fn gather(&self, g: &mut [E], j: usize, go: &[E], (l, h): (usize, usize)) {
-        let (o, off, total) = (self.widths[j], self.offsets[j], self.total);
-        let d = o / h;
-        if l * total == 0 || d == 0 {
-            return;
-        }
-        g.par_chunks_mut(l * total)
-            .zip(go.par_chunks(l * o))
-            .for_each(|(g, go)| {
-                for head in 0..h {
-                    for t in 0..l {
-                        let src = &go[(head * l + t) * d..][..d];
-                        g[t * total + off + head * d..][..d].copy_from_slice(src);
-                    }
-                }
-            });
+    pub(crate) fn gather(&self, g: &mut [E], j: usize, go: &[E], heads: (usize, usize)) {
+        heads_to_rows(go, self.columns(j, heads), g);
     }
 
     /// `dx += g W` for the outputs' gradient `g (N, total)`.

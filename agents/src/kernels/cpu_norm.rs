@@ -95,6 +95,10 @@ pub(crate) fn backward_rows<E: Dtype + Float>(
                 .zip(xs.chunks_exact(w))
                 .zip(dy.chunks_exact(w));
             for (((dx, x), dy), &(mean, rstd)) in rows.zip(stats) {
+                // Every slice cut to the width, so that the loops run without bounds checks.
+                let (xhat, dxhat, gs) = (&mut xhat[..w], &mut dxhat[..w], &gs[..w]);
+                let (dg, db, x, dy, dx) =
+                    (&mut dg[..w], &mut db[..w], &x[..w], &dy[..w], &mut dx[..w]);
                 for i in 0..w {
                     xhat[i] = (x[i] - mean) * rstd;
                     dxhat[i] = dy[i] * gs[i];
@@ -102,8 +106,8 @@ pub(crate) fn backward_rows<E: Dtype + Float>(
                     db[i] += dy[i];
                 }
                 // c1 = mean(dy g), c2 = mean(dy g xhat).
-                let c1 = lane_sum(&dxhat, &dxhat, |v, _| v) * inv_w;
-                let c2 = lane_sum(&dxhat, &xhat, |a, b| a * b) * inv_w;
+                let c1 = lane_sum(dxhat, dxhat, |v, _| v) * inv_w;
+                let c2 = lane_sum(dxhat, xhat, |a, b| a * b) * inv_w;
                 for i in 0..w {
                     dx[i] += rstd * (dxhat[i] - c1 - xhat[i] * c2);
                 }

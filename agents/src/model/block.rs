@@ -134,10 +134,9 @@ impl Block {
                         let [q, k, v]: [_; 3] = Linear::forward_heads_of(&qkv, store, a, heads)
                             .try_into()
                             .unwrap_or_else(|_| unreachable!("three maps give three outputs"));
-                        causal_softmax(q, k, v)
+                        merge_heads(causal_softmax(q, k, v))
                     }
                 };
-                let o = merge_heads(o);
                 match keep {
                     Some(rows) => (gather_rows(o, rows), gather_rows(x, rows)),
                     None => (o, x),

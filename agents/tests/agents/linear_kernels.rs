@@ -328,8 +328,8 @@ fn fused_mlp_drops_values_and_untraced_gives_the_traced_values() {
 enum Projection {
     /// `attention::projected_causal_flow`: one op on `Cpu`.
     Fused,
-    /// The fused `Cpu` ops one after the other: `layer_norm`, `linear_heads`, then
-    /// `causal_flow`.
+    /// The fused `Cpu` ops one after the other: `layer_norm`, `linear_heads`,
+    /// `causal_flow`, then `merge_heads`.
     Separate,
     /// The compositions of stock dfdx ops.
     Composed,
@@ -366,7 +366,7 @@ where
             let [q, k, v]: [_; 3] = kernels::linear_heads(a, maps.to_vec(), shape)
                 .try_into()
                 .expect("three maps");
-            attention::causal_flow(q, k, v, &cfg)
+            kernels::merge_heads(attention::causal_flow(q, k, v, &cfg))
         }
         Projection::Composed => {
             let Norm { weight, bias, eps } = norm.clone();
@@ -374,10 +374,10 @@ where
             let [q, k, v]: [_; 3] = composed::linear_heads(a, maps.to_vec(), shape)
                 .try_into()
                 .expect("three maps");
-            attention::composed::causal_flow(q, k, v, &cfg)
+            composed::merge_heads(attention::composed::causal_flow(q, k, v, &cfg))
         }
     };
-    assert_eq!(*out.shape(), (b, heads, l, m), "{how:?}: output shape");
+    assert_eq!(*out.shape(), (b * l, heads * m), "{how:?}: output shape");
     let values = out.as_vec();
     let probe: Tensor<_, E, Cpu> = Cpu::seed_from_u64(52).sample_normal_like(out.shape());
     let mut grads = (out * probe).sum::<Rank0, _>().backward();

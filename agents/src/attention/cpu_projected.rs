@@ -5,8 +5,9 @@
 //! gradients are allocated, zeroed, copied back to the host and added up as tensors
 //! would be; the backward pass gathers the heads' gradients into one token-row
 //! gradient of the three maps. The heads' outputs leave the op side by side in token
-//! rows (as `merge_heads` lays them out). Kept for the backward pass: the input rows and their
-//! statistics (the normalised rows are recomputed), and what the attention keeps.
+//! rows (as `merge_heads` lays them out). Kept for the backward pass: the input rows
+//! and their statistics (the normalised rows are recomputed), and what the attention
+//! keeps.
 
 use dfdx::prelude::*;
 use rayon::prelude::*;

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::cpu_layout::{heads_to_rows, rows_to_heads, HeadColumns};
 use super::cpu_pointwise::BitMask;
 use super::{read, release, rows_per_task, zeroed, Activation, CpuBackward, Tensor2};
-use super::{Affine, Tensor1, Tensor4};
+use super::{Affine, Tensor4};
 use crate::attention::gemm::{matmul_parallel, matmul_parallel_new, View};
 
 /// A map's weight on the host as the `(inputs, outputs)` matrix of `y = x W`, a view
@@ -147,7 +147,8 @@ pub(crate) fn linear<E: Dtype + Float>(
 
 /// Several linear maps of one input as one: their weights side by side as one `[total,
 /// inputs]` matrix, their biases, and where each map's outputs sit among the `total`
-/// columns; with the parameters (shared handles) for the backward pass.
+/// columns; with the maps themselves (handles to the parameters, which outlive the step
+/// anyway) whose gradients the backward pass adds to.
 pub(crate) struct StackedMaps<E: Dtype> {
     weights: Vec<E>,
     biases: Vec<Vec<E>>,
@@ -155,12 +156,8 @@ pub(crate) struct StackedMaps<E: Dtype> {
     offsets: Vec<usize>,
     total: usize,
     inputs: usize,
-    params: Vec<MapGhosts<E>>,
+    maps: Vec<Affine<E, Cpu>>,
 }
-
-/// A map's weight and bias (handles to the parameters, which outlive the step
-/// anyway: their gradients are found by them), and the weight's layout.
-type MapGhosts<E> = (Tensor2<E, Cpu>, Option<Tensor1<E, Cpu>>, bool);
 
 impl<E: Dtype + Float> StackedMaps<E> {
     /// Reads the maps' parameters (all of the same input width).
@@ -194,10 +191,6 @@ impl<E: Dtype + Float> StackedMaps<E> {
                     .map_or_else(|| vec![E::zero(); map.outputs()], read)
             })
             .collect();
-        let params = maps
-            .iter()
-            .map(|m| (m.weight.clone(), m.bias.clone(), m.out_in))
-            .collect();
         Self {
             weights,
             biases,
@@ -205,7 +198,7 @@ impl<E: Dtype + Float> StackedMaps<E> {
             offsets,
             total,
             inputs,
-            params,
+            maps: maps.to_vec(),
         }
     }
 
@@ -264,14 +257,10 @@ impl<E: Dtype + Float> StackedMaps<E> {
     ) -> Result<(), CpuError> {
         let (total, i) = (self.total, self.inputs);
         let n = g.len() / total.max(1);
-        for ((_, b_ghost, _), (&o, &off)) in self
-            .params
-            .iter()
-            .zip(self.widths.iter().zip(&self.offsets))
-        {
-            let Some(b_ghost) = b_ghost else { continue };
-            grads.try_alloc_for(b_ghost)?;
-            let gb = grads.get_or_alloc_mut(b_ghost)?;
+        for (map, (&o, &off)) in self.maps.iter().zip(self.widths.iter().zip(&self.offsets)) {
+            let Some(bias) = &map.bias else { continue };
+            grads.try_alloc_for(bias)?;
+            let gb = grads.get_or_alloc_mut(bias)?;
             // Column sums of this map's block of g.
             let rows = rows_per_task(total);
             let partial: Vec<Vec<E>> = g
@@ -295,15 +284,11 @@ impl<E: Dtype + Float> StackedMaps<E> {
         let gv = View::rows(g, n, total);
         // dW = gᵀ x, [total, in], then each map's block into its weight's gradient.
         let gw = matmul_parallel_new(gv.t(), View::rows(xs, n, i));
-        for ((w_ghost, _, out_in), (&o, &off)) in self
-            .params
-            .iter()
-            .zip(self.widths.iter().zip(&self.offsets))
-        {
-            grads.try_alloc_for(w_ghost)?;
-            let acc = grads.get_or_alloc_mut(w_ghost)?;
+        for (map, (&o, &off)) in self.maps.iter().zip(self.widths.iter().zip(&self.offsets)) {
+            grads.try_alloc_for(&map.weight)?;
+            let acc = grads.get_or_alloc_mut(&map.weight)?;
             let block = &gw[off * i..(off + o) * i];
-            if *out_in {
+            if map.out_in {
                 for (s, &v) in acc.iter_mut().zip(block) {
                     *s += v;
                 }

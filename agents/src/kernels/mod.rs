@@ -319,8 +319,12 @@ pub(crate) fn zeroed<E: Dtype>(n: usize) -> Vec<E> {
     if n < SERIAL {
         return vec![E::default(); n];
     }
-    let mut buf = Vec::with_capacity(n);
-    buf.par_extend(rayon::iter::repeat_n(E::default(), n));
+    let mut buf: Vec<E> = Vec::with_capacity(n);
+    buf.spare_capacity_mut()[..n]
+        .par_chunks_mut(SERIAL)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(E::default())));
+    // SAFETY: the loop above wrote all `n` values; the capacity is at least `n`.
+    unsafe { buf.set_len(n) };
     buf
 }
 

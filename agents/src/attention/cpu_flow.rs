@@ -89,6 +89,24 @@ pub(crate) struct HostHeads<F> {
 }
 
 impl<F: Real> HostHeads<F> {
+    /// The inputs from the raw `q`, `k` (the feature map `c.sigmoid` applied here, in
+    /// place) and `v`, each `(heads, L, ·)`.
+    pub(crate) fn new(mut q: Vec<F>, mut k: Vec<F>, v: Vec<F>, dims: Dims, c: Consts<F>) -> Self {
+        let len = dims.l * dims.d;
+        if len > 0 {
+            q.par_chunks_mut(len)
+                .chain(k.par_chunks_mut(len))
+                .for_each(c.sigmoid);
+        }
+        Self {
+            qf: q,
+            kf: k,
+            v,
+            dims,
+            c,
+        }
+    }
+
     /// The forward pass of every head (heads in parallel) into `out (heads, L, M)`;
     /// with `record`, also what [`HostHeads::backward`] needs.
     pub(crate) fn forward(&self, out: &mut [F], record: bool) -> Option<Saved<Vec<F>>> {
@@ -196,19 +214,8 @@ where
     let heads = b * h;
     let mut out = scratch(heads * l * m);
     // sigmoid(q), sigmoid(k) and v, computed once.
-    let (mut qf, mut kf) = (read(&q), read(&k));
-    if l > 0 {
-        qf.par_chunks_mut(l * d)
-            .chain(kf.par_chunks_mut(l * d))
-            .for_each(sigmoid);
-    }
-    let inputs = HostHeads {
-        qf,
-        kf,
-        v: read(&v),
-        dims: Dims::new(l, d, m),
-        c: consts(cfg, sigmoid),
-    };
+    let dims = Dims::new(l, d, m);
+    let inputs = HostHeads::new(read(&q), read(&k), read(&v), dims, consts(cfg, sigmoid));
     let saved = inputs.forward(&mut out, T::OWNS_TAPE);
     let out = q.device().tensor_from_vec(out, (b, h, l, m));
     let mut tape = tape_q.merge(tape_k).merge(tape_v);

@@ -10,7 +10,6 @@
 //! keeps.
 
 use dfdx::prelude::*;
-use rayon::prelude::*;
 
 use super::chunked::{Dims, HeadGrads};
 use super::cpu_flow::{consts, scratch, HostHeads};
@@ -42,20 +41,9 @@ pub(crate) fn projected_causal_flow<F: Real>(
     let stats = forward_rows(&xs, (&gs, &bs), eps, &mut a);
     let y = stacked.products(&a, n);
     drop(a);
-    let [mut qf, mut kf, v] = [0, 1, 2].map(|j| stacked.split(&y, j, (l, h)));
+    let [q, k, v] = [0, 1, 2].map(|j| stacked.split(&y, j, (l, h)));
     drop(y);
-    if l > 0 {
-        qf.par_chunks_mut(l * d)
-            .chain(kf.par_chunks_mut(l * d))
-            .for_each(sigmoid);
-    }
-    let inputs = HostHeads {
-        qf,
-        kf,
-        v,
-        dims: Dims::new(l, d, m),
-        c: consts(cfg, sigmoid),
-    };
+    let inputs = HostHeads::new(q, k, v, Dims::new(l, d, m), consts(cfg, sigmoid));
     let mut heads_out = scratch(b * h * l * m);
     let saved = inputs.forward(&mut heads_out, trace);
     // The heads side by side in token rows (one head's layout is already that).

@@ -41,6 +41,27 @@ where
     }
 }
 
+/// The gradients of every map's weight and of its bias (empty without a bias).
+fn map_grads<'a, E>(
+    grads: &mut Gradients<E, Cpu>,
+    maps: impl IntoIterator<Item = &'a Affine<E, Cpu>>,
+) -> Vec<Vec<E>>
+where
+    E: Dtype,
+    Cpu: Device<E>,
+{
+    let mut all = Vec::new();
+    for map in maps {
+        all.push(grad_of(grads, &map.weight));
+        all.push(
+            map.bias
+                .as_ref()
+                .map_or_else(Vec::new, |b| grad_of(grads, b)),
+        );
+    }
+    all
+}
+
 /// Everything one case compares: forward values, then the gradients of the input and of
 /// every map's weight and bias (empty without a bias).
 type Outcome<E> = (Vec<E>, Vec<Vec<E>>);
@@ -132,14 +153,7 @@ where
     }
     let mut grads = loss.expect("three outputs").backward();
     let mut all = vec![grad_of(&mut grads, &x)];
-    for map in &maps {
-        all.push(grad_of(&mut grads, &map.weight));
-        all.push(
-            map.bias
-                .as_ref()
-                .map_or_else(Vec::new, |b| grad_of(&mut grads, b)),
-        );
-    }
+    all.extend(map_grads(&mut grads, &maps));
     (values, all)
 }
 
@@ -267,14 +281,7 @@ where
         grad_of(&mut grads, &norm_weight),
         grad_of(&mut grads, &norm_bias),
     ];
-    for map in [&mlp.fc, &mlp.proj] {
-        all.push(grad_of(&mut grads, &map.weight));
-        all.push(
-            map.bias
-                .as_ref()
-                .map_or_else(Vec::new, |b| grad_of(&mut grads, b)),
-        );
-    }
+    all.extend(map_grads(&mut grads, [&mlp.fc, &mlp.proj]));
     (values, all)
 }
 
@@ -386,14 +393,7 @@ where
         grad_of(&mut grads, &norm.weight),
         grad_of(&mut grads, &norm.bias),
     ];
-    for map in &maps {
-        all.push(grad_of(&mut grads, &map.weight));
-        all.push(
-            map.bias
-                .as_ref()
-                .map_or_else(Vec::new, |b| grad_of(&mut grads, b)),
-        );
-    }
+    all.extend(map_grads(&mut grads, &maps));
     (values, all)
 }
 

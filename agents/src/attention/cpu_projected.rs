@@ -47,13 +47,7 @@ pub(crate) fn projected_causal_flow<F: Real>(
     let mut heads_out = scratch(b * h * l * m);
     let saved = inputs.forward(&mut heads_out, trace);
     // The heads side by side in token rows (one head's layout is already that).
-    let merged = HeadColumns {
-        l,
-        h,
-        d: m,
-        off: 0,
-        total: h * m,
-    };
+    let merged = HeadColumns::merged(l, h, m);
     let out = if h == 1 {
         heads_out
     } else {
@@ -69,7 +63,6 @@ pub(crate) fn projected_causal_flow<F: Real>(
     let (gs_ghost, bs_ghost) = (norm.weight.ghost(), norm.bias.ghost());
     drop((x, norm, maps));
     let backward = move |grads: &mut Gradients<F, Cpu>| -> Result<(), CpuError> {
-        grads.try_alloc_for(&out_ghost)?;
         let mut dout: Vec<F> = release(grads.get_or_alloc_mut(&out_ghost)?);
         if h > 1 {
             dout = rows_to_heads(&dout, merged, None);
@@ -95,7 +88,6 @@ pub(crate) fn projected_causal_flow<F: Real>(
         let mut ga = zeroed(n * w);
         stacked.add_input_gradient(&mut ga, &g);
         drop(g);
-        grads.try_alloc_for(&x_ghost)?;
         let (dg, db) = backward_rows((&xs, &gs), &stats, &ga, grads.get_or_alloc_mut(&x_ghost)?);
         add_into(grads.get_or_alloc_mut(&gs_ghost)?, &dg);
         add_into(grads.get_or_alloc_mut(&bs_ghost)?, &db);

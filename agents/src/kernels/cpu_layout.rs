@@ -8,18 +8,6 @@ use rayon::prelude::*;
 
 use super::{read, release, zeroed, CpuBackward, Tensor2, Tensor4};
 
-/// Calls `f(offset in the token-major layout, offset in the head-major layout)` for the
-/// `d` values of every head `i` of every token `t` of one sequence of `l` tokens with
-/// `h` heads.
-fn for_each_head_row(l: usize, h: usize, d: usize, mut f: impl FnMut(usize, usize)) {
-    let w = h * d;
-    for i in 0..h {
-        for t in 0..l {
-            f(t * w + i * d, (i * l + t) * d);
-        }
-    }
-}
-
 /// Where `h` heads of `d` values sit in token rows: columns `off..off + h·d` of rows
 /// `total` wide, `l` tokens per sequence.
 #[derive(Clone, Copy)]
@@ -31,6 +19,36 @@ pub(crate) struct HeadColumns {
     pub total: usize,
 }
 
+impl HeadColumns {
+    /// The heads side by side filling whole rows (`merge_heads`' layout).
+    pub(crate) fn merged(l: usize, h: usize, d: usize) -> Self {
+        Self {
+            l,
+            h,
+            d,
+            off: 0,
+            total: h * d,
+        }
+    }
+
+    /// Calls `f(offset in the token rows, offset in the head-major layout, head)` for
+    /// the `d` values of every head of every token of one sequence.
+    fn for_each_head_row(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let Self {
+            l,
+            h,
+            d,
+            off,
+            total,
+        } = *self;
+        for i in 0..h {
+            for t in 0..l {
+                f(t * total + off + i * d, (i * l + t) * d, i);
+            }
+        }
+    }
+}
+
 /// The heads' columns of token rows (plus `bias (h·d,)`, if given) in head-major layout
 /// `(B, H, L, D)`, each head's rows contiguous; sequences in parallel.
 pub(crate) fn rows_to_heads<E: Dtype + Float>(
@@ -38,13 +56,7 @@ pub(crate) fn rows_to_heads<E: Dtype + Float>(
     cols: HeadColumns,
     bias: Option<&[E]>,
 ) -> Vec<E> {
-    let HeadColumns {
-        l,
-        h,
-        d,
-        off,
-        total,
-    } = cols;
+    let HeadColumns { l, h, d, total, .. } = cols;
     let mut out = zeroed(rows.len() / total.max(1) * h * d);
     if l * total == 0 || d == 0 {
         return out;
@@ -52,14 +64,11 @@ pub(crate) fn rows_to_heads<E: Dtype + Float>(
     out.par_chunks_mut(l * h * d)
         .zip(rows.par_chunks(l * total))
         .for_each(|(out, rows)| {
-            for_each_head_row(l, h, d, |row, head| {
-                let (src, dst) = (
-                    &rows[off + row / (h * d) * total + row % (h * d)..][..d],
-                    &mut out[head..head + d],
-                );
+            cols.for_each_head_row(|src, dst, i| {
+                let (src, dst) = (&rows[src..src + d], &mut out[dst..dst + d]);
                 match bias {
                     Some(bias) => {
-                        let bias = &bias[row % (h * d)..][..d];
+                        let bias = &bias[i * d..(i + 1) * d];
                         for ((v, &s), &c) in dst.iter_mut().zip(src).zip(bias) {
                             *v = s + c;
                         }
@@ -74,22 +83,15 @@ pub(crate) fn rows_to_heads<E: Dtype + Float>(
 /// The inverse of [`rows_to_heads`] (without a bias): head-major `heads` written into
 /// their columns of the token rows `rows`; sequences in parallel.
 pub(crate) fn heads_to_rows<E: Dtype + Float>(heads: &[E], cols: HeadColumns, rows: &mut [E]) {
-    let HeadColumns {
-        l,
-        h,
-        d,
-        off,
-        total,
-    } = cols;
+    let HeadColumns { l, h, d, total, .. } = cols;
     if l * total == 0 || d == 0 {
         return;
     }
     rows.par_chunks_mut(l * total)
         .zip(heads.par_chunks(l * h * d))
         .for_each(|(rows, heads)| {
-            for_each_head_row(l, h, d, |row, head| {
-                let at = off + row / (h * d) * total + row % (h * d);
-                rows[at..at + d].copy_from_slice(&heads[head..head + d]);
+            cols.for_each_head_row(|dst, src, _| {
+                rows[dst..dst + d].copy_from_slice(&heads[src..src + d]);
             });
         });
 }
@@ -104,13 +106,7 @@ pub(crate) fn merge_heads<E: Dtype + Float>(
     let os = read(&o);
     let mut out = zeroed(os.len());
     let seq = l * w;
-    let cols = HeadColumns {
-        l,
-        h,
-        d: m,
-        off: 0,
-        total: w,
-    };
+    let cols = HeadColumns::merged(l, h, m);
     heads_to_rows(&os, cols, &mut out);
     drop(os);
     let out = o.device().tensor_from_vec(out, (b * l, w));
@@ -130,7 +126,7 @@ pub(crate) fn merge_heads<E: Dtype + Float>(
         go.par_chunks_mut(seq)
             .zip(g.par_chunks(seq))
             .for_each(|(go, g)| {
-                for_each_head_row(l, h, m, |src, dst| {
+                cols.for_each_head_row(|src, dst, _| {
                     for (s, &v) in go[dst..dst + m].iter_mut().zip(&g[src..]) {
                         *s += v;
                     }

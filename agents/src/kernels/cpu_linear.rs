@@ -259,7 +259,6 @@ impl<E: Dtype + Float> StackedMaps<E> {
         let n = g.len() / total.max(1);
         for (map, (&o, &off)) in self.maps.iter().zip(self.widths.iter().zip(&self.offsets)) {
             let Some(bias) = &map.bias else { continue };
-            grads.try_alloc_for(bias)?;
             let gb = grads.get_or_alloc_mut(bias)?;
             // Column sums of this map's block of g.
             let rows = rows_per_task(total);
@@ -285,7 +284,6 @@ impl<E: Dtype + Float> StackedMaps<E> {
         // dW = gᵀ x, [total, in], then each map's block into its weight's gradient.
         let gw = matmul_parallel_new(gv.t(), View::rows(xs, n, i));
         for (map, (&o, &off)) in self.maps.iter().zip(self.widths.iter().zip(&self.offsets)) {
-            grads.try_alloc_for(&map.weight)?;
             let acc = grads.get_or_alloc_mut(&map.weight)?;
             let block = &gw[off * i..(off + o) * i];
             if map.out_in {
@@ -336,7 +334,6 @@ pub(crate) fn linear_heads<E: Dtype + Float>(
         // The outputs' gradients gathered back into token rows, (B·L, total).
         let mut g = stacked.new_gradient(n);
         for (j, out_ghost) in out_ghosts.iter().enumerate() {
-            grads.try_alloc_for(out_ghost)?;
             let go: Vec<E> = release(grads.get_or_alloc_mut(out_ghost)?);
             stacked.gather(&mut g, j, &go, (l, h));
         }
